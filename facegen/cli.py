@@ -1,0 +1,66 @@
+"""The ``facegen`` command: ``facegen synth|prepare|train|demo ...`` (``facegen CMD --help`` for each).
+
+Each subcommand's arguments and body live next to the code they drive (``add_*_arguments`` / ``run_*``);
+this module only wires them up and turns user mistakes into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+# name -> (module, add-arguments function, run function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "synth": ("facegen.data.synth", "add_synth_arguments", "run_synth",
+              "render the synthetic face dataset in CelebA or FairFace layout"),
+    "prepare": ("facegen.data.prepare", "add_prepare_arguments", "run_prepare",
+                "turn a CelebA/FairFace folder or URI into Parquet shards"),
+    "train": ("facegen.training.command", "add_train_arguments", "run_train",
+              "train a model from a config with Ray Train"),
+    "demo": ("facegen.demo", "add_demo_arguments", "run_demo",
+             "synthesise faces, train the VAE, draw grids (what `make demo` runs)"),
+}
+
+
+def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; a FacegenError (a user mistake) becomes ``error: <one line>`` and exit status 2."""
+    from facegen.errors import FacegenError
+
+    try:
+        return run(args) or 0
+    except FacegenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def job_main(module: str, add: str, run: str, description: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of a ``jobs/*.py`` script: the same arguments and behaviour as the matching subcommand."""
+    mod = importlib.import_module(module)
+    parser = argparse.ArgumentParser(description=description)
+    getattr(mod, add)(parser)
+    return run_guarded(getattr(mod, run), parser.parse_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facegen", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    runners = {}
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = argv[0] if argv else None
+    for name, (module, add, run, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # import only the module that runs: keeps `facegen --help` instant
+            mod = importlib.import_module(module)
+            getattr(mod, add)(sub_parser)
+            runners[name] = getattr(mod, run)
+    args = parser.parse_args(argv)
+    return run_guarded(runners[args.command], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: synthetic faces, CelebA / FairFace / digits readers, Parquet shards, the Ray Data pipeline."""

@@ -1,0 +1,84 @@
+"""``facegen prepare``: read a CelebA or FairFace folder/URI and write Parquet shards + manifest.
+
+The CLI (``facegen/cli.py``) and the Ray job (``jobs/prepare_data.py``) both call
+:func:`add_prepare_arguments` then :func:`run_prepare`. No Ray here: preparation is a single-machine step
+whose output Ray Data then reads from anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from facegen.data.celeba import read_celeba
+from facegen.data.fairface import read_fairface
+from facegen.data.shards import write_shards
+from facegen.errors import FacegenError
+
+READERS = {"celeba": read_celeba, "fairface": read_fairface}
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``prepare`` options to ``parser`` (a subcommand parser or a standalone one)."""
+    parser.description = (
+        "Validate a CelebA or FairFace dataset and write it as Parquet shards (OUT/<split>/part-NNNNN.parquet) "
+        "plus OUT/manifest.json. Re-running with the same source and options does nothing.")
+    parser.add_argument("--dataset", required=True, choices=sorted(READERS),
+                        help="layout of --src: 'celeba' (list_attr_celeba.txt/.csv, list_eval_partition, "
+                             "img_align_celeba/) or 'fairface' (fairface_label_{train,val}.csv + images)")
+    parser.add_argument("--src", required=True, metavar="DIR_OR_URI",
+                        help="dataset folder or URI (s3://bucket/prefix, gs://..., file://...); S3 endpoint "
+                             "and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...")
+    parser.add_argument("--out", required=True, metavar="DIR_OR_URI", help="where to write shards and manifest")
+    parser.add_argument("--resolution", type=_positive, default=64, metavar="PX",
+                        help="side of the square images stored in the shards (default: 64)")
+    parser.add_argument("--balance", default="", metavar="ATTR[,ATTR]",
+                        help="re-assign splits so every split has the same joint distribution of these "
+                             "attributes (CelebA names like Smiling,Male or race/age/gender); identities never "
+                             "span splits (default: keep the dataset's own splits)")
+    parser.add_argument("--rows-per-shard", type=_positive, default=2000, metavar="N",
+                        help="rows per Parquet file (default: 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train shuffle and of --balance (default: 0)")
+    parser.add_argument("--workers", type=_positive, default=None, metavar="N",
+                        help="image decoding processes (default: min(2, CPUs))")
+    parser.add_argument("--no-progress", action="store_true", help="don't draw a progress bar")
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Run ``prepare`` with parsed ``args``; print a one-line summary and return 0.
+
+    A user error (bad dataset, unreachable location) prints ``error: <one line>`` to stderr and returns 2.
+    """
+    balance = [name.strip() for name in args.balance.split(",") if name.strip()]
+    try:
+        source = READERS[args.dataset](args.src)
+        manifest = write_shards(source, args.out, resolution=args.resolution, rows_per_shard=args.rows_per_shard,
+                                balance=balance, seed=args.seed, progress=not args.no_progress,
+                                workers=args.workers)
+    except (FacegenError, OSError) as exc:  # OSError: unreachable bucket, denied credentials, full disk
+        message = " ".join(str(exc).split())  # pyarrow's S3 errors span lines; keep the promise of one
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    rows = ", ".join(f"{split} {manifest.rows(split)}" for split in manifest.splits)
+    action = "already up to date" if manifest.reused else "wrote"
+    print(f"prepare {args.dataset}: {action} {rows} rows at {args.resolution}px; "
+          f"manifest {manifest.root.rstrip('/')}/manifest.json")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point: ``python -m facegen.data.prepare --dataset ... --src ... --out ...``."""
+    parser = argparse.ArgumentParser(prog="facegen prepare")
+    add_prepare_arguments(parser)
+    return run_prepare(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Parquet shards: a :class:`SourceDataset` -> ``OUT/<split>/part-NNNNN.parquet`` + ``OUT/manifest.json``.
+
+Every dataset gets the same row schema (:data:`SCHEMA`): ``key`` string, ``image`` PNG bytes of an R x R RGB
+face, ``split`` string, ``attrs`` list<int8> of 0/1 in ``attribute_names`` order (empty if none),
+``identity`` int32 and ``race``/``age``/``gender`` int8 (-1 when absent). Images are cut with
+:func:`crop_box` and resized with antialiased bicubic (:func:`preprocess`, which serving should reuse), then
+stored as lossless PNG, so decoding a row gives exactly the pixels training sees.
+
+Consistency: shards are written under temporary names and renamed; the manifest is written last and
+atomically, and an out-of-date manifest is deleted before any shard is rewritten, so a reader sees either
+no manifest or a complete one whose shards match it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import random
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from contextlib import closing
+from dataclasses import dataclass, field, fields, replace
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from PIL import Image
+from tqdm import tqdm
+
+from facegen.data import fsutil
+from facegen.data.attributes import SPLITS
+from facegen.data.records import FaceRecord, SourceDataset
+from facegen.errors import DatasetError, FacegenError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SCHEMA = pa.schema([
+    ("key", pa.string()), ("image", pa.binary()), ("split", pa.string()), ("attrs", pa.list_(pa.int8())),
+    ("identity", pa.int32()), ("race", pa.int8()), ("age", pa.int8()), ("gender", pa.int8()),
+])
+_OUR_FILES = re.compile(r"part-\d{5}\.parquet(\.tmp-[0-9a-f]+)?")  # all that stale-shard cleanup may delete
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One Parquet file: ``path`` relative to the manifest's folder, row count, SHA-256 and size in bytes."""
+
+    path: str
+    rows: int
+    sha256: str
+    size: int
+
+
+@dataclass
+class Manifest:
+    """``OUT/manifest.json``: what was written, from what, and how.
+
+    JSON layout: ``format_version``, ``dataset``, ``resolution``, ``attribute_names``, ``label_names``,
+    ``splits: {split: {rows, shards: [{path, rows, sha256, size}]}}``, ``source`` (the src URI),
+    ``params`` (resolution, balance, seed, rows_per_shard, crop) and ``fingerprint`` (SHA-256 of the sorted
+    records' keys and labels). ``root`` (where it was read or written) and ``reused`` (True when
+    :func:`write_shards` found it up to date and wrote nothing) are not stored.
+    """
+
+    root: str
+    dataset: str
+    resolution: int
+    attribute_names: tuple[str, ...]
+    label_names: dict[str, tuple[str, ...]]
+    splits: dict[str, list[Shard]]
+    source: str
+    params: dict
+    fingerprint: str
+    format_version: int = FORMAT_VERSION
+    reused: bool = field(default=False, compare=False)
+
+    def rows(self, split: str) -> int:
+        return sum(s.rows for s in self.splits.get(split, []))
+
+    def shard_uris(self, split: str) -> list[str]:
+        """Absolute paths / URIs of the split's shards, ready for ``ray.data.read_parquet``."""
+        return [f"{self.root.rstrip('/')}/{s.path}" for s in self.splits.get(split, [])]
+
+    def to_json(self) -> str:
+        body = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("root", "reused")}
+        body["splits"] = {k: {"rows": self.rows(k), "shards": [vars(s) for s in v]} for k, v in self.splits.items()}
+        return json.dumps(body, indent=2) + "\n"
+
+
+def read_manifest(uri: str, verify: bool = False) -> Manifest:
+    """Load ``uri/manifest.json`` (``uri`` may also name the JSON file itself).
+
+    ``verify=True`` also re-reads every shard and checks its SHA-256. Raises :class:`DatasetError` if the
+    manifest is missing, unparsable, of another format version, or a shard is missing or altered.
+    """
+    root = uri[: -len(MANIFEST_NAME)].rstrip("/") if uri.endswith(".json") else uri.rstrip("/")
+    fs, folder = fsutil.resolve(root)
+    where = fsutil.to_uri(fs, fsutil.join(folder, MANIFEST_NAME))
+    try:
+        data = json.loads(fsutil.read_text(fs, fsutil.join(folder, MANIFEST_NAME)))
+        if data.get("format_version") != FORMAT_VERSION:
+            raise DatasetError(f"{where}: format version {data.get('format_version')!r}, "
+                               f"this facegen reads {FORMAT_VERSION}; run `facegen prepare` again")
+        manifest = Manifest(
+            root=root, dataset=data["dataset"], resolution=int(data["resolution"]),
+            attribute_names=tuple(data["attribute_names"]),
+            label_names={k: tuple(v) for k, v in data["label_names"].items()},
+            splits={k: [Shard(**s) for s in v["shards"]] for k, v in data["splits"].items()},
+            source=data["source"], params=data["params"], fingerprint=data["fingerprint"])
+    except FileNotFoundError:
+        raise DatasetError(f"{where}: no manifest (run `facegen prepare` to write shards there)") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise DatasetError(f"{where}: corrupt manifest ({type(exc).__name__}: {exc})") from None
+    for shard in (s for shards in manifest.splits.values() for s in shards) if verify else ():
+        path = fsutil.join(folder, shard.path)
+        digest = hashlib.sha256(fsutil.read_bytes(fs, path)).hexdigest() if fsutil.is_file(fs, path) else None
+        if digest != shard.sha256:
+            raise DatasetError(f"{fsutil.to_uri(fs, path)}: missing or checksum differs from {where}")
+    return manifest
+
+
+def crop_box(width: int, height: int, crop: tuple) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` of the training square in a ``width`` x ``height`` image.
+
+    ``("center", side)``: a centred ``side`` square (178x218 CelebA, 140 -> (19, 39, 159, 179)), shrunk to
+    fit smaller images; ``("full",)``: the largest centred square.
+    """
+    side = min(width, height) if crop[0] == "full" else min(int(crop[1]), width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def preprocess(image: Image.Image, crop: tuple, resolution: int) -> Image.Image:
+    """Any PIL image -> RGB ``resolution`` x ``resolution``: crop per ``crop`` then antialiased bicubic."""
+    rgb = image.convert("RGB")
+    return rgb.resize((resolution, resolution), Image.Resampling.BICUBIC, box=crop_box(*rgb.size, crop))
+
+
+def _encode(fs: pafs.FileSystem, crop: tuple, resolution: int, path: str) -> bytes:
+    """Read, decode (JPEG/PNG only), crop, resize and PNG-encode one image."""
+    try:
+        with Image.open(io.BytesIO(fsutil.read_bytes(fs, path)), formats=["JPEG", "PNG"]) as image:
+            face = preprocess(image, crop, resolution)
+    except FileNotFoundError:
+        raise DatasetError(f"{fsutil.to_uri(fs, path)}: image is missing") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # truncated, not an image
+        raise DatasetError(f"{fsutil.to_uri(fs, path)}: cannot decode image ({exc})") from None
+    out = io.BytesIO()
+    face.save(out, format="PNG")
+    return out.getvalue()
+
+
+def fingerprint(source: SourceDataset) -> str:
+    """SHA-256 of the dataset name, label vocabularies and every record's key and labels, sorted by key."""
+    rows = sorted((r.key, r.split, list(r.attrs), r.identity, r.race, r.age, r.gender) for r in source.records)
+    body = [source.name, list(source.attribute_names), source.label_names, rows]
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def balance_splits(source: SourceDataset, names: Sequence[str], seed: int) -> list[FaceRecord]:
+    """Re-assign splits so every split has (about) the same joint distribution of ``names``.
+
+    ``names`` are attribute names or label heads (``race``/``age``/``gender``). Records are grouped by
+    identity (records without one are their own group); big groups go first, then groups one by one go to
+    the split with the largest shortfall for their strata (the joint values of ``names``) among those with
+    room. Guarantees: no identity spans two splits; without identities split sizes equal the original ones
+    and each stratum's count per split is within 1 of proportional; with identities sizes and counts are
+    off by at most about one identity's images.
+    """
+    labels = ("race", "age", "gender")
+    unknown = [n for n in names if n not in source.attribute_names and n not in labels]
+    if unknown:
+        raise FacegenError(f"--balance: unknown attribute {unknown[0]!r} for {source.name} "
+                           f"(known: {', '.join([*source.attribute_names, *labels])})")
+    idx = {n: source.attribute_names.index(n) for n in names if n in source.attribute_names}
+    stratum = [tuple(r.attrs[idx[n]] if n in idx else getattr(r, n) for n in names) for r in source.records]
+    counts = Counter(r.split for r in source.records)
+    sizes = {s: counts[s] for s in SPLITS if counts[s]}
+    per_stratum = Counter(stratum)
+    target = {s: {k: sizes[s] * c / len(stratum) for k, c in per_stratum.items()} for s in sizes}
+    groups: dict[object, list[int]] = {}
+    for i, r in enumerate(source.records):
+        groups.setdefault(r.identity if r.identity >= 0 else ("record", i), []).append(i)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda g: (-len(g), sorted(stratum[i] for i in g)))  # stable: ties stay shuffled
+    have = {s: Counter() for s in sizes}
+    filled = Counter()
+    split_of: dict[int, str] = {}
+    for group in order:
+        need = Counter(stratum[i] for i in group)
+        room = [s for s in sizes if filled[s] + len(group) <= sizes[s]] or list(sizes)
+        best = max(room, key=lambda s: (sum(n * (target[s][k] - have[s][k]) for k, n in need.items()),
+                                        sizes[s] - filled[s]))
+        have[best].update(need)
+        filled[best] += len(group)
+        split_of.update({i: best for i in group})
+    return [replace(r, split=split_of[i]) for i, r in enumerate(source.records)]
+
+
+def _encode_all(fs: pafs.FileSystem, crop: tuple, resolution: int, paths: list[str], workers: int
+                ) -> Iterator[bytes]:
+    """PNG bytes of each path, in order; ``workers > 1`` spreads decoding over a process pool.
+
+    Spawned (not forked) workers: forking after pyarrow's S3 client has started can deadlock it.
+    """
+    encode = partial(_encode, fs, crop, resolution)
+    if workers <= 1:
+        yield from map(encode, paths)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield from pool.map(encode, paths, chunksize=64)
+    finally:  # on an error, don't decode the rest of the dataset before reporting it
+        pool.shutdown(cancel_futures=True)
+
+
+def _write_shard(fs: pafs.FileSystem, folder: str, rel: str, records: list[FaceRecord], pngs: list[bytes]
+                 ) -> Shard:
+    """Write one Parquet file atomically at ``folder/rel`` and describe it."""
+    columns = {"key": [r.key for r in records], "image": pngs, "split": [r.split for r in records],
+               "attrs": [list(r.attrs) for r in records]}
+    columns.update({c: [getattr(r, c) for r in records] for c in ("identity", "race", "age", "gender")})
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns, schema=SCHEMA), sink)
+    data = sink.getvalue().to_pybytes()
+    fsutil.write_atomic(fs, fsutil.join(folder, rel), data)
+    return Shard(rel, len(records), hashlib.sha256(data).hexdigest(), len(data))
+
+
+def _up_to_date(fs: pafs.FileSystem, folder: str, out: str, fp: str, params: dict) -> Manifest | None:
+    """The existing manifest if it has this fingerprint and params and all its shards have their sizes."""
+    try:
+        manifest = read_manifest(out)
+    except DatasetError:
+        return None
+    present = fsutil.list_files(fs, folder, recursive=True)
+    shards = [s for split in manifest.splits.values() for s in split]
+    stale = manifest.fingerprint != fp or manifest.params != params
+    return None if stale or any(present.get(s.path) != s.size for s in shards) else manifest
+
+
+def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per_shard: int = 2000,
+                 balance: Sequence[str] = (), seed: int = 0, progress: bool = True, workers: int | None = None
+                 ) -> Manifest:
+    """Write ``source`` as Parquet shards + manifest under ``out`` (folder or URI); return the manifest.
+
+    Splits come from the records, or from :func:`balance_splits` when ``balance`` names attributes. Records
+    are sorted by key, then the train split is shuffled with ``seed``, so output depends only on the record
+    set and the parameters. If ``out`` already holds an up-to-date manifest (same fingerprint and params,
+    shards present with their sizes) nothing is written and the manifest comes back with ``reused=True``;
+    otherwise everything is rewritten and shards no longer listed are deleted. ``workers`` processes decode
+    images (default ``min(2, cpus)``). A missing or undecodable image raises :class:`DatasetError`.
+    """
+    if resolution < 1 or rows_per_shard < 1:
+        raise FacegenError(f"resolution ({resolution}) and rows per shard ({rows_per_shard}) must be >= 1")
+    fs, folder = fsutil.resolve(out)
+    params = {"resolution": resolution, "balance": list(balance), "seed": seed,
+              "rows_per_shard": rows_per_shard, "crop": list(source.crop)}
+    fp = fingerprint(source)
+    current = _up_to_date(fs, folder, out, fp, params)
+    if current is not None:
+        log.info("%s is up to date (same source and parameters); nothing written", out)
+        current.reused = True
+        return current
+
+    records = sorted(source.records, key=lambda r: r.key)
+    if balance:
+        records = balance_splits(replace(source, records=records), balance, seed)
+    by_split = {s: [r for r in records if r.split == s] for s in SPLITS}
+    random.Random(seed).shuffle(by_split["train"])  # contiguous reads of a shard are already mixed
+    chunks = [(f"{split}/part-{i // rows_per_shard:05d}.parquet", rows[i:i + rows_per_shard])
+              for split, rows in by_split.items() for i in range(0, len(rows), rows_per_shard)]
+
+    manifest_path = fsutil.join(folder, MANIFEST_NAME)
+    if fsutil.exists(fs, manifest_path):  # the old manifest would describe shards we are about to replace
+        fs.delete_file(manifest_path)
+    workers = workers or min(2, os.cpu_count() or 1)
+    paths = [r.image_path for _, chunk in chunks for r in chunk]
+    shards: dict[str, list[Shard]] = {s: [] for s in SPLITS}
+    bar = tqdm(total=len(paths), unit="img", desc=f"prepare {source.name}", disable=not progress)
+    with closing(_encode_all(source.filesystem, source.crop, resolution, paths, workers)) as pngs, bar:
+        for rel, chunk in chunks:
+            images = []
+            for _ in chunk:
+                images.append(next(pngs))
+                bar.update()
+            shards[chunk[0].split].append(_write_shard(fs, folder, rel, chunk, images))
+
+    manifest = Manifest(root=out, dataset=source.name, resolution=resolution,
+                        attribute_names=tuple(source.attribute_names),
+                        label_names={k: tuple(v) for k, v in source.label_names.items()},
+                        splits=shards, source=source.root, params=params, fingerprint=fp)
+    fsutil.write_atomic(fs, manifest_path, manifest.to_json().encode())
+    keep = {s.path for split in shards.values() for s in split}
+    for rel in fsutil.list_files(fs, folder, recursive=True):
+        split, _, name = rel.partition("/")
+        if split in SPLITS and _OUR_FILES.fullmatch(name) and rel not in keep:
+            fs.delete_file(fsutil.join(folder, rel))
+    return manifest

@@ -1,0 +1,79 @@
+"""Picture grids for any ``LatentModel``: reconstructions, samples and latent traversals.
+
+All take and draw images (N, 3, H, W) in [-1, 1]; ``save_png`` writes atomically (temp name, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from facegen.models.base import LatentModel
+
+
+def to_pil(grid: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [-1, 1] -> an RGB PIL image."""
+    array = ((grid.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def image_grid(images: torch.Tensor, nrow: int, scale: int = 2) -> Image.Image:
+    """Tile images (N, 3, H, W) ``nrow`` to a row, upscaled ``scale`` times for viewing."""
+    grid = to_pil(make_grid(images, nrow=nrow, padding=2, pad_value=1.0))
+    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST) if scale > 1 else grid
+
+
+def save_png(image: Image.Image, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+@torch.no_grad()
+def reconstruction_grid(model: LatentModel, images: torch.Tensor, nrow: int = 8) -> Image.Image:
+    """Originals on odd rows, their reconstructions (decode of encode) on the rows below."""
+    recon = model.decode(model.encode(images))
+    rows = []
+    for start in range(0, images.shape[0], nrow):
+        rows += [images[start:start + nrow], recon[start:start + nrow]]
+    return image_grid(torch.cat(rows), nrow=nrow)
+
+
+@torch.no_grad()
+def sample_grid(model: LatentModel, n: int = 64, seed: int = 0, nrow: int = 8) -> Image.Image:
+    generator = torch.Generator().manual_seed(seed)
+    return image_grid(model.sample(n, generator=generator), nrow=nrow)
+
+
+@torch.no_grad()
+def most_active_dims(model: LatentModel, images: torch.Tensor, k: int) -> list[int]:
+    """The ``k`` latent dimensions whose codes vary most over ``images``; a VAE's unused dimensions have
+    near-zero variance, so these are the ones worth traversing."""
+    variance = model.encode(images).var(dim=0)
+    return variance.argsort(descending=True)[:k].tolist()
+
+
+@torch.no_grad()
+def traverse(model: LatentModel, z: torch.Tensor, dims: list[int], values: torch.Tensor) -> torch.Tensor:
+    """Decode ``z`` (D,) with dimension d set to each of ``values`` (S,), for every d in ``dims``:
+    returns (len(dims) * S, 3, H, W), one row per dimension."""
+    codes = z.expand(len(dims), len(values), z.shape[-1]).clone()
+    for row, dim in enumerate(dims):
+        codes[row, :, dim] = values
+    return model.decode(codes.reshape(-1, z.shape[-1]))
+
+
+@torch.no_grad()
+def traversal_grid(model: LatentModel, image: torch.Tensor, dims: list[int], span: float = 3.0,
+                   steps: int = 9) -> Image.Image:
+    """One row per dimension in ``dims``: ``image`` (3, H, W) encoded, then that dimension swept over
+    [-span, span] standard units while the others keep their values."""
+    z = model.encode(image[None])[0]
+    values = torch.linspace(-span, span, steps, device=z.device)
+    return image_grid(traverse(model, z, dims, values), nrow=steps)

@@ -1,0 +1,119 @@
+"""VAE and beta-VAE (Kingma & Welling 2014; Higgins et al. 2017) on faces.
+
+Per image, the loss is the negative evidence lower bound with a weighted KL term::
+
+    loss = recon_scale * recon(x_hat, x) + beta * KL(q(z|x) || N(0, I))
+
+``recon`` is the per-pixel reconstruction loss on the [0, 1] scale (see ``losses.py``) and
+``recon_scale = 3 * H * W / (2 * decoder_std**2)``, which makes the MSE term exactly the negative
+log-likelihood of a Gaussian decoder with standard deviation ``decoder_std``. ``beta = 1`` is the plain VAE;
+``beta > 1`` (beta-VAE) pushes the posterior harder toward the factorised prior, which trades reconstruction
+sharpness for more disentangled, more individually meaningful latent dimensions. ``kl_warmup_epochs`` ramps
+beta linearly from 0 over the first epochs so the decoder learns to use z before the KL term closes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
+from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder, ConvEncoder
+from facegen.models.losses import RECON_LOSSES, mse_per_image, reconstruction_loss
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The ``model:`` section of a VAE / beta-VAE config.
+
+    resolution: image side (32, 64 or 128); must match the shards.
+    latent_dim: width of z.
+    base_channels, max_channels: width of the first conv stage, doubling per stage up to the cap.
+    beta: KL weight; 1 = VAE, > 1 = beta-VAE (see the module docstring).
+    decoder_std: standard deviation of the Gaussian decoder on the [0, 1] pixel scale; smaller = sharper
+        reconstructions, weaker prior matching.
+    kl_warmup_epochs: epochs over which beta ramps linearly from 0 to ``beta`` (0 = no warm-up).
+    recon_loss: ``mse``, ``l1`` or ``ssim``.
+    """
+
+    resolution: int = 64
+    latent_dim: int = 64
+    base_channels: int = 32
+    max_channels: int = 256
+    beta: float = 1.0
+    decoder_std: float = 0.1
+    kl_warmup_epochs: int = 0
+    recon_loss: str = "mse"
+
+    def __post_init__(self) -> None:
+        from facegen.errors import ConfigError
+
+        if self.resolution not in SUPPORTED_RESOLUTIONS:
+            raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {self.resolution}")
+        if self.latent_dim <= 0 or self.base_channels < 4:
+            raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
+        if self.beta < 0 or self.decoder_std <= 0:
+            raise ConfigError("model.beta must be >= 0 and model.decoder_std > 0")
+        if self.recon_loss not in RECON_LOSSES:
+            raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+
+
+class VAE(FaceModel):
+    """Convolutional VAE with a diagonal Gaussian posterior and an N(0, I) prior."""
+
+    family = "vae"
+    config_class = VAEConfig
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__(config)
+        self.encoder = ConvEncoder(config.resolution, config.base_channels, config.max_channels)
+        self.to_posterior = nn.Linear(self.encoder.feature_dim, 2 * config.latent_dim)
+        self.decoder = ConvDecoder(config.resolution, config.latent_dim, config.base_channels, config.max_channels)
+        self.recon_scale = 3 * config.resolution**2 / (2 * config.decoder_std**2)
+        self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
+        self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, 3, H, W) -> (mu, logvar), each (N, latent_dim)."""
+        mu, logvar = self.to_posterior(self.encoder(images)).chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 10)  # keeps exp(logvar) finite early in training
+
+    def forward(self, batch: Batch, player: str = "main") -> StepOutput:
+        x = batch["image"]
+        mu, logvar = self.posterior(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        x_hat = self.decoder(z)
+        recon = reconstruction_loss(self.config.recon_loss, x_hat, x)  # (N,)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)  # (N,)
+        loss = (self.recon_scale * recon + self._beta_now * kl).mean()
+        return StepOutput(loss, {
+            "loss": loss.detach(),
+            "recon_mse": mse_per_image(x_hat, x).mean().detach(),
+            "kl": kl.mean().detach(),
+        })
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Sampled-z loss plus the posterior-mean reconstruction error (what a user sees)."""
+        metrics = self(batch).metrics
+        metrics["recon_mse_mean_z"] = mse_per_image(self.decode(self.encode(batch["image"])), batch["image"]).mean()
+        return metrics
+
+    def set_epoch(self, epoch: int) -> None:
+        warmup = self.config.kl_warmup_epochs
+        self._beta_now = self.config.beta * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
+
+    # LatentModel
+    def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.posterior(images)[0]
+
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(z)
+
+    def sample(self, n: int, cond: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
+        return self.decode(z)

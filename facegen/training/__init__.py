@@ -1,0 +1,1 @@
+"""Ray Train harness: the one training loop, checkpoints, metrics, trainer builders."""

@@ -1,0 +1,43 @@
+"""Training state on disk: one ``state.pt`` per checkpoint, loadable with ``weights_only=True``.
+
+state.pt holds::
+
+    model       the unwrapped model's state_dict
+    optimizers  {player: optimizer state_dict}
+    epoch       epochs completed
+    history     [{"epoch": e, "train/loss": ..., "val/...": ...}, ...]  (loss curves survive a resume)
+    config      the resolved experiment config (plain dict), so a checkpoint rebuilds its model alone
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class TrainingState:
+    model: dict[str, torch.Tensor]
+    optimizers: dict[str, dict[str, Any]]
+    epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def save_state(state: TrainingState, folder: str) -> str:
+    """Write ``state`` into ``folder`` (temp name, then rename, so a crash never leaves half a file)."""
+    path = os.path.join(folder, STATE_FILE)
+    tmp = path + ".tmp"
+    torch.save(vars(state), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(folder: str, map_location: str | torch.device = "cpu") -> TrainingState:
+    raw = torch.load(os.path.join(folder, STATE_FILE), map_location=map_location, weights_only=True)
+    return TrainingState(**raw)

@@ -1,0 +1,156 @@
+"""The one training loop: every family, every player, DDP via Ray Train, checkpoint every epoch.
+
+``train_loop_per_worker`` runs on each Ray Train worker. It knows nothing about any family: for every batch
+it steps each of ``model.players`` in order (one optimizer each), so an AE and a GAN share this code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from facegen.config import ExperimentConfig, from_dict
+from facegen.data.pipeline import TrainCollate, shuffle_seed
+from facegen.models import FaceModel, build_model
+from facegen.training.checkpoint import TrainingState, load_state, save_state
+from facegen.training.metrics import MetricMeans, parameter_spread, sum_across_workers
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of a worker's randomness in one epoch (VAE noise, GAN latents): resumable, distinct per rank."""
+    return seed * 1_000_003 + epoch * 1009 + rank
+
+
+def make_optimizers(model: FaceModel, cfg: ExperimentConfig) -> dict[str, torch.optim.Optimizer]:
+    optimizers = {}
+    for player in model.players:
+        settings = model.optimizer_settings(player, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
+        optimizers[player] = torch.optim.AdamW(model.parameters_for(player), lr=settings.lr,
+                                               betas=settings.betas, weight_decay=settings.weight_decay)
+    return optimizers
+
+
+def _autocast(cfg: ExperimentConfig, device: torch.device):
+    if cfg.train.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)  # bf16 needs no loss scaling
+    return contextlib.nullcontext()
+
+
+def _batches(shard, cfg: ExperimentConfig, epoch: int, *, train: bool, per_worker: int):
+    return shard.iter_torch_batches(
+        batch_size=per_worker,
+        collate_fn=TrainCollate(seed=cfg.train.seed, epoch=epoch, hflip=train and cfg.data.hflip),
+        drop_last=train,  # equal batches on every rank keep DDP's collectives in step
+        local_shuffle_buffer_size=(cfg.data.shuffle_buffer or None) if train else None,
+        local_shuffle_seed=shuffle_seed(cfg.train.seed, epoch) if train else None,
+        prefetch_batches=2,
+    )
+
+
+def train_one_epoch(ddp_model, model: FaceModel, optimizers, batches, device, autocast, progress=None):
+    """Steps every player on every batch; returns (metric means object, images seen, corrupt rows)."""
+    model.train()
+    means, seen, corrupt = MetricMeans(), 0, 0
+    for batch in batches:
+        corrupt += int(batch.pop("corrupt_rows"))
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        n = batch["image"].shape[0]
+        for player in model.players:
+            # Clear every player's grads: a generator step leaves grads on the discriminator, and only the
+            # player being stepped may move.
+            model.zero_grad(set_to_none=True)
+            with autocast:
+                out = ddp_model(batch, player=player)
+            out.loss.backward()
+            optimizers[player].step()
+            means.add(out.metrics, n)
+        seen += n
+        if progress is not None:
+            progress.update(1)
+    return means, seen, corrupt
+
+
+@torch.no_grad()
+def evaluate(model: FaceModel, batches, device, autocast) -> MetricMeans:
+    model.eval()
+    means = MetricMeans()
+    for batch in batches:
+        batch.pop("corrupt_rows")
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast:
+            metrics = model.validation_step(batch)
+        means.add(metrics, batch["image"].shape[0])
+    return means
+
+
+def _restore(model: FaceModel, optimizers, checkpoint) -> TrainingState | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        state = load_state(folder)
+    model.load_state_dict(state.model)
+    for player, optimizer in optimizers.items():
+        optimizer.load_state_dict(state.optimizers[player])
+    return state
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``loop_config``: {"config": resolved config dict, "train_rows": int}."""
+    import ray.train
+    import ray.train.torch
+    from ray.experimental.tqdm_ray import tqdm
+
+    cfg = from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    if cfg.train.torch_threads:
+        torch.set_num_threads(cfg.train.torch_threads)
+    device = ray.train.torch.get_device()
+
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank (DDP also broadcasts them)
+    model = build_model(cfg.model).to(device)
+    optimizers = make_optimizers(model, cfg)
+    state = _restore(model, optimizers, ray.train.get_checkpoint())
+    start_epoch, history = (state.epoch, state.history) if state else (0, [])
+    ddp_model = ray.train.torch.prepare_model(
+        model, move_to_device=False,
+        # Multi-player models leave the other player's parameters out of some steps.
+        parallel_strategy_kwargs={"find_unused_parameters": len(model.players) > 1})
+
+    per_worker = cfg.data.batch_size // world
+    steps = loop_config.get("train_rows", 0) // cfg.data.batch_size
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    autocast = _autocast(cfg, device)
+    for epoch in range(start_epoch, cfg.train.epochs):
+        torch.manual_seed(epoch_seed(cfg.train.seed, epoch, rank))
+        model.set_epoch(epoch)
+        started = time.perf_counter()
+        progress = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}") if rank == 0 and steps else None
+        means, seen, corrupt = train_one_epoch(
+            ddp_model, model, optimizers, _batches(train_shard, cfg, epoch, train=True, per_worker=per_worker),
+            device, autocast, progress)
+        if progress is not None:
+            progress.close()
+        train_seconds = time.perf_counter() - started
+        val = evaluate(model, _batches(val_shard, cfg, epoch, train=False, per_worker=per_worker), device, autocast)
+        metrics: dict[str, float] = {"epoch": epoch + 1}
+        metrics.update({f"train/{k}": v for k, v in means.reduce().items()})
+        metrics.update({f"val/{k}": v for k, v in val.reduce().items()})
+        metrics["train/images_per_s"] = sum_across_workers(seen) / max(train_seconds, 1e-9)
+        metrics["train/corrupt_rows"] = sum_across_workers(corrupt)
+        metrics["sync/param_spread"] = parameter_spread(model)
+        history.append(metrics)
+        if rank == 0:
+            summary = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
+            print(f"[facegen] epoch {epoch + 1}/{cfg.train.epochs}  {summary}", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
+            if rank == 0:  # one copy of the replicated state is enough
+                save_state(TrainingState(model.state_dict(), {p: o.state_dict() for p, o in optimizers.items()},
+                                         epoch + 1, history, loop_config["config"]), folder)
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=checkpoint)

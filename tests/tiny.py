@@ -1,0 +1,18 @@
+"""Tiny configs of every registered family, small enough for a CPU test to train in seconds."""
+
+from __future__ import annotations
+
+from facegen.config import ExperimentConfig, from_dict
+
+TINY_MODEL = {
+    "ae": {"resolution": 32, "latent_dim": 8, "base_channels": 8, "max_channels": 32},
+    "vae": {"resolution": 32, "latent_dim": 8, "base_channels": 8, "max_channels": 32},
+}
+
+
+def tiny_config(family: str, **sections) -> ExperimentConfig:
+    """``sections`` are extra ``data=``/``train=`` dicts merged over small defaults."""
+    raw = {"model": {"family": family, **TINY_MODEL[family]},
+           "data": {"batch_size": 8, "shuffle_buffer": 0, **sections.get("data", {})},
+           "train": {"epochs": 1, "num_workers": 1, "cpus_per_worker": 0.5, **sections.get("train", {})}}
+    return from_dict(raw)
