@@ -22,3 +22,24 @@ def ray_session():
              runtime_env={"env_vars": {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_celeba(tmp_path_factory) -> str:
+    """A small synthetic dataset in the CelebA layout, rendered once per session."""
+    from facegen.data.synth import write_synthetic
+
+    root = str(tmp_path_factory.mktemp("synth") / "celeba")
+    write_synthetic(root, n=160, seed=0, layout="celeba", progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(synth_celeba, tmp_path_factory) -> str:
+    """32x32 Parquet shards of ``synth_celeba`` (several shards per split, so splits really stream)."""
+    from facegen.data.celeba import read_celeba
+    from facegen.data.shards import write_shards
+
+    out = str(tmp_path_factory.mktemp("shards") / "celeba32")
+    write_shards(read_celeba(synth_celeba), out, resolution=32, rows_per_shard=40, progress=False)
+    return out

@@ -29,6 +29,7 @@ from facegen.errors import DatasetError
 
 ANNOTATION_DIRS = ("", "Anno", "Eval")
 IMAGE_DIRS = ("img_align_celeba/img_align_celeba", "img_align_celeba", "Img/img_align_celeba")
+_SIGNS = frozenset(("1", "-1"))
 CROP = ("center", 140)  # the usual aligned-CelebA face square: 178x218 -> 140x140 around the centre
 
 
@@ -67,23 +68,24 @@ def _parse_attributes(table: TextTable) -> tuple[tuple[str, ...], dict[str, tupl
         if len(fields) != len(header) + 1:
             raise table.error(line, f"expected {len(header) + 1} fields, got {len(fields)}")
         key, raw = fields[0], fields[1:]
-        for name, value in zip(header, raw):
-            if value not in ("1", "-1"):
-                raise table.error(line, f"{name} is {value!r}, expected 1 or -1")
+        if not _SIGNS.issuperset(raw):  # fast path: one set test per row, the loop only to name the culprit
+            name, value = next((n, v) for n, v in zip(header, raw) if v not in _SIGNS)
+            raise table.error(line, f"{name} is {value!r}, expected 1 or -1")
         if key in values:
             raise table.error(line, f"duplicate image {key} (first at line {values[key][1]})")
         values[key] = (tuple(int(raw[i] == "1") for i in order), line)
     return names, values
 
 
-def _parse_pairs(table: TextTable, what: str, convert: Callable[[str], int | str]) -> dict[str, tuple]:
+def _parse_pairs(table: TextTable, what: str, expected: str, convert: Callable[[str], int | str]
+                 ) -> dict[str, tuple]:
     """``{image: (converted value, line)}`` of a two-column file; ``convert`` raises ValueError on bad input."""
     out: dict[str, tuple] = {}
     for line, key, raw in table.pairs(what):
         try:
             value = convert(raw)
         except (ValueError, KeyError):
-            raise table.error(line, f"bad {what} {raw!r}") from None
+            raise table.error(line, f"{what} is {raw!r}, expected {expected}") from None
         if key in out:
             raise table.error(line, f"duplicate image {key} (first at line {out[key][1]})")
         out[key] = (value, line)
@@ -118,19 +120,22 @@ def read_celeba(src: str) -> SourceDataset:
     fs, root = fsutil.resolve(src)
     if not fsutil.exists(fs, root):
         raise DatasetError(f"{src}: no such folder")
-    found = {stem: _find(fs, root, stem) for stem in ("list_attr_celeba", "list_eval_partition", "identity_CelebA")}
-    for stem in ("list_attr_celeba", "list_eval_partition"):
+    stems = ("list_attr_celeba", "list_eval_partition", "identity_CelebA")
+    found = {stem: _find(fs, root, stem) for stem in stems}
+    for stem in stems[:2]:  # the identity file is optional
         if found[stem] is None:
             raise DatasetError(f"{src}: no {stem}.txt or {stem}.csv (also looked in Anno/ and Eval/)")
     attr_table = TextTable(fs, found["list_attr_celeba"])
     names, attrs = _parse_attributes(attr_table)
+    if not attrs:
+        raise DatasetError(f"{attr_table.name}: lists no images")
     part_table = TextTable(fs, found["list_eval_partition"])
-    splits = _parse_pairs(part_table, "partition code (0/1/2)", _partition)
+    splits = _parse_pairs(part_table, "partition code", "0, 1 or 2", _partition)
     _check_same_images(attr_table, attrs, part_table, splits)
     identities: dict[str, tuple] = {}
     if found["identity_CelebA"] is not None:
         id_table = TextTable(fs, found["identity_CelebA"])
-        identities = _parse_pairs(id_table, "identity (integer >= 0)", _identity)
+        identities = _parse_pairs(id_table, "identity", "an integer >= 0", _identity)
         _check_same_images(attr_table, attrs, id_table, identities)
 
     dirs = [fsutil.join(root, d) for d in IMAGE_DIRS]
@@ -152,6 +157,5 @@ def read_celeba(src: str) -> SourceDataset:
         )
         for key, (values, _line) in attrs.items()
     ]
-    return SourceDataset(
-        name="celeba", root=src, filesystem=fs, records=records, attribute_names=names, crop=CROP
-    )
+    return SourceDataset(name="celeba", root=fsutil.to_uri(fs, root), filesystem=fs, records=records,
+                         attribute_names=names, crop=CROP)

@@ -75,7 +75,8 @@ def read_fairface(src: str) -> SourceDataset:
     for split, filename in LABEL_FILES.items():
         path = fsutil.join(root, filename)
         if not fsutil.is_file(fs, path):
-            raise DatasetError(f"{fsutil.to_uri(fs, path)}: missing (FairFace needs {' and '.join(LABEL_FILES.values())})")
+            needed = " and ".join(LABEL_FILES.values())
+            raise DatasetError(f"{fsutil.to_uri(fs, path)}: missing (FairFace needs {needed})")
         table = TextTable(fs, path)
         for record, line in _parse(table, split):
             if record.key in first_seen:
@@ -84,6 +85,8 @@ def read_fairface(src: str) -> SourceDataset:
             first_seen[record.key] = (table, line)
             parsed.append((record, line, table))
 
+    if not parsed:
+        raise DatasetError(f"{src}: the label files list no images")
     missing = fsutil.missing_files(fs, root, [record.key for record, _, _ in parsed])
     for record, line, table in parsed:  # report the first missing image in file order
         if record.key in missing:
@@ -97,6 +100,5 @@ def read_fairface(src: str) -> SourceDataset:
         )
         for r, _, _ in parsed
     ]
-    return SourceDataset(
-        name="fairface", root=src, filesystem=fs, records=records, label_names=dict(FAIRFACE_LABELS), crop=CROP
-    )
+    return SourceDataset(name="fairface", root=fsutil.to_uri(fs, root), filesystem=fs, records=records,
+                         label_names=dict(FAIRFACE_LABELS), crop=CROP)

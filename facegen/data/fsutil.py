@@ -12,7 +12,7 @@ import csv
 import os
 import posixpath
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -28,18 +28,18 @@ def is_uri(location: str) -> bool:
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
     """Turn a URI or a local path into ``(filesystem, path inside it)``; the path has no trailing slash.
 
-    Plain paths are made absolute. For ``s3://`` with ``AWS_ENDPOINT_URL`` set, the endpoint is passed
-    explicitly: recent pyarrow honours the variable itself, older ones don't, and being explicit costs nothing.
+    Plain paths are made absolute. For ``s3://`` with ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) set,
+    the endpoint is passed explicitly: pyarrow 26 honours the variable itself, older builds don't.
     """
     if not is_uri(location):
         return pafs.LocalFileSystem(), os.path.abspath(location)
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     try:
         if location.startswith("s3://") and endpoint:
-            parsed = urlparse(endpoint)
+            parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
             fs = pafs.S3FileSystem(
-                endpoint_override=parsed.netloc or parsed.path,
-                scheme=parsed.scheme or "https",
+                endpoint_override=parsed.netloc,
+                scheme=parsed.scheme,
                 region=os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1")),
             )
             return fs, location[len("s3://"):].rstrip("/")
@@ -137,7 +137,8 @@ class TextTable:
             lines = read_text(fs, path).splitlines()
         except UnicodeDecodeError as exc:
             raise DatasetError(f"{self.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        split: Callable[[str], list[str]] = (lambda line: next(csv.reader([line]))) if self.is_csv else str.split
+        # One csv.reader per line (not per file) so a stray quote cannot swallow the next line's number.
+        split = (lambda line: next(csv.reader([line]))) if self.is_csv else str.split
         self.rows: list[tuple[int, list[str]]] = [(n, split(ln)) for n, ln in enumerate(lines, 1) if ln.strip()]
 
     def error(self, line: int, message: str) -> DatasetError:

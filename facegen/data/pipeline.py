@@ -17,8 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import torch
 from PIL import Image
+
+from facegen.data import fsutil
 
 LABEL_COLUMNS = ("race", "age", "gender")
 READ_COLUMNS = ("key", "image", "attrs", *LABEL_COLUMNS)
@@ -97,6 +100,12 @@ def shuffle_seed(seed: int, epoch: int) -> int:
     return (seed * 7919 + epoch * 104729) % (2**31 - 1)
 
 
+def shard_paths(manifest, split: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The filesystem and in-filesystem paths of a split's shards (S3 endpoints from the environment)."""
+    filesystem, root = fsutil.resolve(manifest.root)
+    return filesystem, [fsutil.join(root, shard.path) for shard in manifest.splits.get(split, [])]
+
+
 def load_split(manifest, split: str, *, max_rows: int = 0):
     """A Ray Dataset of one split's decoded rows (lazy; executed by each epoch's iteration).
 
@@ -105,9 +114,12 @@ def load_split(manifest, split: str, *, max_rows: int = 0):
     import ray.data
     from ray.data.context import DataContext
 
+    context = DataContext.get_current()
     # Same order every execution, so shuffles seeded per epoch are reproducible (and resumable).
-    DataContext.get_current().execution_options.preserve_order = True
-    filesystem, paths = manifest.shard_paths(split)
+    context.execution_options.preserve_order = True
+    # Each epoch re-executes the pipeline; its bars would bury the epoch progress of the training loop.
+    context.enable_progress_bars = False
+    filesystem, paths = shard_paths(manifest, split)
     ds = ray.data.read_parquet(paths, filesystem=filesystem).select_columns(list(READ_COLUMNS))
     if max_rows:
         ds = ds.limit(max_rows)
@@ -119,7 +131,7 @@ def read_examples(manifest, split: str, n: int) -> dict[str, torch.Tensor]:
     """The first ``n`` rows of a split as a model batch, read in-process (no Ray): for grids and reports."""
     import pyarrow.parquet as pq
 
-    filesystem, paths = manifest.shard_paths(split)
+    filesystem, paths = shard_paths(manifest, split)
     tables, rows = [], 0
     for path in paths:
         if rows >= n:

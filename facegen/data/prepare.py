@@ -32,7 +32,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         "plus OUT/manifest.json. Re-running with the same source and options does nothing.")
     parser.add_argument("--dataset", required=True, choices=sorted(READERS),
                         help="layout of --src: 'celeba' (list_attr_celeba.txt/.csv, list_eval_partition, "
-                             "img_align_celeba/) or 'fairface' (fairface_label_{train,val}.csv + images)")
+                             "img_align_celeba/) or 'fairface' (fairface_label_{train,val}.csv + images; its "
+                             "val set is halved into val and test by a hash of the file name)")
     parser.add_argument("--src", required=True, metavar="DIR_OR_URI",
                         help="dataset folder or URI (s3://bucket/prefix, gs://..., file://...); S3 endpoint "
                              "and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...")
@@ -45,7 +46,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
                              "span splits (default: keep the dataset's own splits)")
     parser.add_argument("--rows-per-shard", type=_positive, default=2000, metavar="N",
                         help="rows per Parquet file (default: 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train shuffle and of --balance (default: 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the train shuffle and of --balance (default: 0)")
     parser.add_argument("--workers", type=_positive, default=None, metavar="N",
                         help="image decoding processes (default: min(2, CPUs))")
     parser.add_argument("--no-progress", action="store_true", help="don't draw a progress bar")

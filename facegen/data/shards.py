@@ -1,14 +1,12 @@
 """Parquet shards: a :class:`SourceDataset` -> ``OUT/<split>/part-NNNNN.parquet`` + ``OUT/manifest.json``.
 
-Every dataset gets the same row schema (:data:`SCHEMA`): ``key`` string, ``image`` PNG bytes of an R x R RGB
-face, ``split`` string, ``attrs`` list<int8> of 0/1 in ``attribute_names`` order (empty if none),
-``identity`` int32 and ``race``/``age``/``gender`` int8 (-1 when absent). Images are cut with
-:func:`crop_box` and resized with antialiased bicubic (:func:`preprocess`, which serving should reuse), then
-stored as lossless PNG, so decoding a row gives exactly the pixels training sees.
+Row schema (:data:`SCHEMA`, every dataset): ``key`` string, ``image`` PNG of an R x R RGB face, ``split``
+string, ``attrs`` list<int8> of 0/1 in ``attribute_names`` order (empty if none), ``identity`` int32,
+``race``/``age``/``gender`` int8 (-1 when absent). :func:`preprocess` (crop, antialiased bicubic; serving
+should reuse it) makes the face; PNG is lossless, so a decoded row holds exactly the pixels training sees.
 
-Consistency: shards are written under temporary names and renamed; the manifest is written last and
-atomically, and an out-of-date manifest is deleted before any shard is rewritten, so a reader sees either
-no manifest or a complete one whose shards match it.
+Shards go to temporary names then are renamed; an out-of-date manifest is deleted before any shard is
+rewritten and the new one written last, atomically: readers see no manifest or a complete, matching one.
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ SCHEMA = pa.schema([
     ("key", pa.string()), ("image", pa.binary()), ("split", pa.string()), ("attrs", pa.list_(pa.int8())),
     ("identity", pa.int32()), ("race", pa.int8()), ("age", pa.int8()), ("gender", pa.int8()),
 ])
-_OUR_FILES = re.compile(r"part-\d{5}\.parquet(\.tmp-[0-9a-f]+)?")  # all that stale-shard cleanup may delete
+_OUR_FILES = re.compile(r"part-\d{5,}\.parquet(\.tmp-[0-9a-f]+)?")  # all that stale-shard cleanup may delete
 log = logging.getLogger(__name__)
 
 
@@ -91,7 +89,8 @@ class Manifest:
 
     def to_json(self) -> str:
         body = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("root", "reused")}
-        body["splits"] = {k: {"rows": self.rows(k), "shards": [vars(s) for s in v]} for k, v in self.splits.items()}
+        body["splits"] = {k: {"rows": self.rows(k), "shards": [vars(s) for s in shards]}
+                          for k, shards in self.splits.items()}
         return json.dumps(body, indent=2) + "\n"
 
 
@@ -101,16 +100,16 @@ def read_manifest(uri: str, verify: bool = False) -> Manifest:
     ``verify=True`` also re-reads every shard and checks its SHA-256. Raises :class:`DatasetError` if the
     manifest is missing, unparsable, of another format version, or a shard is missing or altered.
     """
-    root = uri[: -len(MANIFEST_NAME)].rstrip("/") if uri.endswith(".json") else uri.rstrip("/")
-    fs, folder = fsutil.resolve(root)
-    where = fsutil.to_uri(fs, fsutil.join(folder, MANIFEST_NAME))
+    fs, folder = fsutil.resolve(uri[: -len(MANIFEST_NAME)] if uri.endswith(MANIFEST_NAME) else uri)
+    path = fsutil.join(folder, MANIFEST_NAME)
+    where = fsutil.to_uri(fs, path)
     try:
-        data = json.loads(fsutil.read_text(fs, fsutil.join(folder, MANIFEST_NAME)))
+        data = json.loads(fsutil.read_text(fs, path))
         if data.get("format_version") != FORMAT_VERSION:
             raise DatasetError(f"{where}: format version {data.get('format_version')!r}, "
                                f"this facegen reads {FORMAT_VERSION}; run `facegen prepare` again")
         manifest = Manifest(
-            root=root, dataset=data["dataset"], resolution=int(data["resolution"]),
+            root=fsutil.to_uri(fs, folder), dataset=data["dataset"], resolution=int(data["resolution"]),
             attribute_names=tuple(data["attribute_names"]),
             label_names={k: tuple(v) for k, v in data["label_names"].items()},
             splits={k: [Shard(**s) for s in v["shards"]] for k, v in data["splits"].items()},
@@ -119,10 +118,10 @@ def read_manifest(uri: str, verify: bool = False) -> Manifest:
         raise DatasetError(f"{where}: no manifest (run `facegen prepare` to write shards there)") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
         raise DatasetError(f"{where}: corrupt manifest ({type(exc).__name__}: {exc})") from None
-    for shard in (s for shards in manifest.splits.values() for s in shards) if verify else ():
+    for shard in (s for shards in manifest.splits.values() for s in shards):
         path = fsutil.join(folder, shard.path)
-        digest = hashlib.sha256(fsutil.read_bytes(fs, path)).hexdigest() if fsutil.is_file(fs, path) else None
-        if digest != shard.sha256:
+        if verify and (not fsutil.is_file(fs, path)
+                       or hashlib.sha256(fsutil.read_bytes(fs, path)).hexdigest() != shard.sha256):
             raise DatasetError(f"{fsutil.to_uri(fs, path)}: missing or checksum differs from {where}")
     return manifest
 
@@ -172,29 +171,26 @@ def balance_splits(source: SourceDataset, names: Sequence[str], seed: int) -> li
     identity (records without one are their own group); big groups go first, then groups one by one go to
     the split with the largest shortfall for their strata (the joint values of ``names``) among those with
     room. Guarantees: no identity spans two splits; without identities split sizes equal the original ones
-    and each stratum's count per split is within 1 of proportional; with identities sizes and counts are
-    off by at most about one identity's images.
+    and each stratum's count per split is within rounding (1-2 images) of proportional; with identities
+    sizes and counts may also be off by about one identity's images.
     """
-    labels = ("race", "age", "gender")
-    unknown = [n for n in names if n not in source.attribute_names and n not in labels]
-    if unknown:
-        raise FacegenError(f"--balance: unknown attribute {unknown[0]!r} for {source.name} "
-                           f"(known: {', '.join([*source.attribute_names, *labels])})")
+    known = (*source.attribute_names, "race", "age", "gender")
+    for name in names:
+        if name not in known:
+            raise FacegenError(f"--balance: unknown attribute {name!r} for {source.name} "
+                               f"(known: {', '.join(known)})")
     idx = {n: source.attribute_names.index(n) for n in names if n in source.attribute_names}
     stratum = [tuple(r.attrs[idx[n]] if n in idx else getattr(r, n) for n in names) for r in source.records]
     counts = Counter(r.split for r in source.records)
     sizes = {s: counts[s] for s in SPLITS if counts[s]}
-    per_stratum = Counter(stratum)
-    target = {s: {k: sizes[s] * c / len(stratum) for k, c in per_stratum.items()} for s in sizes}
+    target = {s: {k: sizes[s] * c / len(stratum) for k, c in Counter(stratum).items()} for s in sizes}
     groups: dict[object, list[int]] = {}
     for i, r in enumerate(source.records):
         groups.setdefault(r.identity if r.identity >= 0 else ("record", i), []).append(i)
     order = list(groups.values())
     random.Random(seed).shuffle(order)
     order.sort(key=lambda g: (-len(g), sorted(stratum[i] for i in g)))  # stable: ties stay shuffled
-    have = {s: Counter() for s in sizes}
-    filled = Counter()
-    split_of: dict[int, str] = {}
+    have, filled, split_of = {s: Counter() for s in sizes}, Counter(), {}
     for group in order:
         need = Counter(stratum[i] for i in group)
         room = [s for s in sizes if filled[s] + len(group) <= sizes[s]] or list(sizes)
@@ -243,9 +239,8 @@ def _up_to_date(fs: pafs.FileSystem, folder: str, out: str, fp: str, params: dic
     except DatasetError:
         return None
     present = fsutil.list_files(fs, folder, recursive=True)
-    shards = [s for split in manifest.splits.values() for s in split]
-    stale = manifest.fingerprint != fp or manifest.params != params
-    return None if stale or any(present.get(s.path) != s.size for s in shards) else manifest
+    intact = all(present.get(s.path) == s.size for split in manifest.splits.values() for s in split)
+    return manifest if intact and manifest.fingerprint == fp and manifest.params == params else None
 
 
 def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per_shard: int = 2000,
@@ -289,16 +284,12 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
     bar = tqdm(total=len(paths), unit="img", desc=f"prepare {source.name}", disable=not progress)
     with closing(_encode_all(source.filesystem, source.crop, resolution, paths, workers)) as pngs, bar:
         for rel, chunk in chunks:
-            images = []
-            for _ in chunk:
-                images.append(next(pngs))
-                bar.update()
-            shards[chunk[0].split].append(_write_shard(fs, folder, rel, chunk, images))
+            shards[chunk[0].split].append(_write_shard(fs, folder, rel, chunk, [next(pngs) for _ in chunk]))
+            bar.update(len(chunk))
 
-    manifest = Manifest(root=out, dataset=source.name, resolution=resolution,
-                        attribute_names=tuple(source.attribute_names),
-                        label_names={k: tuple(v) for k, v in source.label_names.items()},
-                        splits=shards, source=source.root, params=params, fingerprint=fp)
+    labels = {k: tuple(v) for k, v in source.label_names.items()}
+    manifest = Manifest(fsutil.to_uri(fs, folder), source.name, resolution, tuple(source.attribute_names),
+                        labels, shards, source.root, params, fp)
     fsutil.write_atomic(fs, manifest_path, manifest.to_json().encode())
     keep = {s.path for split in shards.values() for s in split}
     for rel in fsutil.list_files(fs, folder, recursive=True):

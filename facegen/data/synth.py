@@ -3,18 +3,17 @@
 ``facegen synth --out DIR --n N --seed S --layout celeba|fairface`` writes a folder the real readers read:
 
 * celeba: ``img_align_celeba/000001.jpg`` (178x218), ``list_attr_celeba.txt``, ``list_eval_partition.txt``
-  (contiguous 80/10/10 train/val/test blocks with disjoint identities, like the real split),
-  ``identity_CelebA.txt`` (about n/5 identities; one identity shares skin, face shape, hair colour, gender,
-  race and age, and varies pose, expression and accessories).
+  (contiguous 80/10/10 train/val/test blocks with disjoint identities, like the real split) and
+  ``identity_CelebA.txt`` (about n/5 identities, each with fixed skin, face shape, hair colour, gender, race
+  and age, varying pose, expression and accessories).
 * fairface: ``train/1.jpg`` / ``val/1.jpg`` (224x224), ``fairface_label_{train,val}.csv`` (85/15 split).
 
-Both also get ``factors.parquet``: one row per image with ``key``, all 40 CelebA attributes as int8 0/1
-(the unrendered ones 0), the continuous factors as float32 and the FairFace / hair / identity indices.
+Both get ``factors.parquet``: per image its ``key``, the 40 CelebA attributes as int8 0/1 (unrendered: 0),
+the continuous factors as float32 and the FairFace / hair / identity indices.
 
-Determinism: image ``i`` is drawn from ``default_rng([seed, i])`` and its identity's base factors from
-``default_rng([seed, identity_key, 1])``, so the bytes depend only on (seed, n, layout), never on workers.
-The output is written to ``<out>.tmp-<pid>`` and renamed into place at the end. An existing non-empty
-``out`` is refused (delete it or pick another folder) rather than guessed to be reusable.
+Image ``i`` is drawn from ``default_rng([seed, i])`` and its identity's base factors from
+``default_rng([seed, identity, 1])``: the bytes depend on (seed, n, layout) only, never on the workers.
+Output goes to ``<out>.tmp-<pid>``, renamed into place at the end; a non-empty ``out`` is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ import argparse
 import multiprocessing
 import os
 import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -31,7 +32,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from facegen.data.attributes import CELEBA_ATTRIBUTES, FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES
-from facegen.data.synth_render import Face, render_face
+from facegen.data.synth_render import BEARD_FULL, BEARD_GOATEE, BEARD_NONE, render_face
 from facegen.errors import FacegenError
 
 LAYOUTS: tuple[str, ...] = ("celeba", "fairface")
@@ -44,10 +45,11 @@ _BASE_STREAM = 1  # third seed word of the identity generator, keeps it apart fr
 _PLAN_STREAM = 2**31  # second seed word of the split/identity planner (image indices stay below it)
 # (size, face square (left, top, side)): CelebA's aligned centre crop is the 140x140 square at the centre.
 _CANVAS = {"celeba": ((178, 218), (19, 39, 140)), "fairface": ((224, 224), (36, 36, 152))}
+_IMAGE_DIR = {"celeba": "img_align_celeba", "fairface": ""}  # image path = join(out, dir, key)
 # Race (FAIRFACE_RACES order) -> skin tone band, face width, P(black, blond, brown hair). Each group is a
 # cluster of its own tone band, tint (synth_render), width and hair palette, so race is learnable.
 _RACES = (
-    ((0.76, 0.88), 0.93, (0.25, 0.40, 0.35)),  # White
+    ((0.76, 0.88), 0.93, (0.2, 0.5, 0.3)),  # White
     ((0.05, 0.18), 1.03, (1.0, 0.0, 0.0)),  # Black
     ((0.48, 0.55), 0.97, (0.5, 0.0, 0.5)),  # Latino_Hispanic
     ((0.66, 0.73), 1.09, (0.95, 0.0, 0.05)),  # East Asian
@@ -60,7 +62,31 @@ _RACE_P = {"celeba": (0.4, 0.1, 0.1, 0.12, 0.08, 0.1, 0.1), "fairface": (1 / 7,)
 _AGE_P = {"celeba": (0, 0, 0.2, 0.35, 0.15, 0.12, 0.08, 0.06, 0.04),
           "fairface": (0.04, 0.1, 0.12, 0.22, 0.18, 0.13, 0.1, 0.07, 0.04)}
 _GRAY_P = (0.0, 0.0, 0.01, 0.03, 0.12, 0.3, 0.55, 0.8, 0.95)  # P(gray hair | age bin)
-_GRAY, _NO_BEARD, _GOATEE, _FULL_BEARD = 3, 0, 1, 2
+_GRAY = 3  # synth_render.HAIR_COLORS index
+
+
+@dataclass(frozen=True)
+class Face:
+    """The labelled factors of one face (drawn by ``sample_face``, drawn on by ``render_face``).
+
+    attrs maps each of RENDERED_ATTRIBUTES to 0/1; race and age index FAIRFACE_RACES / FAIRFACE_AGES;
+    hair_color indexes synth_render.HAIR_COLORS (all hair drawn, brows and beard too, so bald heads have
+    one); beard is one of synth_render.BEARD_*."""
+
+    attrs: dict[str, int]
+    race: int
+    age: int
+    skin_tone: float  # 0 darkest .. 1 lightest
+    face_shape: float  # head width multiplier
+    hair_color: int
+    curly: bool
+    beard: int
+    yaw: float  # -1 .. 1
+    face_scale: float  # 0.85 .. 1.15
+    lighting: float  # strength of the brightness gradient, 0 .. 0.3
+    lighting_angle: float  # its direction in turns, 0 .. 1
+    background_hue: float
+    service_test: bool
 
 
 class _Task(NamedTuple):
@@ -69,7 +95,6 @@ class _Task(NamedTuple):
     identity: int  # CelebA identity, -1 for FairFace
     split: str
     key: str  # record key: "000001.jpg" or "train/1.jpg"
-    path: str  # image path relative to the output folder
 
 
 def sample_face(seed: int, index: int, base_key: int, layout: str) -> tuple[Face, np.random.Generator]:
@@ -84,11 +109,10 @@ def sample_face(seed: int, index: int, base_key: int, layout: str) -> tuple[Face
     age = int(b.choice(9, p=_AGE_P[layout]))
     hair = _GRAY if b.random() < _GRAY_P[age] else int(b.choice(3, p=hair_p))
     bald = int(male and age >= 3 and b.random() < (0.25 if age <= 3 else 0.5))
-    curly = race == 1
 
     r = np.random.default_rng([seed, index])
     man = male and age >= 3  # facial hair only on adult men
-    beard = int(r.choice(3, p=(0.4, 0.35, 0.25))) if man else _NO_BEARD
+    beard = int(r.choice(3, p=(0.3, 0.45, 0.25))) if man else BEARD_NONE
     has_hair = not bald
     attrs = {
         "Male": male, "Bald": bald, "Pale_Skin": pale, "Young": int(age <= 3),
@@ -99,12 +123,12 @@ def sample_face(seed: int, index: int, base_key: int, layout: str) -> tuple[Face
         "Bangs": int(has_hair and r.random() < 0.35), "Narrow_Eyes": int(r.random() < 0.25),
         "Rosy_Cheeks": int(r.random() < (0.15 if male else 0.35)),
         "Wearing_Lipstick": int(age >= 2 and r.random() < (0.03 if male else 0.6)),
-        "Goatee": int(beard == _GOATEE), "No_Beard": int(beard == _NO_BEARD),
-        "Mustache": int(man and r.random() < 0.5), "Sideburns": int(man and has_hair and r.random() < 0.45),
-        "5_o_Clock_Shadow": int(man and beard != _FULL_BEARD and r.random() < 0.5),
+        "Goatee": int(beard == BEARD_GOATEE), "No_Beard": int(beard == BEARD_NONE),
+        "Mustache": int(man and r.random() < 0.6), "Sideburns": int(man and has_hair and r.random() < 0.75),
+        "5_o_Clock_Shadow": int(man and beard != BEARD_FULL and r.random() < 0.65),
     }
     face = Face(attrs=attrs, race=race, age=age, skin_tone=float(tone), face_shape=float(shape),
-                hair_color=hair, curly=curly, beard=beard, yaw=r.uniform(-1, 1),
+                hair_color=hair, curly=race == 1, beard=beard, yaw=r.uniform(-1, 1),
                 face_scale=r.uniform(0.85, 1.15), lighting=r.uniform(0, 0.3), lighting_angle=r.random(),
                 background_hue=r.random(), service_test=bool(r.random() < 0.5))
     return face, r
@@ -114,9 +138,8 @@ def _plan(n: int, seed: int, layout: str) -> list[_Task]:
     """File names, splits and identities of all n images (cheap, done once in the parent)."""
     if layout == "fairface":
         n_train = round(0.85 * n)
-        return [_Task(i, i, -1, "train", f"train/{i + 1}.jpg", f"train/{i + 1}.jpg") if i < n_train else
-                _Task(i, i, -1, "val", f"val/{i - n_train + 1}.jpg", f"val/{i - n_train + 1}.jpg")
-                for i in range(n)]
+        return [_Task(i, i, -1, "train", f"train/{i + 1}.jpg") if i < n_train else
+                _Task(i, i, -1, "val", f"val/{i - n_train + 1}.jpg") for i in range(n)]
     counts = {"val": round(0.1 * n), "test": round(0.1 * n)}
     counts = {"train": n - counts["val"] - counts["test"], **counts}
     digits = max(6, len(str(n)))
@@ -126,8 +149,8 @@ def _plan(n: int, seed: int, layout: str) -> list[_Task]:
         n_ids = max(1, counts[split] // 5)
         order = np.random.default_rng([seed, _PLAN_STREAM, code]).permutation(counts[split]) % n_ids
         for ident in order.tolist():
-            name = f"{i + 1:0{digits}d}.jpg"
-            tasks.append(_Task(i, first_id + ident, first_id + ident, split, name, f"img_align_celeba/{name}"))
+            name, person = f"{i + 1:0{digits}d}.jpg", first_id + ident
+            tasks.append(_Task(i, person, person, split, name))
             i += 1
         first_id += n_ids
     return tasks
@@ -140,32 +163,23 @@ def _render_chunk(job: tuple[str, int, str, list[_Task]]) -> list[Face]:
     faces = []
     for t in tasks:
         face, rng = sample_face(seed, t.index, t.base_key, layout)
-        render_face(face, rng, size, box).save(os.path.join(root, t.path), quality=90)
+        render_face(face, rng, size, box).save(os.path.join(root, _IMAGE_DIR[layout], t.key), quality=90)
         faces.append(face)
     return faces
 
 
 def _render_all(root: str, seed: int, layout: str, tasks: list[_Task], workers: int,
                 progress: bool) -> list[Face]:
-    chunk = 64
+    """Render all tasks in ordered chunks, in this process or a pool; returns the faces in task order."""
+    chunk = max(1, min(64, -(-len(tasks) // (4 * workers))))  # small runs still spread over all workers
     jobs = [(root, seed, layout, tasks[i:i + chunk]) for i in range(0, len(tasks), chunk)]
     faces: list[Face] = []
-    with tqdm(total=len(tasks), unit="img", desc=f"synth {layout}", disable=not progress) as bar:
-        if workers == 1:
-            results = map(_render_chunk, jobs)
-            pool = None
-        else:
-            # spawn, not fork: the CLI process may hold torch/Ray threads that fork would copy mid-lock.
-            pool = multiprocessing.get_context("spawn").Pool(workers)
-            results = pool.imap(_render_chunk, jobs)
-        try:
-            for part in results:
-                faces.extend(part)
-                bar.update(len(part))
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+    # spawn, not fork: the CLI process may hold torch/Ray threads that fork would copy mid-lock.
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else nullcontext()
+    with tqdm(total=len(tasks), unit="img", desc=f"synth {layout}", disable=not progress) as bar, pool:
+        for part in pool.imap(_render_chunk, jobs) if workers > 1 else map(_render_chunk, jobs):
+            faces.extend(part)
+            bar.update(len(part))
     return faces
 
 
@@ -183,31 +197,33 @@ def _write_labels(root: str, layout: str, tasks: list[_Task], faces: list[Face])
         _write_text(os.path.join(root, "list_attr_celeba.txt"),
                     [str(len(tasks)), " ".join(CELEBA_ATTRIBUTES) + " "] + rows)
         codes = {"train": 0, "val": 1, "test": 2}
-        _write_text(os.path.join(root, "list_eval_partition.txt"), [f"{t.key} {codes[t.split]}" for t in tasks])
+        _write_text(os.path.join(root, "list_eval_partition.txt"),
+                    [f"{t.key} {codes[t.split]}" for t in tasks])
         _write_text(os.path.join(root, "identity_CelebA.txt"), [f"{t.key} {t.identity}" for t in tasks])
         return ["list_attr_celeba.txt", "list_eval_partition.txt", "identity_CelebA.txt"]
     names = []
     for split in ("train", "val"):
         rows = [f"{t.key},{FAIRFACE_AGES[f.age]},{FAIRFACE_GENDERS[1 - f.attrs['Male']]},"
-                f"{FAIRFACE_RACES[f.race]},{f.service_test}" for t, f in zip(tasks, faces) if t.split == split]
+                f"{FAIRFACE_RACES[f.race]},{f.service_test}"
+                for t, f in zip(tasks, faces) if t.split == split]
         names.append(f"fairface_label_{split}.csv")
         _write_text(os.path.join(root, names[-1]), ["file,age,gender,race,service_test"] + rows)
     return names
 
 
 def _factor_table(tasks: list[_Task], faces: list[Face]) -> pa.Table:
+    """factors.parquet: one row per image, in file order."""
     cols: dict[str, pa.Array] = {"key": pa.array([t.key for t in tasks], pa.string()),
                                  "split": pa.array([t.split for t in tasks], pa.string()),
                                  "identity": pa.array([t.identity for t in tasks], pa.int32())}
     for a in CELEBA_ATTRIBUTES:
         cols[a] = pa.array([f.attrs.get(a, 0) for f in faces], pa.int8())
-    for name in ("yaw", "face_scale", "lighting", "lighting_angle", "background_hue", "skin_tone", "face_shape"):
+    for name in ("yaw", "face_scale", "lighting", "lighting_angle", "background_hue", "skin_tone",
+                 "face_shape"):
         cols[name] = pa.array([getattr(f, name) for f in faces], pa.float32())
-    cols["race"] = pa.array([f.race for f in faces], pa.int8())
-    cols["age"] = pa.array([f.age for f in faces], pa.int8())
+    for name in ("race", "age", "hair_color", "beard"):  # indices, see Face
+        cols[name] = pa.array([getattr(f, name) for f in faces], pa.int8())
     cols["gender"] = pa.array([1 - f.attrs["Male"] for f in faces], pa.int8())  # FAIRFACE_GENDERS index
-    cols["hair_color"] = pa.array([f.hair_color for f in faces], pa.int8())  # synth_render.HAIR_COLORS
-    cols["beard"] = pa.array([f.beard for f in faces], pa.int8())  # 0 none, 1 goatee, 2 full
     return pa.table(cols)
 
 
@@ -225,7 +241,8 @@ def _check_args(out: str, n: int, seed: int, layout: str, workers: int | None) -
     if os.path.exists(out) and not os.path.isdir(out):
         raise FacegenError(f"synth: --out {out} exists and is not a folder")
     if os.path.isdir(out) and os.listdir(out):
-        raise FacegenError(f"synth: --out {out} already exists and is not empty; delete it or pick a new folder")
+        raise FacegenError(f"synth: --out {out} already exists and is not empty; "
+                           "delete it or pick a new folder")
 
 
 def write_synthetic(out: str, n: int, seed: int = 0, layout: str = "celeba", workers: int | None = None,
@@ -241,8 +258,8 @@ def write_synthetic(out: str, n: int, seed: int = 0, layout: str = "celeba", wor
     tmp = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)  # leftover of an earlier crashed run of this pid
     try:
-        for folder in sorted({os.path.dirname(t.path) for t in tasks}):
-            os.makedirs(os.path.join(tmp, folder))
+        for folder in sorted({os.path.dirname(t.key) for t in tasks}):
+            os.makedirs(os.path.join(tmp, _IMAGE_DIR[layout], folder))
         faces = _render_all(tmp, seed, layout, tasks, workers, progress)
         labels = _write_labels(tmp, layout, tasks, faces)
         pq.write_table(_factor_table(tasks, faces), os.path.join(tmp, "factors.parquet"))
@@ -266,7 +283,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="new local folder to write the dataset into (must not exist or be empty)")
     parser.add_argument("--n", type=int, default=2000, help="number of images to render (default: 2000)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="random seed; the same seed, n and layout give byte-identical files (default: 0)")
+                        help="random seed; the same seed, n and layout give byte-identical files "
+                             "(default: 0)")
     parser.add_argument("--layout", choices=LAYOUTS, default="celeba",
                         help="on-disk layout: 'celeba' (img_align_celeba/ + list_attr_celeba.txt ...) or "
                              "'fairface' (train/ val/ + fairface_label_*.csv) (default: celeba)")

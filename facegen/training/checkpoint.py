@@ -7,6 +7,8 @@ state.pt holds::
     epoch       epochs completed
     history     [{"epoch": e, "train/loss": ..., "val/...": ...}, ...]  (loss curves survive a resume)
     config      the resolved experiment config (plain dict), so a checkpoint rebuilds its model alone
+    starts      the epoch each (re)start of the run began at: [0] for one clean run, [0, 3] after a
+                restart from the checkpoint of epoch 3
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class TrainingState:
     epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    starts: list[int] = field(default_factory=list)
 
 
 def save_state(state: TrainingState, folder: str) -> str:

@@ -116,6 +116,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     optimizers = make_optimizers(model, cfg)
     state = _restore(model, optimizers, ray.train.get_checkpoint())
     start_epoch, history = (state.epoch, state.history) if state else (0, [])
+    starts = (state.starts if state else []) + [start_epoch]
+    if state and rank == 0:
+        print(f"[facegen] resuming from the checkpoint of epoch {start_epoch}", flush=True)
     ddp_model = ray.train.torch.prepare_model(
         model, move_to_device=False,
         # Multi-player models leave the other player's parameters out of some steps.
@@ -151,6 +154,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             checkpoint = None
             if rank == 0:  # one copy of the replicated state is enough
                 save_state(TrainingState(model.state_dict(), {p: o.state_dict() for p, o in optimizers.items()},
-                                         epoch + 1, history, loop_config["config"]), folder)
+                                         epoch + 1, history, loop_config["config"], starts), folder)
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=checkpoint)

@@ -79,7 +79,7 @@ def build_trainer(cfg: ExperimentConfig, manifest: Manifest, *, callbacks: list 
     )
 
 
-def bundle_meta(manifest: Manifest, history: list[dict[str, float]]) -> dict[str, Any]:
+def bundle_meta(manifest: Manifest, history: list[dict[str, float]], starts: list[int]) -> dict[str, Any]:
     return {
         "dataset": manifest.dataset,
         "resolution": manifest.resolution,
@@ -87,6 +87,7 @@ def bundle_meta(manifest: Manifest, history: list[dict[str, float]]) -> dict[str
         "label_names": {k: list(v) for k, v in manifest.label_names.items()},
         "metrics": history[-1] if history else {},
         "history": history,
+        "starts": starts,
     }
 
 
@@ -94,7 +95,7 @@ def export_checkpoint(checkpoint, manifest: Manifest, dest: str) -> tuple[str, l
     """Turn a training checkpoint into a model bundle at ``dest``; returns (dest, loss history)."""
     with checkpoint.as_directory() as folder:
         state = load_state(folder)
-    write_bundle(dest, config=state.config, weights=state.model, meta=bundle_meta(manifest, state.history))
+    write_bundle(dest, config=state.config, weights=state.model, meta=bundle_meta(manifest, state.history, state.starts))
     return dest, state.history
 
 

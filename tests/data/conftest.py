@@ -46,7 +46,8 @@ def write_celeba(root: Path, n: int = 10, layout: str = "txt", identities: bool 
     signs = [["1" if v else "-1" for v in row] for row in attrs]
     if layout == "txt":
         rows = [key + "".join(f" {s:>2}" for s in row) for key, row in zip(keys, signs)]
-        (root / "list_attr_celeba.txt").write_text(f"{n}\n{' '.join(CELEBA_ATTRIBUTES)} \n" + "\n".join(rows) + "\n")
+        header = " ".join(CELEBA_ATTRIBUTES) + " "  # the authors' file has a trailing space here
+        (root / "list_attr_celeba.txt").write_text(f"{n}\n{header}\n" + "\n".join(rows) + "\n")
         (root / "list_eval_partition.txt").write_text("".join(f"{k} {s}\n" for k, s in zip(keys, splits)))
         if identities:
             (root / "identity_CelebA.txt").write_text("".join(f"{k} {d}\n" for k, d in zip(keys, ident)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ CORRUPTIONS = {
                                                     lambda s: s.replace("Smiling", "Smirking")),
                           ["list_attr_celeba.txt line 2: unknown attribute 'Smirking'"]),
     "bad partition code": ("celeba", lambda d: _edit(d / "list_eval_partition.txt", 3, lambda s: s[:-1] + "7"),
-                           ["list_eval_partition.txt line 3: bad partition code"]),
+                           ["list_eval_partition.txt line 3: partition code is '7', expected 0, 1 or 2"]),
     "partition lacks image": ("celeba", lambda d: _edit(d / "list_eval_partition.txt", 5, lambda s: None),
                               ["list_attr_celeba.txt line 7: 000005.jpg is not in", "list_eval_partition.txt"]),
     "partition has extra": ("celeba", lambda d: _edit(d / "list_eval_partition.txt", 10,
@@ -88,8 +89,7 @@ CORRUPTIONS = {
                              ["list_attr_celeba.txt line 4: 000002.jpg is not in", "identity_CelebA.txt"]),
     "missing image": ("celeba", lambda d: (d / "img_align_celeba/000006.jpg").unlink(),
                       ["list_attr_celeba.txt line 8: image", "000006.jpg is missing"]),
-    "no image folder": ("celeba", lambda d: [p.unlink() for p in (d / "img_align_celeba").iterdir()]
-                        and (d / "img_align_celeba").rmdir(), ["no image folder"]),
+    "no image folder": ("celeba", lambda d: shutil.rmtree(d / "img_align_celeba"), ["no image folder"]),
     "unknown race": ("fairface", lambda d: _edit(d / "fairface_label_train.csv", 3,
                                                  lambda s: s.replace(s.split(",")[3], "Martian")),
                      ["fairface_label_train.csv line 3: unknown race 'Martian'"]),
