@@ -70,6 +70,10 @@ class TrainConfig:
     name: run name; re-running with an existing name resumes from its latest checkpoint.
     checkpoints_to_keep: most recent checkpoints kept by Ray Train.
     torch_threads: intra-op threads per worker (0 = leave PyTorch's default).
+    monitor: the reported metric that defines the best epoch, e.g. ``val/loss`` or ``val/mean_accuracy``.
+    monitor_mode: ``min`` or ``max``: which direction of ``monitor`` is better.
+    early_stopping_patience: stop after this many epochs without a better ``monitor`` (0 = never); the
+        exported bundle then holds the best epoch's weights.
     """
 
     epochs: int = 10
@@ -86,6 +90,9 @@ class TrainConfig:
     name: str = "run"
     checkpoints_to_keep: int = 2
     torch_threads: int = 1
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+    early_stopping_patience: int = 0
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "train.epochs", "must be positive")
@@ -94,6 +101,8 @@ class TrainConfig:
         _check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be positive")
         _check(self.checkpoints_to_keep > 0, "train.checkpoints_to_keep", "must be positive")
         _check(bool(self.name) and "/" not in self.name, "train.name", "must be a non-empty name without '/'")
+        _check(self.monitor_mode in ("min", "max"), "train.monitor_mode", "must be min or max")
+        _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from facegen.data import fsutil
 
-LABEL_COLUMNS = ("race", "age", "gender")
+LABEL_COLUMNS = ("race", "age", "gender", "label")
 READ_COLUMNS = ("key", "image", "attrs", *LABEL_COLUMNS)
 
 
@@ -36,7 +36,7 @@ def key_hash(keys: list[str]) -> np.ndarray:
 def decode_batch(batch: pa.Table, resolution: int) -> dict[str, np.ndarray]:
     """Ray Data map_batches UDF: PNG bytes -> uint8 images, list labels -> dense arrays.
 
-    Returns image (N, R, R, 3) uint8, attrs (N, A) int8, race/age/gender (N,) int8, row_hash (N,) int64 and
+    Returns image (N, R, R, 3) uint8, attrs (N, A) int8, race/age/gender/label (N,) int16, row_hash (N,) int64 and
     ok (N,) bool. A row whose image does not decode to an R x R RGB PNG keeps ``ok=False`` and a black
     image, so it is counted and dropped on the worker instead of failing the whole block.
     """
@@ -57,7 +57,7 @@ def decode_batch(batch: pa.Table, resolution: int) -> dict[str, np.ndarray]:
     attrs = pc.list_flatten(attrs_col).to_numpy(zero_copy_only=False).astype(np.int8).reshape(n, width)
     out = {"image": images, "attrs": attrs, "ok": ok, "row_hash": key_hash(batch.column("key").to_pylist())}
     for name in LABEL_COLUMNS:
-        out[name] = batch.column(name).to_numpy(zero_copy_only=False).astype(np.int8)
+        out[name] = batch.column(name).to_numpy(zero_copy_only=False).astype(np.int16)
     return out
 
 

@@ -24,6 +24,7 @@ class FaceRecord:
     attrs: binary attributes in ``SourceDataset.attribute_names`` order, each 0 or 1 (empty if none).
     identity: person id (CelebA's identity file), ``NO_LABEL`` if unknown.
     race, age, gender: FairFace class indices into ``attributes.FAIRFACE_LABELS``, ``NO_LABEL`` if absent.
+    label: class index of a single-label dataset (the digit of a digits image), ``NO_LABEL`` if absent.
     """
 
     key: str
@@ -34,6 +35,7 @@ class FaceRecord:
     race: int = NO_LABEL
     age: int = NO_LABEL
     gender: int = NO_LABEL
+    label: int = NO_LABEL
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Row schema (:data:`SCHEMA`, every dataset): ``key`` string, ``image`` PNG of an R x R RGB face, ``split``
 string, ``attrs`` list<int8> of 0/1 in ``attribute_names`` order (empty if none), ``identity`` int32,
-``race``/``age``/``gender`` int8 (-1 when absent). :func:`preprocess` (crop, antialiased bicubic; serving
+``race``/``age``/``gender`` int8 and ``label`` int16 (-1 when absent). :func:`preprocess` (crop, antialiased bicubic; serving
 should reuse it) makes the face; PNG is lossless, so a decoded row holds exactly the pixels training sees.
 
 Shards go to temporary names then are renamed; an out-of-date manifest is deleted before any shard is
@@ -37,11 +37,12 @@ from facegen.data.attributes import SPLITS
 from facegen.data.records import FaceRecord, SourceDataset
 from facegen.errors import DatasetError, FacegenError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the `label` column
 MANIFEST_NAME = "manifest.json"
 SCHEMA = pa.schema([
     ("key", pa.string()), ("image", pa.binary()), ("split", pa.string()), ("attrs", pa.list_(pa.int8())),
     ("identity", pa.int32()), ("race", pa.int8()), ("age", pa.int8()), ("gender", pa.int8()),
+    ("label", pa.int16()),
 ])
 _OUR_FILES = re.compile(r"part-\d{5,}\.parquet(\.tmp-[0-9a-f]+)?")  # all that stale-shard cleanup may delete
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def _encode(fs: pafs.FileSystem, crop: tuple, resolution: int, path: str) -> byt
 
 def fingerprint(source: SourceDataset) -> str:
     """SHA-256 of the dataset name, label vocabularies and every record's key and labels, sorted by key."""
-    rows = sorted((r.key, r.split, list(r.attrs), r.identity, r.race, r.age, r.gender) for r in source.records)
+    rows = sorted((r.key, r.split, list(r.attrs), r.identity, r.race, r.age, r.gender, r.label)
+                  for r in source.records)
     body = [source.name, list(source.attribute_names), source.label_names, rows]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -174,7 +176,7 @@ def balance_splits(source: SourceDataset, names: Sequence[str], seed: int) -> li
     and each stratum's count per split is within rounding (1-2 images) of proportional; with identities
     sizes and counts may also be off by about one identity's images.
     """
-    known = (*source.attribute_names, "race", "age", "gender")
+    known = (*source.attribute_names, "race", "age", "gender", "label")
     for name in names:
         if name not in known:
             raise FacegenError(f"--balance: unknown attribute {name!r} for {source.name} "
@@ -224,7 +226,7 @@ def _write_shard(fs: pafs.FileSystem, folder: str, rel: str, records: list[FaceR
     """Write one Parquet file atomically at ``folder/rel`` and describe it."""
     columns = {"key": [r.key for r in records], "image": pngs, "split": [r.split for r in records],
                "attrs": [list(r.attrs) for r in records]}
-    columns.update({c: [getattr(r, c) for r in records] for c in ("identity", "race", "age", "gender")})
+    columns.update({c: [getattr(r, c) for r in records] for c in ("identity", "race", "age", "gender", "label")})
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table(columns, schema=SCHEMA), sink)
     data = sink.getvalue().to_pybytes()

@@ -133,8 +133,10 @@ def render_face(f: Face, rng: np.random.Generator, size: tuple[int, int],
         pen.polygon(_beard_shape(g), _rgb(skin * 0.72 + np.array([8, 12, 22])))
     for side in (-1, 1) if a["Rosy_Cheeks"] else ():
         pen.ellipse(g.cx + side * 0.55 * g.w + g.dx, g.cy + 0.22 * g.h, 0.18 * g.w, 0.14 * g.w,
-                    fill=_rgb(skin * 0.4 + np.array([240, 85, 100]) * 0.6))
-    _wrinkles(pen, g, _rgb(skin * (0.78 - 0.04 * (f.age - 4))), f.age)
+                    fill=_rgb(skin * 0.3 + np.array([235, 60, 90]) * 0.7))
+    # Wrinkles are darker creases on light skin and lighter ones on dark skin, so they show on both.
+    crease = skin * (0.74 - 0.04 * f.age) if skin.mean() > 100 else skin * 0.5 + 80 + 4 * f.age
+    _wrinkles(pen, g, _rgb(crease), f.age)
     if not a["Bald"]:
         _front_hair(pen, g, _rgb(hair), a["Bangs"])
     _eyes(pen, g, _rgb(hair * 0.7), a["Narrow_Eyes"])
@@ -196,7 +198,7 @@ def _wrinkles(pen: _Pen, g: _Geom, c, age: int) -> None:
     """Age lines: nasolabial folds from 30-39, eye bags from 40-49, crow's feet and forehead lines later."""
     if age < 4:
         return
-    wd = 0.008 + 0.002 * (age - 4)
+    wd = 0.011 + 0.002 * (age - 4)
     for side in (-1, 1):
         ex = g.cx + side * 0.42 * g.w + g.dx
         pen.line([(g.cx + g.dx + side * 0.2 * g.w, g.cy + 0.28 * g.h),
@@ -233,7 +235,7 @@ def _facial_hair(pen: _Pen, g: _Geom, c, beard: int, mustache: int) -> None:
 
 def _mouth(pen: _Pen, g: _Geom, skin, a: dict[str, int], age: int) -> None:
     """Smiling curves the mouth up and widens it; Mouth_Slightly_Open shows a dark opening with teeth."""
-    lips = (196, 28, 52) if a["Wearing_Lipstick"] else _rgb(skin * 0.5 + np.array([95, 25, 35]))
+    lips = (196, 28, 52) if a["Wearing_Lipstick"] else _rgb(skin * 0.45 + np.array([110, 28, 40]))
     seam = _rgb(np.array(lips) * 0.45)  # the dark line between the lips shows the mouth's shape on any skin
     mx, my = g.cx + g.dx, g.my
     mw = g.w * (0.5 if a["Smiling"] else 0.34) * (0.8 if age < 2 else 1.0)
@@ -241,10 +243,13 @@ def _mouth(pen: _Pen, g: _Geom, skin, a: dict[str, int], age: int) -> None:
     if a["Smiling"] and a["Mouth_Slightly_Open"]:  # a D-shaped open smile showing the upper teeth
         for rx, ry, c in ((mw, 0.2, lips), (mw * 0.88, 0.16, _MOUTH_DARK), (mw * 0.8, 0.07, _TEETH)):
             pen.chord(mx, my - 0.04 * g.h, rx, ry * g.h, 0, 180, c)
-    elif a["Smiling"]:  # a thick upturned arc, seam along its inner edge
-        ry, t = 0.18 * g.h, 0.09 * g.h
-        pen.arc(mx, my - 0.1 * g.h, mw, ry, 10, 170, lips, t)
-        pen.arc(mx, my - 0.1 * g.h, mw - t, ry - t, 10, 170, seam, 0.01)
+    elif a["Smiling"]:  # a thick upturned arc, seam along its inner edge, creases at the corners
+        ry, t = 0.2 * g.h, 0.11 * g.h
+        pen.arc(mx, my - 0.12 * g.h, mw, ry, 10, 170, lips, t)
+        pen.arc(mx, my - 0.12 * g.h, mw - t, ry - t, 10, 170, seam, 0.014)
+        for side in (-1, 1):
+            pen.line([(mx + side * mw, my - 0.1 * g.h), (mx + side * (mw + 0.08 * g.w), my - 0.2 * g.h)], seam,
+                     0.012)
     elif a["Mouth_Slightly_Open"]:
         pen.ellipse(mx, my, mw * 0.8, 0.1 * g.h, fill=_MOUTH_DARK, outline=lips, width=lip_w * 1.6)
         pen.chord(mx, my - 0.02 * g.h, mw * 0.6, 0.06 * g.h, 180, 360, _TEETH)

@@ -7,7 +7,8 @@ the returned :class:`StepOutput`'s ``loss`` and steps the optimizer over ``model
 Batches are dicts of tensors with these keys (a model reads the ones it needs):
     image:  (N, 3, H, W) float in [-1, 1]
     attrs:  (N, A) float in {0, 1}, binary attributes in the dataset's attribute order (A may be 0)
-    race, age, gender: (N,) int64 class indices, -1 where the dataset has no such label
+    race, age, gender: (N,) int64 FairFace class indices, -1 where the dataset has no such label
+    label:  (N,) int64 class of a single-label dataset (digits), -1 elsewhere
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ class FaceModel(nn.Module):
     def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Validation metrics on one batch (no optimisation); by default the first player's metrics."""
         return self(batch, player=self.players[0]).metrics
+
+    def summarize_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        """Derive epoch-level metrics from the all-reduced means of ``validation_step``'s metrics.
+
+        Ratios such as precision are not means of per-batch values: a model reports per-batch rates
+        (e.g. true-positive fraction) and combines the global rates here. Default: unchanged.
+        """
+        return means
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the loop before each epoch, for schedules that depend on it (e.g. KL warm-up)."""

@@ -9,6 +9,8 @@ state.pt holds::
     config      the resolved experiment config (plain dict), so a checkpoint rebuilds its model alone
     starts      the epoch each (re)start of the run began at: [0] for one clean run, [0, 3] after a
                 restart from the checkpoint of epoch 3
+    best_epoch  the epoch with the best ``train.monitor`` so far (1-based; 0 before the first)
+    best_model  that epoch's weights, kept only when early stopping is on (the bundle exports them)
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class TrainingState:
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     starts: list[int] = field(default_factory=list)
+    best_epoch: int = 0
+    best_model: dict[str, torch.Tensor] | None = None
 
 
 def save_state(state: TrainingState, folder: str) -> str:

@@ -87,6 +87,14 @@ def evaluate(model: FaceModel, batches, device, autocast) -> MetricMeans:
     return means
 
 
+def is_better(cfg: ExperimentConfig, score: float, history: list[dict[str, float]], best_epoch: int) -> bool:
+    """Whether ``score`` beats the monitored metric of ``best_epoch`` (always true before any best)."""
+    if best_epoch == 0:
+        return True
+    best = history[best_epoch - 1][cfg.train.monitor]
+    return score < best if cfg.train.monitor_mode == "min" else score > best
+
+
 def _restore(model: FaceModel, optimizers, checkpoint) -> TrainingState | None:
     if checkpoint is None:
         return None
@@ -117,6 +125,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     state = _restore(model, optimizers, ray.train.get_checkpoint())
     start_epoch, history = (state.epoch, state.history) if state else (0, [])
     starts = (state.starts if state else []) + [start_epoch]
+    best_epoch, best_model = (state.best_epoch, state.best_model) if state else (0, None)
     if state and rank == 0:
         print(f"[facegen] resuming from the checkpoint of epoch {start_epoch}", flush=True)
     ddp_model = ray.train.torch.prepare_model(
@@ -142,11 +151,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         val = evaluate(model, _batches(val_shard, cfg, epoch, train=False, per_worker=per_worker), device, autocast)
         metrics: dict[str, float] = {"epoch": epoch + 1}
         metrics.update({f"train/{k}": v for k, v in means.reduce().items()})
-        metrics.update({f"val/{k}": v for k, v in val.reduce().items()})
+        metrics.update({f"val/{k}": v for k, v in model.summarize_metrics(val.reduce()).items()})
         metrics["train/images_per_s"] = sum_across_workers(seen) / max(train_seconds, 1e-9)
         metrics["train/corrupt_rows"] = sum_across_workers(corrupt)
         metrics["sync/param_spread"] = parameter_spread(model)
         history.append(metrics)
+        if cfg.train.monitor not in metrics:
+            raise ValueError(f"train.monitor: {cfg.train.monitor!r} is not reported (have: {sorted(metrics)})")
+        if is_better(cfg, metrics[cfg.train.monitor], history, best_epoch):
+            best_epoch = epoch + 1
+            if cfg.train.early_stopping_patience:
+                best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        stop = bool(cfg.train.early_stopping_patience) and epoch + 1 - best_epoch >= cfg.train.early_stopping_patience
         if rank == 0:
             summary = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
             print(f"[facegen] epoch {epoch + 1}/{cfg.train.epochs}  {summary}", flush=True)
@@ -154,6 +170,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             checkpoint = None
             if rank == 0:  # one copy of the replicated state is enough
                 save_state(TrainingState(model.state_dict(), {p: o.state_dict() for p, o in optimizers.items()},
-                                         epoch + 1, history, loop_config["config"], starts), folder)
+                                         epoch + 1, history, loop_config["config"], starts, best_epoch,
+                                         best_model), folder)
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=checkpoint)
+        if stop:  # every rank sees the same all-reduced metrics, so all stop together
+            if rank == 0:
+                print(f"[facegen] early stop: no better {cfg.train.monitor} since epoch {best_epoch}", flush=True)
+            break

@@ -95,7 +95,10 @@ def export_checkpoint(checkpoint, manifest: Manifest, dest: str) -> tuple[str, l
     """Turn a training checkpoint into a model bundle at ``dest``; returns (dest, loss history)."""
     with checkpoint.as_directory() as folder:
         state = load_state(folder)
-    write_bundle(dest, config=state.config, weights=state.model, meta=bundle_meta(manifest, state.history, state.starts))
+    weights = state.best_model if state.best_model is not None else state.model
+    meta = bundle_meta(manifest, state.history, state.starts)
+    meta["best_epoch"] = state.best_epoch
+    write_bundle(dest, config=state.config, weights=weights, meta=meta)
     return dest, state.history
 
 
