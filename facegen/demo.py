@@ -45,7 +45,7 @@ def draw_pictures(bundle_path: str, manifest, out: str) -> dict[str, str]:
     return {
         "reconstructions": grids.save_png(grids.reconstruction_grid(model, val[:32]), f"{out}/reconstructions.png"),
         "samples": grids.save_png(grids.sample_grid(model, 64), f"{out}/samples.png"),
-        "traversals": grids.save_png(grids.traversal_grid(model, val[0], dims), f"{out}/traversals.png"),
+        "traversals": grids.save_png(grids.traversal_grid(model, val[0], dims, val), f"{out}/traversals.png"),
     }
 
 

@@ -7,6 +7,14 @@ from facegen.config import ExperimentConfig, from_dict
 TINY_MODEL = {
     "ae": {"resolution": 32, "latent_dim": 8, "base_channels": 8, "max_channels": 32},
     "vae": {"resolution": 32, "latent_dim": 8, "base_channels": 8, "max_channels": 32},
+    "cvae": {"resolution": 32, "latent_dim": 8, "base_channels": 8, "max_channels": 32,
+             "condition_attributes": ["Male", "Smiling"]},
+    "infogan": {"resolution": 32, "base_channels": 8, "max_channels": 32, "noise_dim": 8, "categorical": [4],
+                "continuous": 2},
+    "began": {"resolution": 32, "base_channels": 8, "max_channels": 32, "noise_dim": 8, "categorical": [4],
+              "continuous": 2, "hidden_dim": 8},
+    "classifier": {"resolution": 32, "backbone": {"base_channels": 8, "max_channels": 32}},
+    "fairface": {"resolution": 32, "backbone": {"base_channels": 8, "max_channels": 32}},
 }
 
 

@@ -1,4 +1,5 @@
-"""``facegen prepare``: read a CelebA or FairFace folder/URI and write Parquet shards + manifest.
+"""``facegen prepare``: read a CelebA, FairFace or MNIST folder/URI (or the bundled digits) and write
+Parquet shards + manifest.
 
 The CLI (``facegen/cli.py``) and the Ray job (``jobs/prepare_data.py``) both call
 :func:`add_prepare_arguments` then :func:`run_prepare`. No Ray here: preparation is a single-machine step
@@ -11,11 +12,14 @@ import argparse
 import sys
 
 from facegen.data.celeba import read_celeba
+from facegen.data.digits import read_digits, read_mnist
 from facegen.data.fairface import read_fairface
 from facegen.data.shards import write_shards
 from facegen.errors import FacegenError
 
-READERS = {"celeba": read_celeba, "fairface": read_fairface}
+READERS = {"celeba": read_celeba, "fairface": read_fairface, "mnist": read_mnist}
+BUNDLED = {"digits": read_digits}  # shipped inside a dependency (scikit-learn): no --src
+DEFAULT_RESOLUTION = {"digits": 32, "mnist": 32}  # any other dataset: 64
 
 
 def _positive(text: str) -> int:
@@ -28,18 +32,23 @@ def _positive(text: str) -> int:
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``prepare`` options to ``parser`` (a subcommand parser or a standalone one)."""
     parser.description = (
-        "Validate a CelebA or FairFace dataset and write it as Parquet shards (OUT/<split>/part-NNNNN.parquet) "
-        "plus OUT/manifest.json. Re-running with the same source and options does nothing.")
-    parser.add_argument("--dataset", required=True, choices=sorted(READERS),
+        "Validate a CelebA, FairFace or MNIST dataset (or take scikit-learn's bundled digits) and write it as "
+        "Parquet shards (OUT/<split>/part-NNNNN.parquet) plus OUT/manifest.json. Re-running with the same "
+        "source and options does nothing.")
+    parser.add_argument("--dataset", required=True, choices=sorted({*READERS, *BUNDLED}),
                         help="layout of --src: 'celeba' (list_attr_celeba.txt/.csv, list_eval_partition, "
-                             "img_align_celeba/) or 'fairface' (fairface_label_{train,val}.csv + images; its "
-                             "val set is halved into val and test by a hash of the file name)")
-    parser.add_argument("--src", required=True, metavar="DIR_OR_URI",
+                             "img_align_celeba/), 'fairface' (fairface_label_{train,val}.csv + images; its "
+                             "val set is halved into val and test by a hash of the file name), 'mnist' "
+                             "(train-/t10k- images-idx3-ubyte, labels-idx1-ubyte, optionally .gz); or "
+                             "'digits': scikit-learn's 1797 8x8 digits, no --src needed")
+    parser.add_argument("--src", metavar="DIR_OR_URI",
                         help="dataset folder or URI (s3://bucket/prefix, gs://..., file://...); S3 endpoint "
-                             "and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...")
+                             "and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; required "
+                             "except for --dataset digits")
     parser.add_argument("--out", required=True, metavar="DIR_OR_URI", help="where to write shards and manifest")
-    parser.add_argument("--resolution", type=_positive, default=64, metavar="PX",
-                        help="side of the square images stored in the shards (default: 64)")
+    parser.add_argument("--resolution", type=_positive, default=None, metavar="PX",
+                        help="side of the square images stored in the shards (default: 32 for digits and "
+                             "mnist, 64 otherwise)")
     parser.add_argument("--balance", default="", metavar="ATTR[,ATTR]",
                         help="re-assign splits so every split has the same joint distribution of these "
                              "attributes (CelebA names like Smiling,Male or race/age/gender); identities never "
@@ -59,9 +68,15 @@ def run_prepare(args: argparse.Namespace) -> int:
     A user error (bad dataset, unreachable location) prints ``error: <one line>`` to stderr and returns 2.
     """
     balance = [name.strip() for name in args.balance.split(",") if name.strip()]
+    resolution = args.resolution or DEFAULT_RESOLUTION.get(args.dataset, 64)
     try:
-        source = READERS[args.dataset](args.src)
-        manifest = write_shards(source, args.out, resolution=args.resolution, rows_per_shard=args.rows_per_shard,
+        if args.dataset in BUNDLED:
+            source = BUNDLED[args.dataset]()
+        elif not args.src:
+            raise FacegenError(f"--src: required for --dataset {args.dataset}")
+        else:
+            source = READERS[args.dataset](args.src)
+        manifest = write_shards(source, args.out, resolution=resolution, rows_per_shard=args.rows_per_shard,
                                 balance=balance, seed=args.seed, progress=not args.no_progress,
                                 workers=args.workers)
     except (FacegenError, OSError) as exc:  # OSError: unreachable bucket, denied credentials, full disk
@@ -70,7 +85,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         return 2
     rows = ", ".join(f"{split} {manifest.rows(split)}" for split in manifest.splits)
     action = "already up to date" if manifest.reused else "wrote"
-    print(f"prepare {args.dataset}: {action} {rows} rows at {args.resolution}px; "
+    print(f"prepare {args.dataset}: {action} {rows} rows at {resolution}px; "
           f"manifest {manifest.root.rstrip('/')}/manifest.json")
     return 0
 

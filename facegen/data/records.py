@@ -42,10 +42,12 @@ class FaceRecord:
 class SourceDataset:
     """A parsed dataset: its records, the filesystem holding the images, and its label vocabulary.
 
-    name: ``"celeba"``, ``"fairface"`` or ``"digits"``.
+    name: ``"celeba"``, ``"fairface"``, ``"digits"`` or ``"mnist"``.
     crop: how to cut the training square out of an image before resizing, see ``shards.crop_box``:
         ``("center", side)`` for a centred square of ``side`` pixels, or ``("full",)`` for the largest centred
         square.
+    images: encoded images (PNG/JPEG bytes) by ``image_path``, for datasets that come as arrays rather than
+        files (digits, MNIST); None = open each ``image_path`` in ``filesystem``.
     """
 
     name: str
@@ -55,3 +57,4 @@ class SourceDataset:
     attribute_names: tuple[str, ...] = ()
     label_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
     crop: tuple = ("full",)
+    images: dict[str, bytes] | None = None

@@ -144,10 +144,12 @@ def preprocess(image: Image.Image, crop: tuple, resolution: int) -> Image.Image:
     return rgb.resize((resolution, resolution), Image.Resampling.BICUBIC, box=crop_box(*rgb.size, crop))
 
 
-def _encode(fs: pafs.FileSystem, crop: tuple, resolution: int, path: str) -> bytes:
-    """Read, decode (JPEG/PNG only), crop, resize and PNG-encode one image."""
+def _encode(fs: pafs.FileSystem, crop: tuple, resolution: int, path: str, data: bytes | None = None) -> bytes:
+    """Read (unless ``data`` already holds the file's bytes), decode (JPEG/PNG only), crop, resize and
+    PNG-encode one image."""
     try:
-        with Image.open(io.BytesIO(fsutil.read_bytes(fs, path)), formats=["JPEG", "PNG"]) as image:
+        blob = fsutil.read_bytes(fs, path) if data is None else data
+        with Image.open(io.BytesIO(blob), formats=["JPEG", "PNG"]) as image:
             face = preprocess(image, crop, resolution)
     except FileNotFoundError:
         raise DatasetError(f"{fsutil.to_uri(fs, path)}: image is missing") from None
@@ -204,19 +206,21 @@ def balance_splits(source: SourceDataset, names: Sequence[str], seed: int) -> li
     return [replace(r, split=split_of[i]) for i, r in enumerate(source.records)]
 
 
-def _encode_all(fs: pafs.FileSystem, crop: tuple, resolution: int, paths: list[str], workers: int
-                ) -> Iterator[bytes]:
-    """PNG bytes of each path, in order; ``workers > 1`` spreads decoding over a process pool.
+def _encode_all(fs: pafs.FileSystem, crop: tuple, resolution: int, paths: list[str], workers: int,
+                blobs: list[bytes] | None = None) -> Iterator[bytes]:
+    """PNG bytes of each path (or of each of ``blobs``, the in-memory images at those paths), in order;
+    ``workers > 1`` spreads decoding over a process pool.
 
     Spawned (not forked) workers: forking after pyarrow's S3 client has started can deadlock it.
     """
     encode = partial(_encode, fs, crop, resolution)
+    columns = (paths,) if blobs is None else (paths, blobs)
     if workers <= 1:
-        yield from map(encode, paths)
+        yield from map(encode, *columns)
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        yield from pool.map(encode, paths, chunksize=64)
+        yield from pool.map(encode, *columns, chunksize=64)
     finally:  # on an error, don't decode the rest of the dataset before reporting it
         pool.shutdown(cancel_futures=True)
 
@@ -282,9 +286,10 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
         fs.delete_file(manifest_path)
     workers = workers or min(2, os.cpu_count() or 1)
     paths = [r.image_path for _, chunk in chunks for r in chunk]
+    blobs = None if source.images is None else [source.images[p] for p in paths]
     shards: dict[str, list[Shard]] = {s: [] for s in SPLITS}
     bar = tqdm(total=len(paths), unit="img", desc=f"prepare {source.name}", disable=not progress)
-    with closing(_encode_all(source.filesystem, source.crop, resolution, paths, workers)) as pngs, bar:
+    with closing(_encode_all(source.filesystem, source.crop, resolution, paths, workers, blobs)) as pngs, bar:
         for rel, chunk in chunks:
             shards[chunk[0].split].append(_write_shard(fs, folder, rel, chunk, [next(pngs) for _ in chunk]))
             bar.update(len(chunk))

@@ -11,8 +11,8 @@
 Both get ``factors.parquet``: per image its ``key``, the 40 CelebA attributes as int8 0/1 (unrendered: 0),
 the continuous factors as float32 and the FairFace / hair / identity indices.
 
-Image ``i`` is drawn from ``default_rng([seed, i])`` and its identity's base factors from
-``default_rng([seed, identity, 1])``: the bytes depend on (seed, n, layout) only, never on the workers.
+Image ``i`` is drawn from ``default_rng([seed, i])``, its base factors from ``default_rng([seed, id, 1])``
+(id: its CelebA identity, or ``i`` for FairFace): the bytes depend on (seed, n, layout), never on workers.
 Output goes to ``<out>.tmp-<pid>``, renamed into place at the end; a non-empty ``out`` is refused.
 """
 

@@ -195,7 +195,8 @@ def _eyes(pen: _Pen, g: _Geom, brow, narrow: int) -> None:
 
 
 def _wrinkles(pen: _Pen, g: _Geom, c, age: int) -> None:
-    """Age lines: nasolabial folds from 30-39, eye bags from 40-49, crow's feet and forehead lines later."""
+    """Age lines: nasolabial folds and eye bags from 30-39 (Young ends at 29), then crow's feet and
+    forehead lines; the lines thicken with age."""
     if age < 4:
         return
     wd = 0.011 + 0.002 * (age - 4)
@@ -203,12 +204,11 @@ def _wrinkles(pen: _Pen, g: _Geom, c, age: int) -> None:
         ex = g.cx + side * 0.42 * g.w + g.dx
         pen.line([(g.cx + g.dx + side * 0.2 * g.w, g.cy + 0.28 * g.h),
                   (g.cx + g.dx + side * 0.42 * g.w, g.my + 0.05 * g.h)], c, wd)
-        if age >= 5:
-            pen.arc(ex, g.ey + 0.12 * g.w, 0.17 * g.w, 0.1 * g.w, 20, 160, c, wd)
-        for dy in (-0.05, 0.05) if age >= 6 else ():
+        pen.arc(ex, g.ey + 0.12 * g.w, 0.17 * g.w, 0.1 * g.w, 20, 160, c, wd)
+        for dy in (-0.05, 0.05) if age >= 5 else ():
             x0, x1 = ex + side * 0.24 * g.w, ex + side * 0.36 * g.w
             pen.line([(x0, g.ey + dy * g.w), (x1, g.ey + 2.4 * dy * g.w)], c, wd)
-    for i in range(age - 5):  # forehead lines (hidden under bangs or a hat brim)
+    for i in range(min(3, age - 4)):  # forehead lines (hidden under bangs or a hat brim)
         y = g.ey - 0.22 * g.h - 0.1 * g.h * i
         pen.line([(g.cx - 0.45 * g.w + g.dx, y), (g.cx + 0.45 * g.w + g.dx, y)], c, wd)
 
@@ -248,8 +248,8 @@ def _mouth(pen: _Pen, g: _Geom, skin, a: dict[str, int], age: int) -> None:
         pen.arc(mx, my - 0.12 * g.h, mw, ry, 10, 170, lips, t)
         pen.arc(mx, my - 0.12 * g.h, mw - t, ry - t, 10, 170, seam, 0.014)
         for side in (-1, 1):
-            pen.line([(mx + side * mw, my - 0.1 * g.h), (mx + side * (mw + 0.08 * g.w), my - 0.2 * g.h)], seam,
-                     0.012)
+            corner = mx + side * mw
+            pen.line([(corner, my - 0.1 * g.h), (corner + side * 0.08 * g.w, my - 0.2 * g.h)], seam, 0.012)
     elif a["Mouth_Slightly_Open"]:
         pen.ellipse(mx, my, mw * 0.8, 0.1 * g.h, fill=_MOUTH_DARK, outline=lips, width=lip_w * 1.6)
         pen.chord(mx, my - 0.02 * g.h, mw * 0.6, 0.06 * g.h, 180, 360, _TEETH)

@@ -59,21 +59,31 @@ def most_active_dims(model: LatentModel, images: torch.Tensor, k: int) -> list[i
     return variance.argsort(descending=True)[:k].tolist()
 
 
+def traversal_values(codes: torch.Tensor, dims: list[int], steps: int, quantile: float = 0.02) -> torch.Tensor:
+    """Sweep values per dimension, (len(dims), steps): from the ``quantile`` to the ``1 - quantile`` of
+    that dimension over ``codes`` (N, D). Ranges come from data because a latent's scale is the family's
+    own (an AE's codes are not unit-variance, a VAE's posterior means rarely are)."""
+    low = codes[:, dims].quantile(quantile, dim=0)
+    high = codes[:, dims].quantile(1 - quantile, dim=0)
+    steps_01 = torch.linspace(0, 1, steps, device=codes.device)
+    return low[:, None] + (high - low)[:, None] * steps_01[None, :]
+
+
 @torch.no_grad()
 def traverse(model: LatentModel, z: torch.Tensor, dims: list[int], values: torch.Tensor) -> torch.Tensor:
-    """Decode ``z`` (D,) with dimension d set to each of ``values`` (S,), for every d in ``dims``:
-    returns (len(dims) * S, 3, H, W), one row per dimension."""
-    codes = z.expand(len(dims), len(values), z.shape[-1]).clone()
+    """Decode ``z`` (D,) with dimension ``dims[i]`` set to each of ``values[i]`` (len(dims), S):
+    returns (len(dims) * S, 3, H, W), one row per dimension, the other dimensions unchanged."""
+    codes = z.expand(len(dims), values.shape[1], z.shape[-1]).clone()
     for row, dim in enumerate(dims):
-        codes[row, :, dim] = values
+        codes[row, :, dim] = values[row]
     return model.decode(codes.reshape(-1, z.shape[-1]))
 
 
 @torch.no_grad()
-def traversal_grid(model: LatentModel, image: torch.Tensor, dims: list[int], span: float = 3.0,
+def traversal_grid(model: LatentModel, image: torch.Tensor, dims: list[int], reference: torch.Tensor,
                    steps: int = 9) -> Image.Image:
-    """One row per dimension in ``dims``: ``image`` (3, H, W) encoded, then that dimension swept over
-    [-span, span] standard units while the others keep their values."""
+    """One row per dimension in ``dims``: ``image`` (3, H, W) encoded, then that dimension swept over its
+    range on the ``reference`` images (N, 3, H, W) while the others keep their values."""
     z = model.encode(image[None])[0]
-    values = torch.linspace(-span, span, steps, device=z.device)
+    values = traversal_values(model.encode(reference), dims, steps)
     return image_grid(traverse(model, z, dims, values), nrow=steps)

@@ -10,11 +10,21 @@ from typing import Any
 from facegen.errors import ConfigError
 from facegen.models.ae import Autoencoder
 from facegen.models.base import FaceModel, LatentModel, LatentPart, StepOutput
+from facegen.models.began import BEGAN
+from facegen.models.classifier import AttributeClassifier
+from facegen.models.cvae import CVAE
+from facegen.models.fairface import FairFaceClassifier
+from facegen.models.infogan import InfoGAN
 from facegen.models.vae import VAE
 
 MODELS: dict[str, type[FaceModel]] = {
     "ae": Autoencoder,
     "vae": VAE,
+    "cvae": CVAE,
+    "infogan": InfoGAN,
+    "began": BEGAN,
+    "classifier": AttributeClassifier,
+    "fairface": FairFaceClassifier,
 }
 
 

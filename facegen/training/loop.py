@@ -107,7 +107,8 @@ def _restore(model: FaceModel, optimizers, checkpoint) -> TrainingState | None:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``loop_config``: {"config": resolved config dict, "train_rows": int}."""
+    """Ray Train entry point. ``loop_config``: {"config": resolved config dict, "train_rows": int,
+    "progress": bool (rank 0 shows a per-batch bar)}."""
     import ray.train
     import ray.train.torch
     from ray.experimental.tqdm_ray import tqdm
@@ -134,7 +135,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         parallel_strategy_kwargs={"find_unused_parameters": len(model.players) > 1})
 
     per_worker = cfg.data.batch_size // world
-    steps = loop_config.get("train_rows", 0) // cfg.data.batch_size
+    steps = loop_config.get("train_rows", 0) // cfg.data.batch_size if loop_config.get("progress") else 0
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     autocast = _autocast(cfg, device)
     for epoch in range(start_epoch, cfg.train.epochs):

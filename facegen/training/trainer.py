@@ -7,6 +7,7 @@ Ray Tune can build the same trainer inside each trial.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,8 @@ def build_trainer(cfg: ExperimentConfig, manifest: Manifest, *, callbacks: list 
         resources["GPU"] = 1
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "train_rows": train_rows},
+        # Live per-batch bars only for a person at a terminal; logs get one line per epoch.
+        train_loop_config={"config": cfg.to_dict(), "train_rows": train_rows, "progress": sys.stdout.isatty()},
         scaling_config=ScalingConfig(num_workers=max(cfg.train.num_workers, 1), use_gpu=cfg.train.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(

@@ -1,0 +1,189 @@
+"""Conditional VAE (Sohn et al. 2015): a VAE whose encoder and decoder both see a given condition c.
+
+The condition is either a vector of chosen CelebA attributes (``condition: attrs``, read from
+``batch["attrs"]``) or the one-hot of a class (``condition: label``, e.g. the digit of a digits image).
+The encoder gets c as extra constant image channels, the decoder as extra inputs next to z, so z only has
+to carry what c does not say (pose, lighting, handwriting style). The loss is the VAE's (see ``vae.py``)::
+
+    loss = recon_scale * recon(x_hat, x) + beta * KL(q(z | x, c) || N(0, I))
+
+As a :class:`LatentModel` the latent vector is ``[z, c]`` (parts ``z`` and ``condition``): ``encode`` needs
+c and appends it, ``decode`` reads c from the vector unless given explicitly, so decoding the same z under
+other conditions is one call (:meth:`CVAE.decode_all_conditions`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facegen.data.attributes import CELEBA_ATTRIBUTES
+from facegen.errors import ConfigError
+from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
+from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder, ConvEncoder
+from facegen.models.losses import RECON_LOSSES, mse_per_image, reconstruction_loss
+
+CONDITIONS = ("attrs", "label")
+
+
+@dataclass(frozen=True)
+class CVAEConfig:
+    """The ``model:`` section of a conditional VAE config.
+
+    resolution: image side (32, 64 or 128); must match the shards.
+    latent_dim: width of z (the condition comes on top).
+    base_channels, max_channels: width of the first conv stage, doubling per stage up to the cap.
+    beta: KL weight, as in the VAE.
+    decoder_std: standard deviation of the Gaussian decoder on the [0, 1] pixel scale (see ``vae.py``).
+    kl_warmup_epochs: epochs over which beta ramps linearly from 0 (0 = no warm-up).
+    recon_loss: ``mse``, ``l1`` or ``ssim``.
+    condition: ``attrs`` (CelebA attributes from ``batch["attrs"]``, 40 columns in CelebA order) or
+        ``label`` (one-hot of ``batch["label"]``; a missing label, -1, is the all-zero condition).
+    condition_attributes: ``attrs`` only: the CelebA attribute names to condition on, in this order.
+    num_classes: ``label`` only: number of classes (10 for digits).
+    """
+
+    resolution: int = 64
+    latent_dim: int = 32
+    base_channels: int = 32
+    max_channels: int = 256
+    beta: float = 1.0
+    decoder_std: float = 0.1
+    kl_warmup_epochs: int = 0
+    recon_loss: str = "mse"
+    condition: str = "attrs"
+    condition_attributes: tuple[str, ...] = ("Male", "Smiling", "Eyeglasses", "Young")
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        if self.resolution not in SUPPORTED_RESOLUTIONS:
+            raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {self.resolution}")
+        if self.latent_dim <= 0 or self.base_channels < 4:
+            raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
+        if self.beta < 0 or self.decoder_std <= 0:
+            raise ConfigError("model.beta must be >= 0 and model.decoder_std > 0")
+        if self.recon_loss not in RECON_LOSSES:
+            raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+        if self.condition not in CONDITIONS:
+            raise ConfigError(f"model.condition: must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.condition == "attrs":
+            if not self.condition_attributes:
+                raise ConfigError("model.condition_attributes: name at least one CelebA attribute")
+            for name in self.condition_attributes:
+                if name not in CELEBA_ATTRIBUTES:
+                    raise ConfigError(f"model.condition_attributes: unknown CelebA attribute {name!r}")
+        elif self.num_classes < 2:
+            raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
+
+    @property
+    def condition_dim(self) -> int:
+        return len(self.condition_attributes) if self.condition == "attrs" else self.num_classes
+
+
+class CVAE(FaceModel):
+    """Convolutional conditional VAE; latent vector ``[z (latent_dim), condition (condition_dim)]``."""
+
+    family = "cvae"
+    config_class = CVAEConfig
+
+    def __init__(self, config: CVAEConfig) -> None:
+        super().__init__(config)
+        c = config.condition_dim
+        self.encoder = ConvEncoder(config.resolution, config.base_channels, config.max_channels, in_channels=3 + c)
+        self.to_posterior = nn.Linear(self.encoder.feature_dim, 2 * config.latent_dim)
+        self.decoder = ConvDecoder(config.resolution, config.latent_dim + c, config.base_channels,
+                                   config.max_channels)
+        self.recon_scale = 3 * config.resolution**2 / (2 * config.decoder_std**2)
+        self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),
+                             LatentPart("condition", c, "condition"))
+        self._attr_index = [CELEBA_ATTRIBUTES.index(name) for name in config.condition_attributes]
+        self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
+
+    def condition(self, batch: Batch) -> torch.Tensor:
+        """The batch's condition vectors: (N, condition_dim) float."""
+        if self.config.condition == "label":
+            labels = batch["label"]
+            onehot = F.one_hot(labels.clamp(min=0), self.config.num_classes).float()
+            return onehot * (labels >= 0).unsqueeze(1)  # unknown label: all-zero condition
+        attrs = batch["attrs"]
+        if attrs.shape[1] != len(CELEBA_ATTRIBUTES):
+            raise ValueError(f"cvae: batch attrs has {attrs.shape[1]} columns; condition_attributes index "
+                             f"the {len(CELEBA_ATTRIBUTES)} CelebA attributes")
+        return attrs[:, self._attr_index].float()
+
+    def conditions(self) -> torch.Tensor:
+        """The conditions a report shows, (K, condition_dim): every class one-hot (``label``), or no
+        attribute then each attribute alone (``attrs``; combinations can be passed to the methods below)."""
+        device = self.to_posterior.weight.device
+        eye = torch.eye(self.config.condition_dim, device=device)
+        return eye if self.config.condition == "label" else torch.cat([eye[:1] * 0, eye])
+
+    def posterior(self, images: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, 3, H, W), cond (N, C) -> (mu, logvar), each (N, latent_dim)."""
+        planes = cond[:, :, None, None].expand(-1, -1, *images.shape[2:])
+        mu, logvar = self.to_posterior(self.encoder(torch.cat([images, planes], 1))).chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 10)  # keeps exp(logvar) finite early in training
+
+    def forward(self, batch: Batch, player: str = "main") -> StepOutput:
+        x, cond = batch["image"], self.condition(batch)
+        mu, logvar = self.posterior(x, cond)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        x_hat = self.decoder(torch.cat([z, cond], 1))
+        recon = reconstruction_loss(self.config.recon_loss, x_hat, x)  # (N,)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)  # (N,)
+        loss = (self.recon_scale * recon + self._beta_now * kl).mean()
+        return StepOutput(loss, {"loss": loss.detach(), "recon_mse": mse_per_image(x_hat, x).mean().detach(),
+                                 "kl": kl.mean().detach()})
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Sampled-z loss plus the posterior-mean reconstruction error (what a user sees)."""
+        metrics = self(batch).metrics
+        x, cond = batch["image"], self.condition(batch)
+        metrics["recon_mse_mean_z"] = mse_per_image(self.decode(self.encode(x, cond)), x).mean()
+        return metrics
+
+    def set_epoch(self, epoch: int) -> None:
+        warmup = self.config.kl_warmup_epochs
+        self._beta_now = self.config.beta * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
+
+    # LatentModel
+    def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """images (N, 3, H, W), cond (N, C) -> [posterior mean, cond] (N, latent_dim + C)."""
+        if cond is None:
+            raise ValueError("cvae: encode needs the images' condition (see CVAE.condition)")
+        return torch.cat([self.posterior(images, cond)[0], cond], 1)
+
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """z (N, latent_dim + C) -> images (N, 3, H, W); a given cond (N, C) replaces z's condition part,
+        and then z may also be just the (N, latent_dim) noise part."""
+        d = self.config.latent_dim
+        if cond is None:
+            if z.shape[1] != d + self.config.condition_dim:
+                raise ValueError(f"cvae: decode without cond needs z of width {d + self.config.condition_dim}")
+            return self.decoder(z)
+        return self.decoder(torch.cat([z[:, :d], cond], 1))
+
+    def sample(self, n: int, cond: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images from N(0, I) noise under ``cond`` (n, C), or under conditions drawn uniformly from
+        :meth:`conditions` when none is given."""
+        device = self.to_posterior.weight.device
+        z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
+        if cond is None:
+            options = self.conditions()
+            cond = options[torch.randint(len(options), (n,), generator=generator).to(device)]
+        return self.decode(z, cond)
+
+    @torch.no_grad()
+    def decode_all_conditions(self, z: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
+        """The same z (N, latent_dim [+ C]) under each of ``conditions`` (K, C) (default :meth:`conditions`):
+        images (N, K, 3, H, W); row i is one identity/style across every condition."""
+        conditions = self.conditions() if conditions is None else conditions
+        n, k = z.shape[0], conditions.shape[0]
+        noise = z[:, :self.config.latent_dim].repeat_interleave(k, dim=0)  # (N*K, latent_dim)
+        images = self.decode(noise, conditions.repeat(n, 1))
+        return images.view(n, k, *images.shape[1:])
