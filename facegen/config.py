@@ -62,7 +62,8 @@ class TrainConfig:
         model config).
     num_workers: Ray Train DDP workers; 0 runs the loop in the driver process (no DDP).
     cpus_per_worker: CPUs reserved per worker; fractions let 2 workers and Ray Data share a 2-core laptop.
-    use_gpu: one GPU per worker, NCCL backend, bf16 autocast when ``amp`` is set.
+    use_gpu: GPUs for the workers, NCCL backend, bf16 autocast when ``amp`` is set.
+    gpus_per_worker: GPU share per worker when ``use_gpu`` (a fraction packs several Tune trials on a GPU).
     amp: mixed precision on GPU (bf16 autocast); ignored on CPU.
     seed: seeds weights, noise and data order; the same seed reproduces a run, resumed or not.
     max_failures: worker-group restarts Ray Train may do from the latest checkpoint (-1 = unlimited).
@@ -83,6 +84,7 @@ class TrainConfig:
     num_workers: int = 2
     cpus_per_worker: float = 0.5
     use_gpu: bool = False
+    gpus_per_worker: float = 1.0
     amp: bool = True
     seed: int = 0
     max_failures: int = 2
@@ -99,6 +101,7 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr", "must be positive")
         _check(self.num_workers >= 0, "train.num_workers", "must be >= 0")
         _check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be positive")
+        _check(0 < self.gpus_per_worker <= 8, "train.gpus_per_worker", "must be in (0, 8]")
         _check(self.checkpoints_to_keep > 0, "train.checkpoints_to_keep", "must be positive")
         _check(bool(self.name) and "/" not in self.name, "train.name", "must be a non-empty name without '/'")
         _check(self.monitor_mode in ("min", "max"), "train.monitor_mode", "must be min or max")

@@ -17,7 +17,7 @@ from facegen.data import fsutil
 from facegen.data.pipeline import load_split
 from facegen.data.shards import Manifest, read_manifest
 from facegen.errors import ConfigError, FacegenError
-from facegen.training.checkpoint import load_state
+from facegen.training.checkpoint import STATE_FILE, load_state
 
 
 @dataclass
@@ -49,6 +49,32 @@ def check_compatible(cfg: ExperimentConfig, manifest: Manifest) -> None:
             raise FacegenError(f"{cfg.data.shards}: the {split} split is empty")
 
 
+def latest_checkpoint(cfg: ExperimentConfig) -> str | None:
+    """The newest ``checkpoint_*`` folder of the run ``storage_path/name``, if the run exists."""
+    fs, run_dir = fsutil.resolve(fsutil.join(storage_location(cfg), cfg.train.name))
+    names = sorted(p.split("/")[0] for p in fsutil.list_files(fs, run_dir, recursive=True)
+                   if p.startswith("checkpoint_") and p.endswith("/" + STATE_FILE))
+    return fsutil.to_uri(fs, fsutil.join(run_dir, names[-1])) if names else None
+
+
+def check_resumable(cfg: ExperimentConfig) -> None:
+    """A re-used run name resumes its checkpoints, which only works for the same model: say so up front
+    instead of failing inside a worker on mismatched weights."""
+    folder = latest_checkpoint(cfg)
+    if folder is None:
+        return
+    fs, path = fsutil.resolve(folder)
+    import io
+
+    import torch
+
+    saved = torch.load(io.BytesIO(fsutil.read_bytes(fs, fsutil.join(path, STATE_FILE))), map_location="cpu",
+                       weights_only=True)["config"]
+    if saved["model"] != cfg.to_dict()["model"]:
+        raise ConfigError(f"train.name: run {cfg.train.name!r} in {storage_location(cfg)} was trained with a "
+                          f"different model config; choose another train.name to start afresh")
+
+
 def build_trainer(cfg: ExperimentConfig, manifest: Manifest, *, callbacks: list | None = None,
                   run_name: str | None = None):
     """A TorchTrainer for ``cfg`` over the manifest's train and val splits."""
@@ -63,7 +89,7 @@ def build_trainer(cfg: ExperimentConfig, manifest: Manifest, *, callbacks: list 
     train_rows = min(manifest.rows("train"), limit) if limit else manifest.rows("train")
     resources: dict[str, Any] = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
-        resources["GPU"] = 1
+        resources["GPU"] = cfg.train.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
         # Live per-batch bars only for a person at a terminal; logs get one line per epoch.
@@ -107,6 +133,7 @@ def export_checkpoint(checkpoint, manifest: Manifest, dest: str) -> tuple[str, l
 def fit(cfg: ExperimentConfig) -> FitResult:
     """Train ``cfg`` with Ray Train (resuming ``storage_path/name`` if it exists) and export its bundle."""
     manifest = read_manifest(cfg.data.shards)
+    check_resumable(cfg)
     result = build_trainer(cfg, manifest).fit()
     if result.checkpoint is None:
         raise FacegenError(f"run {cfg.train.name}: finished without a checkpoint")

@@ -179,7 +179,7 @@ REGIONS = {
     "Wearing_Hat": (0.0, 0.45, 0.0, 1.0),
     "Sideburns": (0.35, 0.7, 0.15, 0.85), "5_o_Clock_Shadow": (0.55, 0.95, 0.2, 0.8),
     "Bald": (0.0, 0.5, 0.0, 1.0), "goatee": (0.7, 1.0, 0.3, 0.7), "beard": (0.5, 1.0, 0.15, 0.85),
-    "old": (0.35, 0.85, 0.2, 0.8),
+    "old": (0.35, 0.85, 0.2, 0.8), "gray": (0.0, 0.6, 0.0, 1.0),
 }
 
 
@@ -198,7 +198,8 @@ def test_each_rendered_attribute_is_visible_at_64px(race):
                                lighting=0.0, hair_color=0)
     base = _crop64(face)
     flips = {name: {"attrs": plain | {name: 1}} for name in REGIONS if name[0].isupper()}
-    flips |= {"goatee": {"beard": BEARD_GOATEE}, "beard": {"beard": BEARD_FULL}, "old": {"age": 7}}
+    flips |= {"goatee": {"beard": BEARD_GOATEE}, "beard": {"beard": BEARD_FULL}, "old": {"age": 7},
+              "gray": {"hair_color": 3}}
     for name, change in flips.items():
         diff = np.abs(_crop64(dataclasses.replace(face, **change)) - base).sum(-1)
         y0, y1, x0, x1 = (round(v * 64) for v in REGIONS[name])
