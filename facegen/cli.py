@@ -1,4 +1,4 @@
-"""The ``facegen`` command: ``facegen synth|prepare|train|tune|demo ...`` (``facegen CMD --help`` for each).
+"""The ``facegen`` command: ``facegen synth|prepare|train|tune|report|demo ...`` (``facegen CMD --help`` for each).
 
 Each subcommand's arguments and body live next to the code they drive (``add_*_arguments`` / ``run_*``);
 this module only wires them up and turns user mistakes into one line on stderr and exit status 2.
@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
               "train a model from a config with Ray Train"),
     "tune": ("facegen.training.search", "add_tune_arguments", "run_tune",
              "search hyper-parameters with Ray Tune (ASHA), export the best bundle"),
+    "report": ("facegen.reporting.report", "add_report_arguments", "run_report",
+               "evaluate every bundle in a run folder; write report.md + report.json with pictures"),
     "demo": ("facegen.demo", "add_demo_arguments", "run_demo",
              "synthesise faces, train the VAE, draw grids (what `make demo` runs)"),
 }

@@ -54,6 +54,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from facegen.data.celeba import read_celeba
     from facegen.data.shards import read_manifest, write_shards
     from facegen.data.synth import write_synthetic
+    from facegen.reporting.report import build_report
     from facegen.runtime import init_ray
     from facegen.training.trainer import fit
 
@@ -83,6 +84,10 @@ def run_demo(args: argparse.Namespace) -> int:
     pictures = draw_pictures(result.bundle, read_manifest(shards), out)
     timings["pictures_s"] = time.perf_counter() - started
 
+    started = _step("writing the quality report")
+    report_md, _ = build_report(f"{out}/runs", f"{out}/report")
+    timings["report_s"] = time.perf_counter() - started
+
     metrics = {"family": cfg.family, "bundle": result.bundle, "final": result.metrics,
                "val_recon_mse": result.metrics.get("val/recon_mse_mean_z"), "timings_s": timings,
                "pictures": pictures}
@@ -93,5 +98,6 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  val recon MSE      {metrics['val_recon_mse']:.5f} (per pixel, [0,1] scale)")
     for name, path in pictures.items():
         print(f"  {name:<18} {path}")
+    print(f"  quality report     {report_md}")
     print(f"  metrics            {out}/metrics.json")
     return 0

@@ -43,3 +43,17 @@ def tiny_shards(synth_celeba, tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("shards") / "celeba32")
     write_shards(read_celeba(synth_celeba), out, resolution=32, rows_per_shard=40, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_fairface_shards(tmp_path_factory) -> str:
+    """32x32 shards of a small synthetic dataset in the FairFace layout (race / age / gender labels)."""
+    from facegen.data.fairface import read_fairface
+    from facegen.data.shards import write_shards
+    from facegen.data.synth import write_synthetic
+
+    root = str(tmp_path_factory.mktemp("synth") / "fairface")
+    write_synthetic(root, n=120, seed=1, layout="fairface", progress=False)
+    out = str(tmp_path_factory.mktemp("shards") / "fairface32")
+    write_shards(read_fairface(root), out, resolution=32, progress=False)
+    return out

@@ -84,25 +84,30 @@ def test_infogan_trunk_learns_from_every_head(player, weights):
         assert p.grad is not None and p.grad.abs().sum() > 0, f"trunk.{name} got no gradient from {player}"
 
 
-@pytest.mark.parametrize("family, learns", [
-    ("infogan", ("d_loss", "info_loss")),  # D separates real from fake; codes become recoverable
-    ("began", ("loss_real", "info_loss")),  # D's autoencoder reconstructs real images; codes recoverable
-])
-def test_gan_discriminator_and_codes_learn_a_fixed_batch(family, learns):
+# metric -> the largest ratio of its last-10-step mean to its first-5-step mean (thresholds hold with margin
+# over several seeds; the tests use seed 0).
+LEARNS = {
+    "infogan": {"d_loss": 0.6, "cat_ce": 0.6, "noise_mse": 0.6},  # D separates; codes and noise recoverable
+    "began": {"loss_real": 0.5, "cat_ce": 0.75},  # D reconstructs real images; the category is recoverable
+}
+
+
+@pytest.mark.parametrize("family", sorted(LEARNS))
+def test_gan_discriminator_and_codes_learn_a_fixed_batch(family):
     torch.manual_seed(0)
     cfg = tiny_config(family, train={"lr": 2e-3, "betas": [0.5, 0.999]})
     model = build_model(cfg.model)
     optimizers = make_optimizers(model, cfg)
     batch, history = fixed_batch(), []
-    for _ in range(50):
+    for _ in range(60):
         row = {}
         for player in model.players:
             row.update(step(model, optimizers, batch, player))
         history.append(row)
-    for key in learns:
-        first, last = (np.mean([h[key] for h in part]) for part in (history[:5], history[-5:]))
-        assert last < 0.5 * first, f"{family} {key}: {first:.4g} -> {last:.4g}"
-    assert np.mean([h["code_acc"] for h in history[-5:]]) > np.mean([h["code_acc"] for h in history[:5]])
+    for key, ratio in LEARNS[family].items():
+        first, last = np.mean([h[key] for h in history[:5]]), np.mean([h[key] for h in history[-10:]])
+        assert last < ratio * first, f"{family} {key}: {first:.4g} -> {last:.4g}"
+    assert np.mean([h["code_acc"] for h in history[-10:]]) > 0.6  # chance is 1/4
 
 
 def test_began_k_follows_the_equilibrium_rule_and_stays_in_range():
@@ -167,7 +172,8 @@ def test_began_k_is_identical_on_every_ddp_rank():
 
 
 def test_cvae_decodes_one_z_differently_per_condition():
-    model = tiny("cvae", condition="label", num_classes=2)
+    # A costly z (beta 50) leaves the brightness to the condition, although the encoder sees it too.
+    model = tiny("cvae", condition="label", num_classes=2, decoder_std=1.0, beta=50.0)
     labels = torch.tensor([0, 1] * 4)
     images = (labels.float() * 1.6 - 0.8)[:, None, None, None].expand(8, 3, 32, 32).contiguous()  # dark / bright
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -175,10 +181,10 @@ def test_cvae_decodes_one_z_differently_per_condition():
         optimizer.zero_grad()
         model({"image": images, "label": labels}).loss.backward()
         optimizer.step()
-    grid = model.decode_all_conditions(torch.zeros(3, 8))  # (3 z, 2 conditions, 3, 32, 32)
+    grid = model.decode_all_conditions(torch.randn(3, 8))  # (3 z, 2 conditions, 3, 32, 32)
     assert grid.shape == (3, 2, 3, 32, 32)
     brightness = grid.mean(dim=(2, 3, 4))  # (3, 2)
-    assert (brightness[:, 0] < -0.3).all() and (brightness[:, 1] > 0.3).all()
+    assert (brightness[:, 0] < -0.5).all() and (brightness[:, 1] > 0.5).all()
     cond = model.condition({"label": torch.tensor([1, -1])})
     assert torch.equal(cond, torch.tensor([[0.0, 1.0], [0.0, 0.0]]))  # missing label: all-zero condition
     z = model.encode(images[:2], cond)

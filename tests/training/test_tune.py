@@ -33,8 +33,8 @@ def test_search_exports_the_best_trial_and_restores(ray_session, tiny_shards, tm
     base = _base(tiny_shards, tmp_path / "runs")
     spec = _spec(tmp_path, base, {"metric": {"val/recon_mse": 1.0, "val/kl": 0.001}, "mode": "min",
                                   "space": {"train.lr": {"choice": [1e-3, 3e-3]}}})
-    results, path = run_search(base, spec, num_samples=1)
-    assert len(results) == 2 and not results.errors  # `choice` is sampled once per trial: 1 x 2 values
+    results, path = run_search(base, spec, num_samples=2)
+    assert len(results) == 2 and not results.errors
     summary = export_best(results, spec, base, f"{path}/best_bundle")
     best = min(results, key=lambda r: r.metrics["objective"])
     assert summary["value"] == pytest.approx(best.metrics["objective"])
@@ -43,7 +43,7 @@ def test_search_exports_the_best_trial_and_restores(ray_session, tiny_shards, tm
     # The objective really is the configured weighted sum of the reported metrics.
     assert best.metrics["objective"] == pytest.approx(best.metrics["val/recon_mse"] + 0.001 * best.metrics["val/kl"])
 
-    restored, _ = run_search(base, spec, num_samples=1, resume=True)
+    restored, _ = run_search(base, spec, num_samples=2, resume=True)
     assert sorted(r.metrics["objective"] for r in restored) == sorted(r.metrics["objective"] for r in results)
 
 
