@@ -9,13 +9,25 @@ import pytest
 from facegen.config import apply_overrides, from_dict, load_config
 from facegen.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.endswith(".tune.yaml"))
+SPACES = sorted(CONFIG_DIR.glob("*.tune.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_loads_and_round_trips(path):
     cfg = load_config(path)
     assert from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
+def test_every_search_space_is_valid_for_its_config(space):
+    from facegen.config import read_yaml
+    from facegen.training.tune import read_search_spec
+
+    config_path = space.with_name(space.name.replace(".tune.yaml", ".yaml"))
+    cfg = load_config(config_path)
+    read_search_spec(str(space), cfg, read_yaml(config_path))  # every domain value makes a valid config
 
 
 def test_overrides_are_typed_from_yaml_scalars():

@@ -46,7 +46,7 @@ _IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses
 def _png(pixels: np.ndarray) -> bytes:
     """(H, W) uint8 grayscale -> PNG bytes."""
     out = io.BytesIO()
-    Image.fromarray(pixels)  # 2-d uint8 -> mode "L".save(out, format="PNG")
+    Image.fromarray(pixels).save(out, format="PNG")  # 2-d uint8: mode "L"
     return out.getvalue()
 
 
@@ -101,6 +101,13 @@ def parse_idx(data: bytes, where: str, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def _read_raw(fs: pafs.FileSystem, path: str) -> bytes:
+    """The file's bytes as stored: pyarrow would gunzip ``.gz`` files by name, ``parse_idx`` does it by
+    magic number and reports a corrupt archive as a DatasetError."""
+    with fs.open_input_stream(path, compression=None) as stream:
+        return stream.read()
+
+
 def _find_idx(fs: pafs.FileSystem, root: str, stem: str, kind: str) -> str:
     """Path of ``stem-kind-ubyte`` (or ``stem.kind-ubyte``), optionally ``.gz``; DatasetError if absent."""
     names = [f"{stem}{sep}{kind}-ubyte{gz}" for sep in ("-", ".") for gz in ("", ".gz")]
@@ -123,8 +130,8 @@ def read_mnist(src: str) -> SourceDataset:
     pixels: list[np.ndarray] = []
     for part, (image_stem, label_stem) in MNIST_FILES.items():
         image_path, label_path = _find_idx(fs, root, image_stem, "idx3"), _find_idx(fs, root, label_stem, "idx1")
-        images = parse_idx(fsutil.read_bytes(fs, image_path), fsutil.to_uri(fs, image_path), 3)
-        digits = parse_idx(fsutil.read_bytes(fs, label_path), fsutil.to_uri(fs, label_path), 1)
+        images = parse_idx(_read_raw(fs, image_path), fsutil.to_uri(fs, image_path), 3)
+        digits = parse_idx(_read_raw(fs, label_path), fsutil.to_uri(fs, label_path), 1)
         if len(digits) != len(images):
             raise DatasetError(f"{fsutil.to_uri(fs, label_path)}: {len(digits)} labels for {len(images)} images "
                                f"in {fsutil.to_uri(fs, image_path)}")

@@ -6,6 +6,7 @@ Ray Tune can build the same trainer inside each trial.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -124,9 +125,13 @@ def export_checkpoint(checkpoint, manifest: Manifest, dest: str) -> tuple[str, l
     with checkpoint.as_directory() as folder:
         state = load_state(folder)
     weights = state.best_model if state.best_model is not None else state.model
+    config = json.loads(json.dumps(state.config))
+    backbone = config["model"].get("backbone")
+    if isinstance(backbone, dict) and backbone.get("weights"):
+        backbone["weights"] = ""  # the pretrained file is baked into the weights now; don't need it to load
     meta = bundle_meta(manifest, state.history, state.starts)
     meta["best_epoch"] = state.best_epoch
-    write_bundle(dest, config=state.config, weights=weights, meta=meta)
+    write_bundle(dest, config=config, weights=weights, meta=meta)
     return dest, state.history
 
 

@@ -26,6 +26,15 @@ from tests.tiny import TINY_MODEL, tiny_config
 MULTI_PLAYER = sorted(f for f in MODELS if len(MODELS[f].players) > 1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds synchronisation (and contention on 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(family: str, **model_keys):
     torch.manual_seed(0)
     return build_model(from_dict({"model": {"family": family, **TINY_MODEL[family], **model_keys}}).model)

@@ -1,0 +1,160 @@
+"""Edit faces by attribute: encode, move the code, decode, and score before and after.
+
+Two levers, chosen per attribute name:
+
+* **Latent slots**, the model's own handles, set to a value. They come from ``latent_parts``:
+  a ``condition`` part whose entries have names (a CVAE conditioned on attributes: ``{"Smiling": 1.0}`` sets
+  that entry to 1.0, i.e. smiling, 0.0 not smiling); an unnamed ``condition`` part or a ``categorical`` part
+  is one slot named after the part whose value is a class index (a digit CVAE's ``{"condition": 3}``, an
+  InfoGAN's ``{"code0": 2}``); a ``uniform`` part gives one slot per entry, ``"<part>/<i>"`` (an InfoGAN's
+  ``{"continuous/0": 0.8}``). Entry names come from ``model.latent_entry_names[part.name]`` when a model
+  defines that mapping (the extension point for new families), else from a CVAE-style config
+  (``config.condition == "attrs"`` -> ``config.condition_attributes``). A slot wins over a direction of the
+  same name: the model's own lever is the faithful one.
+* **Directions** (:mod:`facegen.latent.directions`): ``z += strength * scale * direction``, strength in
+  standard deviations of the codes along the direction; with ``method="conditional"`` each direction first
+  has the span of the ``keep`` attributes' directions projected out.
+
+The scores compare the edited images with the *reconstructions* (decode of the unedited codes), not the
+inputs, so they measure the edit and not the autoencoder's reconstruction error. Put the model (and scorer)
+in eval mode first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from facegen.latent.directions import Directions
+from facegen.latent.scoring import AttributeScorer, batched
+from facegen.models.base import LatentModel
+
+EDIT_METHODS = ("mean_diff", "boundary", "conditional")
+MAX_STRENGTH = 10.0  # standard deviations (or slot value): beyond this decoders produce garbage, not edits
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Latent entries ``start:start + size`` settable by name; kind ``value`` (one entry set to the given
+    number) or ``class`` (a one-hot set to the given class index)."""
+
+    name: str
+    start: int
+    size: int
+    kind: str
+
+
+@dataclass
+class EditResult:
+    """images, reconstructions: (N, 3, H, W) edited and unedited decodes; codes: (N, D) edited codes;
+    scores_before / scores_after: (N, A) scorer probabilities of reconstructions / edited images, or None."""
+
+    images: torch.Tensor
+    reconstructions: torch.Tensor
+    codes: torch.Tensor
+    scores_before: torch.Tensor | None = None
+    scores_after: torch.Tensor | None = None
+
+
+def _entry_names(model: LatentModel, part) -> Sequence[str] | None:
+    names = getattr(model, "latent_entry_names", {}).get(part.name)
+    if names is None and part.kind == "condition":
+        config = getattr(model, "config", None)
+        if getattr(config, "condition", None) == "attrs":
+            names = getattr(config, "condition_attributes", None)
+    if names is not None and len(names) != part.size:
+        raise ValueError(f"latent part {part.name!r} has {part.size} entries but {len(names)} entry names")
+    return names
+
+
+def latent_slots(model: LatentModel) -> dict[str, Slot]:
+    """The model's settable latent entries by name (see the module docstring); empty for an AE or VAE."""
+    slots: dict[str, Slot] = {}
+    start = 0
+    for part in model.latent_parts:
+        names = _entry_names(model, part) if part.kind in ("condition", "categorical") else None
+        if names is not None:
+            slots.update({name: Slot(name, start + i, 1, "value") for i, name in enumerate(names)})
+        elif part.kind in ("condition", "categorical"):
+            slots[part.name] = Slot(part.name, start, part.size, "class")
+        elif part.kind == "uniform":
+            slots.update({f"{part.name}/{i}": Slot(f"{part.name}/{i}", start + i, 1, "value")
+                          for i in range(part.size)})
+        start += part.size
+    return slots
+
+
+def _check_strength(name: str, strength: float, slot: Slot | None) -> None:
+    if not math.isfinite(strength):
+        raise ValueError(f"edit {name!r}: strength must be finite, got {strength}")
+    if slot is not None and slot.kind == "class":
+        if strength != int(strength) or not 0 <= strength < slot.size:
+            raise ValueError(f"edit {name!r}: a class index in 0..{slot.size - 1} is needed, got {strength}")
+    elif abs(strength) > MAX_STRENGTH:
+        raise ValueError(f"edit {name!r}: |strength| must be <= {MAX_STRENGTH:g}, got {strength}")
+
+
+def _direction_step(edits: Mapping[str, float], keep: Sequence[str], method: str,
+                    directions: Directions) -> torch.Tensor:
+    """The code offset (D,) of the direction edits ``edits``."""
+    if method != "conditional" and directions.method != method:
+        raise ValueError(f"method {method!r} but the directions were fitted with {directions.method!r}; "
+                         f"pass method={directions.method!r} or 'conditional'")
+    step = torch.zeros(directions.vectors.shape[1])
+    for name, strength in edits.items():
+        if method == "conditional":
+            unit = directions.conditional(name, keep)
+            step += strength * directions.scale_along(unit) * unit
+        else:
+            index = directions.index(name)
+            step += strength * directions.scales[index] * directions.vectors[index]
+    return step
+
+
+def edit(model: LatentModel, images: torch.Tensor, edits: Mapping[str, float], keep: Sequence[str] = (),
+         method: str = "mean_diff", directions: Directions | None = None, scorer: AttributeScorer | None = None,
+         cond: torch.Tensor | None = None, batch_size: int = 256) -> EditResult:
+    """Apply ``edits`` ({attribute: strength}) to images (N, 3, H, W) in [-1, 1].
+
+    keep: attributes whose directions are held fixed (``method="conditional"`` only).
+    method: ``mean_diff`` / ``boundary`` (must match how ``directions`` were fitted) or ``conditional``.
+    cond: (N, C) condition for families whose encoder needs one (a CVAE).
+    Every name and strength is checked before any compute; errors are ValueErrors naming the culprit.
+    """
+    if method not in EDIT_METHODS:
+        raise ValueError(f"unknown edit method {method!r} (known: {', '.join(EDIT_METHODS)})")
+    if keep and method != "conditional":
+        raise ValueError("keep=[...] only applies to method='conditional'")
+    if keep and directions is None:
+        raise ValueError("keep=[...] needs the directions of the kept attributes: directions=fit_directions(...)")
+    for name in keep:
+        directions.index(name)  # an unknown kept attribute fails with the known list
+    slots = latent_slots(model)
+    known = [*slots, *(n for n in (directions.names if directions else ()) if n not in slots)]
+    for name, strength in edits.items():
+        if name not in known:
+            hint = "" if directions else "; attribute directions need directions=fit_directions(...)"
+            raise ValueError(f"unknown attribute {name!r} (known: {', '.join(known) or 'none'}{hint})")
+        _check_strength(name, float(strength), slots.get(name))
+    direction_edits = {n: float(s) for n, s in edits.items() if n not in slots}
+
+    codes = batched(model.encode, images, batch_size, cond)
+    edited = codes.clone()
+    if direction_edits:
+        edited += _direction_step(direction_edits, keep, method, directions).to(codes)
+    for name, strength in edits.items():
+        slot = slots.get(name)
+        if slot is not None and slot.kind == "value":
+            edited[:, slot.start] = float(strength)
+        elif slot is not None:
+            edited[:, slot.start:slot.start + slot.size] = 0.0
+            edited[:, slot.start + int(strength)] = 1.0
+    result = EditResult(images=batched(model.decode, edited, batch_size),
+                        reconstructions=batched(model.decode, codes, batch_size), codes=edited)
+    if scorer is not None:
+        result.scores_before = batched(scorer.predict_proba, result.reconstructions, batch_size)
+        result.scores_after = batched(scorer.predict_proba, result.images, batch_size)
+    return result
