@@ -17,12 +17,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from facegen.config import load_config
+    from facegen.data.shards import read_manifest
     from facegen.runtime import init_ray
-    from facegen.training.trainer import fit
+    from facegen.training.trainer import check_compatible, fit
 
-    cfg = load_config(args.config, args.overrides)  # config errors surface before Ray starts
+    # Every check that needs no cluster runs before Ray starts, so a mistake costs no start-up time.
+    cfg = load_config(args.config, args.overrides)
+    manifest = read_manifest(cfg.data.shards)
+    check_compatible(cfg, manifest)
     init_ray(args.num_cpus)
-    result = fit(cfg)
+    result = fit(cfg, manifest)
     final = {k: round(v, 6) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     print(json.dumps({"bundle": result.bundle, "metrics": final}, indent=2))
     if args.metrics_out:

@@ -108,6 +108,10 @@ def run_tune(args: argparse.Namespace) -> int:
     base_raw = apply_overrides(read_yaml(args.config), args.overrides)
     cfg = from_dict(base_raw)
     spec = read_search_spec(args.space or default_space_path(args.config), cfg, base_raw)
+    from facegen.data.shards import read_manifest
+    from facegen.training.trainer import check_compatible
+
+    check_compatible(cfg, read_manifest(cfg.data.shards))  # before Ray starts: mistakes cost no start-up
     init_ray(args.num_cpus)
     results, path = run_search(base_raw, spec, args.num_samples, resume=args.resume)
     summary = export_best(results, spec, base_raw, fsutil.join(path, "best_bundle"))

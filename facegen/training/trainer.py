@@ -135,9 +135,10 @@ def export_checkpoint(checkpoint, manifest: Manifest, dest: str) -> tuple[str, l
     return dest, state.history
 
 
-def fit(cfg: ExperimentConfig) -> FitResult:
+def fit(cfg: ExperimentConfig, manifest: Manifest | None = None) -> FitResult:
     """Train ``cfg`` with Ray Train (resuming ``storage_path/name`` if it exists) and export its bundle."""
-    manifest = read_manifest(cfg.data.shards)
+    manifest = manifest or read_manifest(cfg.data.shards)
+    check_compatible(cfg, manifest)
     check_resumable(cfg)
     result = build_trainer(cfg, manifest).fit()
     if result.checkpoint is None:

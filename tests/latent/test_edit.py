@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from facegen.latent.directions import fit_directions
+from facegen.latent.edit import edit, latent_slots
+from facegen.models import build_model
+from tests.latent.toy import NAMES, make_space
+from tests.tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def setup():
+    space = make_space(n=1000)
+    directions = fit_directions(space.codes, space.labels, NAMES, method="mean_diff")
+    return space, directions, space.model.decode(space.codes[:32])
+
+
+@pytest.mark.parametrize("method", ["mean_diff", "conditional"])
+def test_edit_moves_the_target_score_in_the_asked_direction(setup, method):
+    space, directions, images = setup
+    for strength in (2.0, -2.0):
+        result = edit(space.model, images, {"Eyeglasses": strength}, method=method, directions=directions,
+                      scorer=space.scorer)
+        assert result.images.shape == images.shape and result.scores_after.shape == (32, 3)
+        change = (result.scores_after - result.scores_before).mean(0)
+        assert math.copysign(1, strength) * change[2] > 0.2, (strength, change)
+        assert change[:2].abs().max() < 0.05  # independent attributes stay put
+    # the reconstructions are exact for this model, so "before" scores are the inputs' scores
+    assert torch.allclose(result.reconstructions, images, atol=1e-5)
+
+
+def test_strength_is_in_standard_deviations(setup):
+    space, directions, images = setup
+    result = edit(space.model, images, {"Smiling": 1.5}, directions=directions)
+    moved = (result.codes - space.model.encode(images)) @ directions.vector("Smiling")
+    assert torch.allclose(moved, torch.full((32,), 1.5 * float(directions.scales[0])), atol=1e-4)
+
+
+def test_bad_requests_are_clear_value_errors(setup):
+    space, directions, images = setup
+    with pytest.raises(ValueError, match=r"unknown attribute 'Smilling' \(known: Smiling, Male, Eyeglasses\)"):
+        edit(space.model, images, {"Smilling": 1.0}, directions=directions)
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="'Smiling': strength must be finite"):
+            edit(space.model, images, {"Smiling": bad}, directions=directions)
+    with pytest.raises(ValueError, match=r"'Smiling': \|strength\| must be <= 10"):
+        edit(space.model, images, {"Smiling": 10.5}, directions=directions)
+    with pytest.raises(ValueError, match="keep=.* only applies to method='conditional'"):
+        edit(space.model, images, {"Smiling": 1.0}, keep=["Male"], directions=directions)
+    with pytest.raises(ValueError, match="fitted with 'mean_diff'; pass method='mean_diff' or 'conditional'"):
+        edit(space.model, images, {"Smiling": 1.0}, method="boundary", directions=directions)
+    with pytest.raises(ValueError, match="unknown edit method 'pca'"):
+        edit(space.model, images, {"Smiling": 1.0}, method="pca", directions=directions)
+    with pytest.raises(ValueError, match="directions=fit_directions"):
+        edit(space.model, images, {"Smiling": 1.0})
+
+
+def test_a_cvae_edits_through_its_named_condition():
+    torch.manual_seed(0)
+    cvae = build_model(tiny_config("cvae").model).eval()  # condition_attributes: Male, Smiling
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    cond = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    slots = latent_slots(cvae)
+    assert set(slots) == {"Male", "Smiling"} and slots["Smiling"].start == 9  # after the 8 z entries and Male
+    result = edit(cvae, images, {"Smiling": 1.0}, cond=cond)
+    assert torch.equal(result.codes[:, 9], torch.ones(4)) and torch.equal(result.codes[:, 8], cond[:, 0])
+    with torch.no_grad():
+        assert torch.allclose(result.images, cvae.decode(result.codes))
+
+
+def test_an_infogan_edits_through_its_codes():
+    torch.manual_seed(0)
+    gan = build_model(tiny_config("infogan").model).eval()  # code0: 4 classes, 2 continuous, 8 noise
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    assert set(latent_slots(gan)) == {"code0", "continuous/0", "continuous/1"}
+    result = edit(gan, images, {"code0": 2, "continuous/1": 0.5})
+    assert torch.equal(result.codes[:, :4], torch.tensor([[0.0, 0.0, 1.0, 0.0]]).expand(3, 4))
+    assert torch.equal(result.codes[:, 5], torch.full((3,), 0.5))
+    for bad in (4, 1.5):
+        with pytest.raises(ValueError, match=r"'code0': a class index in 0\.\.3"):
+            edit(gan, images, {"code0": bad})

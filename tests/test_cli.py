@@ -1,0 +1,37 @@
+"""The command line as a user meets it: --help for every command, one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from facegen.cli import COMMANDS
+
+
+def facegen(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facegen.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command):
+    result = facegen(command, "--help")
+    assert result.returncode == 0 and "usage: facegen" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--config", "configs/absent.yaml"], "configs/absent.yaml: config file not found"),
+    (["train", "--config", "configs/vae_synth64.yaml", "train.lrr=1"], "train.lrr: unknown key"),
+    (["train", "--config", "configs/vae_synth64.yaml", "data.shards=/nonexistent/shards"], "no manifest"),
+    (["prepare", "--dataset", "celeba", "--src", "/nonexistent/celeba", "--out", "/tmp/x"], "/nonexistent/celeba"),
+    (["tune", "--config", "configs/vae_synth64.yaml", "--num-samples", "0"], "--num-samples must be at least 1"),
+    (["report", "/nonexistent/runs"], "no model bundles found"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path):
+    result = facegen(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
