@@ -158,8 +158,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics["sync/param_spread"] = parameter_spread(model)
         history.append(metrics)
         if cfg.train.monitor not in metrics:
-            raise ValueError(f"train.monitor: {cfg.train.monitor!r} is not reported (have: {sorted(metrics)})")
-        if is_better(cfg, metrics[cfg.train.monitor], history, best_epoch):
+            if cfg.train.early_stopping_patience:  # without the monitored metric early stopping is meaningless
+                raise ValueError(f"train.monitor: {cfg.train.monitor!r} is not reported (have: {sorted(metrics)})")
+            best_epoch = epoch + 1  # nothing to rank by: the latest epoch counts as the best
+        elif is_better(cfg, metrics[cfg.train.monitor], history, best_epoch):
             best_epoch = epoch + 1
             if cfg.train.early_stopping_patience:
                 best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}

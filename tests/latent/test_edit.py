@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from facegen.latent.directions import fit_directions
-from facegen.latent.edit import edit, latent_slots
+from facegen.latent.edit import Slot, edit, latent_slots
 from facegen.models import build_model
+from facegen.models.cvae import CVAE, CVAEConfig
 from tests.latent.toy import NAMES, make_space
 from tests.tiny import tiny_config
 
@@ -70,6 +71,10 @@ def test_a_cvae_edits_through_its_named_condition():
     assert torch.equal(result.codes[:, 9], torch.ones(4)) and torch.equal(result.codes[:, 8], cond[:, 0])
     with torch.no_grad():
         assert torch.allclose(result.images, cvae.decode(result.codes))
+    digits = CVAE(CVAEConfig(resolution=32, latent_dim=8, base_channels=8, max_channels=32, condition="label"))
+    assert latent_slots(digits) == {"condition": Slot("condition", 8, 10, "class")}
+    result = edit(digits.eval(), images, {"condition": 3}, cond=torch.eye(10)[:4])
+    assert torch.equal(result.codes[:, 8:], torch.eye(10)[[3, 3, 3, 3]])
 
 
 def test_an_infogan_edits_through_its_codes():

@@ -17,8 +17,8 @@ import torch.multiprocessing as mp
 
 from facegen.config import from_dict
 from facegen.models import MODELS, build_model
-from facegen.models.infogan import categorical_code_accuracy
 from facegen.models.base import LatentPart
+from facegen.models.infogan import categorical_code_accuracy
 from facegen.training.loop import make_optimizers
 from tests.models.test_models import fixed_batch
 from tests.tiny import TINY_MODEL, tiny_config
