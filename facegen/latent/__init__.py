@@ -1,1 +1,10 @@
-"""Latent analysis for every ``LatentModel``: grids, traversals (more to come: directions, naming, metrics)."""
+"""Latent analysis for every ``LatentModel``, written once for all families.
+
+grids         reconstruction, sample and traversal pictures
+sampler       PCA + kernel-density sampler (new faces from an AE)
+directions    attribute directions: mean difference, linear boundary, conditional (keep-projected)
+edit          edit(model, images, {attribute: strength}, keep=[...]) with scores before and after
+naming        automatically named latent dimensions (traverse, score with a classifier, rank)
+disentanglement  MIG, DCI and SAP against ground-truth factors
+maps          2-D PCA / t-SNE maps of latent space
+"""

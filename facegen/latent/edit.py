@@ -141,11 +141,15 @@ def edit(model: LatentModel, images: torch.Tensor, edits: Mapping[str, float], k
             raise ValueError(f"unknown attribute {name!r} (known: {', '.join(known) or 'none'}{hint})")
         _check_strength(name, float(strength), slots.get(name))
     direction_edits = {n: float(s) for n, s in edits.items() if n not in slots}
+    step = _direction_step(direction_edits, keep, method, directions) if direction_edits else None
 
     codes = batched(model.encode, images, batch_size, cond)
     edited = codes.clone()
-    if direction_edits:
-        edited += _direction_step(direction_edits, keep, method, directions).to(codes)
+    if step is not None:
+        if step.shape[0] != codes.shape[1]:
+            raise ValueError(f"the directions are {step.shape[0]}-dimensional but the model's codes have "
+                             f"{codes.shape[1]} dimensions: were they fitted on another model?")
+        edited += step.to(codes)
     for name, strength in edits.items():
         slot = slots.get(name)
         if slot is not None and slot.kind == "value":

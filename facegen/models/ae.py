@@ -49,6 +49,7 @@ class Autoencoder(FaceModel):
 
     family = "ae"
     config_class = AEConfig
+    needs_fitted_sampler = True
 
     def __init__(self, config: AEConfig) -> None:
         super().__init__(config)

@@ -53,6 +53,9 @@ class FaceModel(nn.Module):
     family: ClassVar[str]
     config_class: ClassVar[type]
     players: ClassVar[tuple[str, ...]] = ("main",)
+    # True for a latent model without a usable prior (the AE): new faces come from a sampler fitted on
+    # encoded data (facegen.latent.sampler) rather than from ``sample``.
+    needs_fitted_sampler: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         super().__init__()

@@ -104,7 +104,14 @@ def draw(bundle: Bundle, batch: dict[str, torch.Tensor], metrics: dict[str, floa
         pictures["loss curves"] = curves
     if isinstance(model, LatentModel):
         images, cond = batch["image"][:256], _condition(model, {k: v[:256] for k, v in batch.items()})
-        pictures["samples"] = grids.save_png(grids.sample_grid(model, 64), f"{out}/samples.png")
+        if model.needs_fitted_sampler:  # the AE: PCA + kernel density fitted on the held-out codes
+            from facegen.latent.sampler import fit_sampler, sample_faces
+
+            samples = sample_faces(model, fit_sampler(model, images, variance_share=0.95), 64)
+            pictures["samples (PCA + KDE)"] = grids.save_png(grids.image_grid(samples, nrow=8),
+                                                             f"{out}/samples.png")
+        else:
+            pictures["samples"] = grids.save_png(grids.sample_grid(model, 64), f"{out}/samples.png")
         if cond is None:
             pictures["reconstructions"] = grids.save_png(grids.reconstruction_grid(model, images[:32]),
                                                          f"{out}/reconstructions.png")
