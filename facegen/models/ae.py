@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
-from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder, ConvEncoder
-from facegen.models.losses import RECON_LOSSES, mse_per_image, reconstruction_loss, ssim_per_image
+from facegen.models.blocks import ConvDecoder, ConvEncoder
+from facegen.models.losses import mse_per_image, reconstruction_loss, ssim_per_image
+from facegen.models.vae import check_conv_autoencoder_fields
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,7 @@ class AEConfig:
     recon_loss: str = "mse"
 
     def __post_init__(self) -> None:
-        from facegen.errors import ConfigError
-
-        if self.resolution not in SUPPORTED_RESOLUTIONS:
-            raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {self.resolution}")
-        if self.latent_dim <= 0 or self.base_channels < 4:
-            raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
-        if self.recon_loss not in RECON_LOSSES:
-            raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+        check_conv_autoencoder_fields(self)
 
 
 class Autoencoder(FaceModel):

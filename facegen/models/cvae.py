@@ -23,8 +23,9 @@ from torch import nn
 from facegen.data.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import ConfigError
 from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
-from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder, ConvEncoder
-from facegen.models.losses import RECON_LOSSES, mse_per_image, reconstruction_loss
+from facegen.models.blocks import ConvDecoder, ConvEncoder
+from facegen.models.losses import mse_per_image, reconstruction_loss
+from facegen.models.vae import check_vae_fields, gaussian_kl, warmed_up_beta
 
 CONDITIONS = ("attrs", "label")
 
@@ -59,14 +60,7 @@ class CVAEConfig:
     num_classes: int = 10
 
     def __post_init__(self) -> None:
-        if self.resolution not in SUPPORTED_RESOLUTIONS:
-            raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {self.resolution}")
-        if self.latent_dim <= 0 or self.base_channels < 4:
-            raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
-        if self.beta < 0 or self.decoder_std <= 0:
-            raise ConfigError("model.beta must be >= 0 and model.decoder_std > 0")
-        if self.recon_loss not in RECON_LOSSES:
-            raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+        check_vae_fields(self)
         if self.condition not in CONDITIONS:
             raise ConfigError(f"model.condition: must be one of {CONDITIONS}, got {self.condition!r}")
         if self.condition == "attrs":
@@ -133,7 +127,7 @@ class CVAE(FaceModel):
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_hat = self.decoder(torch.cat([z, cond], 1))
         recon = reconstruction_loss(self.config.recon_loss, x_hat, x)  # (N,)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)  # (N,)
+        kl = gaussian_kl(mu, logvar)
         loss = (self.recon_scale * recon + self._beta_now * kl).mean()
         return StepOutput(loss, {"loss": loss.detach(), "recon_mse": mse_per_image(x_hat, x).mean().detach(),
                                  "kl": kl.mean().detach()})
@@ -147,8 +141,7 @@ class CVAE(FaceModel):
         return metrics
 
     def set_epoch(self, epoch: int) -> None:
-        warmup = self.config.kl_warmup_epochs
-        self._beta_now = self.config.beta * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
+        self._beta_now = warmed_up_beta(self.config, epoch)
 
     # LatentModel
     def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from facegen.errors import ConfigError
 from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
 from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder, ConvEncoder
 from facegen.models.losses import RECON_LOSSES, mse_per_image, reconstruction_loss
@@ -48,16 +49,35 @@ class VAEConfig:
     recon_loss: str = "mse"
 
     def __post_init__(self) -> None:
-        from facegen.errors import ConfigError
+        check_vae_fields(self)
 
-        if self.resolution not in SUPPORTED_RESOLUTIONS:
-            raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {self.resolution}")
-        if self.latent_dim <= 0 or self.base_channels < 4:
-            raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
-        if self.beta < 0 or self.decoder_std <= 0:
-            raise ConfigError("model.beta must be >= 0 and model.decoder_std > 0")
-        if self.recon_loss not in RECON_LOSSES:
-            raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+
+def check_conv_autoencoder_fields(config) -> None:
+    """Checks shared by the conv autoencoder configs (AE, VAE, CVAE): resolution, widths, loss."""
+    if config.resolution not in SUPPORTED_RESOLUTIONS:
+        raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {config.resolution}")
+    if config.latent_dim <= 0 or config.base_channels < 4:
+        raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
+    if config.recon_loss not in RECON_LOSSES:
+        raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {config.recon_loss!r}")
+
+
+def check_vae_fields(config) -> None:
+    """Checks shared by the VAE and CVAE configs."""
+    check_conv_autoencoder_fields(config)
+    if config.beta < 0 or config.decoder_std <= 0:
+        raise ConfigError("model.beta must be >= 0 and model.decoder_std > 0")
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per row: (N, D) -> (N,)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+
+
+def warmed_up_beta(config, epoch: int) -> float:
+    """beta ramped linearly over ``kl_warmup_epochs`` (full beta from the start when 0)."""
+    warmup = config.kl_warmup_epochs
+    return config.beta * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
 
 
 class VAE(FaceModel):
@@ -86,7 +106,7 @@ class VAE(FaceModel):
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_hat = self.decoder(z)
         recon = reconstruction_loss(self.config.recon_loss, x_hat, x)  # (N,)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)  # (N,)
+        kl = gaussian_kl(mu, logvar)
         loss = (self.recon_scale * recon + self._beta_now * kl).mean()
         return StepOutput(loss, {
             "loss": loss.detach(),
@@ -102,8 +122,7 @@ class VAE(FaceModel):
         return metrics
 
     def set_epoch(self, epoch: int) -> None:
-        warmup = self.config.kl_warmup_epochs
-        self._beta_now = self.config.beta * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
+        self._beta_now = warmed_up_beta(self.config, epoch)
 
     # LatentModel
     def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
