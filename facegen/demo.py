@@ -52,7 +52,7 @@ def draw_pictures(bundle_path: str, manifest, out: str) -> dict[str, str]:
 def run_demo(args: argparse.Namespace) -> int:
     from facegen.config import load_config
     from facegen.data.celeba import read_celeba
-    from facegen.data.shards import read_manifest, write_shards
+    from facegen.data.shards import write_shards
     from facegen.data.synth import write_synthetic
     from facegen.reporting.report import build_report
     from facegen.runtime import init_ray
@@ -81,7 +81,7 @@ def run_demo(args: argparse.Namespace) -> int:
     timings["train_s"] = time.perf_counter() - started
 
     started = _step("drawing reconstructions, samples and latent traversals")
-    pictures = draw_pictures(result.bundle, read_manifest(shards), out)
+    pictures = draw_pictures(result.bundle, manifest, out)
     timings["pictures_s"] = time.perf_counter() - started
 
     started = _step("writing the quality report")
