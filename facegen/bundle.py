@@ -101,3 +101,24 @@ def load_bundle(location: str, map_location: str | torch.device = "cpu") -> Bund
     extras_path = fsutil.join(path, "extras.pt")
     extras = _load_tensors(fs, extras_path, map_location) if fsutil.is_file(fs, extras_path) else {}
     return Bundle(model=model, config=config, meta=meta, extras=extras)
+
+
+def update_extras(location: str, extras: dict[str, torch.Tensor]) -> str:
+    """Add (or replace) named tensors in the bundle at ``location``, keeping everything else.
+
+    The whole bundle is rewritten through :func:`write_bundle`, so a reader sees the old bundle or the new
+    one, never a mix. Returns ``location``.
+    """
+    fs, path = fsutil.resolve(location)
+    try:
+        config = json.loads(fsutil.read_bytes(fs, fsutil.join(path, "config.json")))
+        meta = json.loads(fsutil.read_bytes(fs, fsutil.join(path, "meta.json")))
+        weights = _load_tensors(fs, fsutil.join(path, "weights.pt"), "cpu")
+    except FileNotFoundError as exc:
+        raise FacegenError(f"{location}: not a model bundle (missing {exc.filename or 'a file'})") from None
+    extras_path = fsutil.join(path, "extras.pt")
+    merged = _load_tensors(fs, extras_path, "cpu") if fsutil.is_file(fs, extras_path) else {}
+    merged.update(extras)
+    for key in ("format", "facegen_version", "created_at"):
+        meta.pop(key, None)
+    return write_bundle(location, config=config, weights=weights, meta=meta, extras=merged)

@@ -115,16 +115,9 @@ def _direction_step(edits: Mapping[str, float], keep: Sequence[str], method: str
     return step
 
 
-def edit(model: LatentModel, images: torch.Tensor, edits: Mapping[str, float], keep: Sequence[str] = (),
-         method: str = "mean_diff", directions: Directions | None = None, scorer: AttributeScorer | None = None,
-         cond: torch.Tensor | None = None, batch_size: int = 256) -> EditResult:
-    """Apply ``edits`` ({attribute: strength}) to images (N, 3, H, W) in [-1, 1].
-
-    keep: attributes whose directions are held fixed (``method="conditional"`` only).
-    method: ``mean_diff`` / ``boundary`` (must match how ``directions`` were fitted) or ``conditional``.
-    cond: (N, C) condition for families whose encoder needs one (a CVAE).
-    Every name and strength is checked before any compute; errors are ValueErrors naming the culprit.
-    """
+def check_edits(model: LatentModel, edits: Mapping[str, float], keep: Sequence[str] = (),
+                method: str = "mean_diff", directions: Directions | None = None) -> None:
+    """Validate an edit request before any compute; errors are ValueErrors naming the culprit."""
     if method not in EDIT_METHODS:
         raise ValueError(f"unknown edit method {method!r} (known: {', '.join(EDIT_METHODS)})")
     if keep and method != "conditional":
@@ -140,12 +133,20 @@ def edit(model: LatentModel, images: torch.Tensor, edits: Mapping[str, float], k
             hint = "" if directions else "; attribute directions need directions=fit_directions(...)"
             raise ValueError(f"unknown attribute {name!r} (known: {', '.join(known) or 'none'}{hint})")
         _check_strength(name, float(strength), slots.get(name))
-    direction_edits = {n: float(s) for n, s in edits.items() if n not in slots}
-    step = _direction_step(direction_edits, keep, method, directions) if direction_edits else None
 
-    codes = batched(model.encode, images, batch_size, cond)
+
+def edit_codes(model: LatentModel, codes: torch.Tensor, edits: Mapping[str, float], keep: Sequence[str] = (),
+               method: str = "mean_diff", directions: Directions | None = None) -> torch.Tensor:
+    """The edited copy of codes (N, D): direction steps added, then latent slots set (see module docstring).
+
+    Pure latent arithmetic, so a service can encode and decode elsewhere (the Serve deployments).
+    """
+    check_edits(model, edits, keep, method, directions)
+    slots = latent_slots(model)
+    direction_edits = {n: float(s) for n, s in edits.items() if n not in slots}
     edited = codes.clone()
-    if step is not None:
+    if direction_edits:
+        step = _direction_step(direction_edits, keep, method, directions)
         if step.shape[0] != codes.shape[1]:
             raise ValueError(f"the directions are {step.shape[0]}-dimensional but the model's codes have "
                              f"{codes.shape[1]} dimensions: were they fitted on another model?")
@@ -157,6 +158,22 @@ def edit(model: LatentModel, images: torch.Tensor, edits: Mapping[str, float], k
         elif slot is not None:
             edited[:, slot.start:slot.start + slot.size] = 0.0
             edited[:, slot.start + int(strength)] = 1.0
+    return edited
+
+
+def edit(model: LatentModel, images: torch.Tensor, edits: Mapping[str, float], keep: Sequence[str] = (),
+         method: str = "mean_diff", directions: Directions | None = None, scorer: AttributeScorer | None = None,
+         cond: torch.Tensor | None = None, batch_size: int = 256) -> EditResult:
+    """Apply ``edits`` ({attribute: strength}) to images (N, 3, H, W) in [-1, 1].
+
+    keep: attributes whose directions are held fixed (``method="conditional"`` only).
+    method: ``mean_diff`` / ``boundary`` (must match how ``directions`` were fitted) or ``conditional``.
+    cond: (N, C) condition for families whose encoder needs one (a CVAE).
+    Every name and strength is checked before any compute; errors are ValueErrors naming the culprit.
+    """
+    check_edits(model, edits, keep, method, directions)
+    codes = batched(model.encode, images, batch_size, cond)
+    edited = edit_codes(model, codes, edits, keep, method, directions)
     result = EditResult(images=batched(model.decode, edited, batch_size),
                         reconstructions=batched(model.decode, codes, batch_size), codes=edited)
     if scorer is not None:

@@ -1,21 +1,34 @@
-"""Deterministic convolutional autoencoder (latent 200 by default).
+"""Deterministic autoencoder (latent 200 by default) with a conv encoder or a trained classifier's trunk.
 
 It has no prior to sample from; new faces come from the PCA + kernel-density sampler of the latent-analysis
 package, fitted on encoded training images. Being deterministic, it is also the model the harness tests use
 to compare a 2-worker DDP run with a 1-worker run exactly.
+
+``encoder: classifier`` encodes with the convolutional trunk of a trained ``classifier`` / ``fairface`` model
+(see ``backbones.py``): features (N, F) -> linear -> z (N, latent_dim); the decoder stays the conv decoder.
+The trunk's weights are copied from the classifier bundle when the model is built for training and are then
+part of this model's state_dict, so its own bundle is self-contained (:meth:`AEConfig.for_export` swaps the
+bundle path for the trunk's architecture). Frozen (``encoder_trainable: false``), the trunk stays in eval
+mode and out of the optimizer: the code is a linear read-out of what the classifier sees.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 import torch
 from torch import nn
 
+from facegen.errors import ConfigError
+from facegen.models.backbones import BackboneConfig, build_backbone, load_weights
 from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder
 from facegen.models.losses import mse_per_image, reconstruction_loss, ssim_per_image
-from facegen.models.vae import check_conv_autoencoder_fields
+from facegen.models.perceptual import PerceptualConfig, absolute_path, load_classifier_bundle
+from facegen.models.vae import check_conv_autoencoder_fields, make_perceptual_loss
+
+ENCODERS = ("conv", "classifier")
 
 
 @dataclass(frozen=True)
@@ -24,8 +37,21 @@ class AEConfig:
 
     resolution: image side (32, 64 or 128); must match the shards.
     latent_dim: width of the code.
-    base_channels, max_channels: width of the first conv stage, doubling per stage up to the cap.
-    recon_loss: ``mse``, ``l1`` or ``ssim``.
+    base_channels, max_channels: width of the first conv stage, doubling per stage up to the cap (of the
+        decoder, and of the encoder when it is ``conv``).
+    recon_loss: ``mse``, ``l1``, ``ssim`` or ``perceptual`` (see ``perceptual.py``).
+    perceptual: the ``model.perceptual.*`` settings, read only with ``recon_loss: perceptual``.
+    encoder: ``conv`` (the decoder's mirror) or ``classifier`` (a classifier's trunk, see the module docstring).
+    encoder_bundle: ``classifier`` only: folder of a ``classifier`` / ``fairface`` bundle of the same
+        resolution whose trunk is copied in when the model is built for training (relative paths are made
+        absolute when the config is loaded; every Ray worker reads it). The exported bundle replaces it by
+        ``encoder_backbone`` and no longer needs it.
+    encoder_backbone: ``classifier`` only, instead of ``encoder_bundle``: the trunk's architecture
+        (``model.encoder_backbone.name`` ...), as an exported bundle records it; set by hand it builds that
+        trunk from random init or from its torchvision ``weights`` file.
+    encoder_trainable: false = the trunk is frozen (no gradient, eval-mode normalisation statistics, not in
+        the optimizer); true = it is fine-tuned with the decoder (all of it, or the last
+        ``encoder_backbone.trainable_layers`` blocks).
     """
 
     resolution: int = 64
@@ -33,9 +59,58 @@ class AEConfig:
     base_channels: int = 32
     max_channels: int = 256
     recon_loss: str = "mse"
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    encoder: str = "conv"
+    encoder_bundle: str = ""
+    encoder_backbone: BackboneConfig | None = None
+    encoder_trainable: bool = False
 
     def __post_init__(self) -> None:
         check_conv_autoencoder_fields(self)
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"model.encoder: must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.encoder == "conv" and (self.encoder_bundle or self.encoder_backbone is not None):
+            raise ConfigError("model.encoder_bundle / encoder_backbone: only used with model.encoder: classifier")
+        if self.encoder == "classifier" and bool(self.encoder_bundle) == (self.encoder_backbone is not None):
+            raise ConfigError("model.encoder_bundle: encoder classifier needs exactly one of encoder_bundle (a "
+                              "classifier bundle) or encoder_backbone (the trunk architecture an export records)")
+        object.__setattr__(self, "encoder_bundle", absolute_path(self.encoder_bundle))
+
+    def for_export(self) -> AEConfig:
+        """This config as the model's bundle records it: the trunk's weights are in the bundle's weights, so
+        ``encoder_bundle`` gives way to the trunk's architecture and no weights file is named."""
+        if self.encoder != "classifier":
+            return self
+        backbone = trunk_bundle(self).config.model.backbone if self.encoder_bundle else self.encoder_backbone
+        trainable = -1 if self.encoder_bundle else backbone.trainable_layers
+        return replace(self, encoder_bundle="",
+                       encoder_backbone=replace(backbone, weights="", trainable_layers=trainable))
+
+
+def trunk_bundle(config: AEConfig):
+    """The classifier bundle named by ``config.encoder_bundle``, checked to be of the AE's resolution."""
+    bundle = load_classifier_bundle(config.encoder_bundle, "model.encoder_bundle")
+    if bundle.config.model.resolution != config.resolution:
+        raise ConfigError(f"model.encoder_bundle: {config.encoder_bundle} is a {bundle.config.model.resolution} px "
+                          f"classifier but model.resolution is {config.resolution}; they must match")
+    return bundle
+
+
+def classifier_trunk(config: AEConfig) -> tuple[nn.Module, int]:
+    """The encoder trunk of ``encoder: classifier`` (a ``backbones.Backbone``, (N, 3, R, R) -> (N, F)) and F,
+    with the bundle's weights copied in (or the architecture's own init), frozen unless ``encoder_trainable``."""
+    bundle = trunk_bundle(config) if config.encoder_bundle else None
+    # A bundle's own trainable_layers said how the classifier was trained; here encoder_trainable decides.
+    backbone = replace(bundle.config.model.backbone, trainable_layers=-1) if bundle else config.encoder_backbone
+    trunk, features = build_backbone(replace(backbone, weights=""), config.resolution)
+    if bundle is not None:
+        trunk.load_state_dict(bundle.model.trunk.state_dict())
+    elif backbone.weights:
+        load_weights(trunk.body, backbone.weights, backbone.name, key="model.encoder_backbone.weights")
+    if not config.encoder_trainable:
+        trunk.freeze_all_but_last(0)  # every block frozen and kept in eval mode by Backbone.train
+        trunk.requires_grad_(False)
+    return trunk, features
 
 
 class Autoencoder(FaceModel):
@@ -47,15 +122,24 @@ class Autoencoder(FaceModel):
 
     def __init__(self, config: AEConfig) -> None:
         super().__init__(config)
-        self.encoder = ConvEncoder(config.resolution, config.base_channels, config.max_channels)
-        self.to_code = nn.Linear(self.encoder.feature_dim, config.latent_dim)
+        if config.encoder == "classifier":
+            self.encoder, features = classifier_trunk(config)
+        else:
+            self.encoder = ConvEncoder(config.resolution, config.base_channels, config.max_channels)
+            features = self.encoder.feature_dim
+        self.to_code = nn.Linear(features, config.latent_dim)
         self.decoder = ConvDecoder(config.resolution, config.latent_dim, config.base_channels, config.max_channels)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
+        self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
+
+    def parameters_for(self, player: str) -> Iterator[nn.Parameter]:
+        """Only the parameters that train: a frozen classifier trunk stays out of the optimizer."""
+        return (p for p in self.parameters() if p.requires_grad)
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:
         x = batch["image"]
         x_hat = self.decode(self.encode(x))
-        loss = reconstruction_loss(self.config.recon_loss, x_hat, x).mean()
+        loss = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual).mean()
         return StepOutput(loss, {
             "loss": loss.detach(),
             "recon_mse": mse_per_image(x_hat, x).mean().detach(),
@@ -63,6 +147,7 @@ class Autoencoder(FaceModel):
         })
 
     def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """images (N, 3, R, R) in [-1, 1] -> z (N, latent_dim)."""
         return self.to_code(self.encoder(images))
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -116,13 +116,18 @@ class Backbone(nn.Module):
             block.eval()
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, R, R) in [-1, 1] -> the body's input (N, 3, input_size, input_size): resized and,
+        for ImageNet weights, standardised. Running ``blocks`` in order on it gives the body's feature maps."""
         x = images
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         if self.imagenet_normalize:  # torchvision's ResNet/VGG weights expect ImageNet-standardised [0, 1] input
             x = ((x + 1) / 2 - self.mean) / self.std
-        return self.body(x)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(self.prepare(images))
 
 
 def _small_cnn(config: BackboneConfig, size: int) -> tuple[nn.Module, list[nn.Module], int]:
@@ -170,9 +175,9 @@ def _inception_v3(init_weights: bool) -> tuple[nn.Module, list[nn.Module], int]:
     return body, [stem] + [m for n, m in children.items() if n.startswith("Mixed_")], 2048
 
 
-def load_weights(body: nn.Module, path: str, name: str) -> None:
-    """Load the local ``state_dict`` file ``path`` into ``body`` (head keys dropped); mismatches are ConfigErrors."""
-    key = "model.backbone.weights"
+def load_weights(body: nn.Module, path: str, name: str, key: str = "model.backbone.weights") -> None:
+    """Load the local ``state_dict`` file ``path`` into ``body`` (head keys dropped); mismatches are ConfigErrors
+    naming the config ``key`` that gave the path."""
     if not os.path.isfile(path):
         raise ConfigError(f"{key}: file not found: {path}")
     try:

@@ -14,7 +14,7 @@ other conditions is one call (:meth:`CVAE.decode_all_conditions`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,8 @@ from facegen.errors import ConfigError
 from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder
 from facegen.models.losses import mse_per_image, reconstruction_loss
-from facegen.models.vae import check_vae_fields, gaussian_kl, warmed_up_beta
+from facegen.models.perceptual import PerceptualConfig
+from facegen.models.vae import check_vae_fields, gaussian_kl, make_perceptual_loss, warmed_up_beta
 
 CONDITIONS = ("attrs", "label")
 
@@ -40,7 +41,8 @@ class CVAEConfig:
     beta: KL weight, as in the VAE.
     decoder_std: standard deviation of the Gaussian decoder on the [0, 1] pixel scale (see ``vae.py``).
     kl_warmup_epochs: epochs over which beta ramps linearly from 0 (0 = no warm-up).
-    recon_loss: ``mse``, ``l1`` or ``ssim``.
+    recon_loss: ``mse``, ``l1``, ``ssim`` or ``perceptual`` (see ``vae.py`` and ``perceptual.py``).
+    perceptual: the ``model.perceptual.*`` settings, read only with ``recon_loss: perceptual``.
     condition: ``attrs`` (CelebA attributes from ``batch["attrs"]``, 40 columns in CelebA order) or
         ``label`` (one-hot of ``batch["label"]``; a missing label, -1, is the all-zero condition).
     condition_attributes: ``attrs`` only: the CelebA attribute names to condition on, in this order.
@@ -55,6 +57,7 @@ class CVAEConfig:
     decoder_std: float = 0.1
     kl_warmup_epochs: int = 0
     recon_loss: str = "mse"
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
     condition: str = "attrs"
     condition_attributes: tuple[str, ...] = ("Male", "Smiling", "Eyeglasses", "Young")
     num_classes: int = 10
@@ -95,6 +98,7 @@ class CVAE(FaceModel):
                              LatentPart("condition", c, "condition"))
         self._attr_index = [CELEBA_ATTRIBUTES.index(name) for name in config.condition_attributes]
         self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
+        self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
 
     def condition(self, batch: Batch) -> torch.Tensor:
         """The batch's condition vectors: (N, condition_dim) float."""
@@ -126,7 +130,7 @@ class CVAE(FaceModel):
         mu, logvar = self.posterior(x, cond)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_hat = self.decoder(torch.cat([z, cond], 1))
-        recon = reconstruction_loss(self.config.recon_loss, x_hat, x)  # (N,)
+        recon = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
         kl = gaussian_kl(mu, logvar)
         loss = (self.recon_scale * recon + self._beta_now * kl).mean()
         return StepOutput(loss, {"loss": loss.detach(), "recon_mse": mse_per_image(x_hat, x).mean().detach(),

@@ -1,4 +1,6 @@
-"""Reconstruction losses and image-quality measures, selectable per family with ``recon_loss: mse|l1|ssim``.
+"""Reconstruction losses and image-quality measures, selectable per family with
+``recon_loss: mse|l1|ssim|perceptual`` (``perceptual`` mixes a frozen network's feature distance with one of
+the pixel losses; see ``perceptual.py``).
 
 All functions take images (N, 3, H, W) in [-1, 1] and return one value per image, shape (N,), so a family
 can weight, sum or average them as its objective needs.
@@ -6,10 +8,13 @@ can weight, sum or average them as its objective needs.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
-RECON_LOSSES = ("mse", "l1", "ssim")
+PIXEL_LOSSES = ("mse", "l1", "ssim")
+RECON_LOSSES = (*PIXEL_LOSSES, "perceptual")
 
 
 def mse_per_image(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -50,8 +55,17 @@ def ssim_per_image(x_hat: torch.Tensor, x: torch.Tensor, window: int = 7, sigma:
     return ssim_map.flatten(1).mean(1)
 
 
-def reconstruction_loss(kind: str, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The per-image loss named by ``kind`` (lower is better): (N,)."""
+def reconstruction_loss(kind: str, x_hat: torch.Tensor, x: torch.Tensor,
+                        perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The per-image loss named by ``kind`` (lower is better): (N,).
+
+    ``perceptual`` is the model's ``perceptual.PerceptualLoss``, needed (only) for ``kind="perceptual"``.
+    """
+    if kind == "perceptual":
+        if perceptual is None:
+            raise ValueError("recon_loss perceptual: the model has no PerceptualLoss (model.recon_loss was not "
+                             "perceptual when it was built)")
+        return perceptual(x_hat, x)
     if kind == "mse":
         return mse_per_image(x_hat, x)
     if kind == "l1":

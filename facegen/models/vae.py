@@ -14,7 +14,7 @@ beta linearly from 0 over the first epochs so the decoder learns to use z before
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from facegen.errors import ConfigError
 from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
 from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder, ConvEncoder
 from facegen.models.losses import RECON_LOSSES, mse_per_image, reconstruction_loss
+from facegen.models.perceptual import PerceptualConfig, PerceptualLoss
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,10 @@ class VAEConfig:
     decoder_std: standard deviation of the Gaussian decoder on the [0, 1] pixel scale; smaller = sharper
         reconstructions, weaker prior matching.
     kl_warmup_epochs: epochs over which beta ramps linearly from 0 to ``beta`` (0 = no warm-up).
-    recon_loss: ``mse``, ``l1`` or ``ssim``.
+    recon_loss: ``mse``, ``l1``, ``ssim`` or ``perceptual`` (a frozen network's feature distance plus a pixel
+        term, set up in ``perceptual``; ``recon_scale`` multiplies the whole mix, so the decoder is no longer
+        exactly Gaussian: see ``perceptual.py`` for the terms' sizes).
+    perceptual: the ``model.perceptual.*`` settings, read only with ``recon_loss: perceptual``.
     """
 
     resolution: int = 64
@@ -47,19 +51,23 @@ class VAEConfig:
     decoder_std: float = 0.1
     kl_warmup_epochs: int = 0
     recon_loss: str = "mse"
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
 
     def __post_init__(self) -> None:
         check_vae_fields(self)
 
 
 def check_conv_autoencoder_fields(config) -> None:
-    """Checks shared by the conv autoencoder configs (AE, VAE, CVAE): resolution, widths, loss."""
+    """Checks shared by the conv autoencoder configs (AE, VAE, CVAE): resolution, widths, loss (only the
+    perceptual file's name: the file itself is read at the first training step, so configs parse without it)."""
     if config.resolution not in SUPPORTED_RESOLUTIONS:
         raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {config.resolution}")
     if config.latent_dim <= 0 or config.base_channels < 4:
         raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
     if config.recon_loss not in RECON_LOSSES:
         raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {config.recon_loss!r}")
+    if config.recon_loss == "perceptual" and not config.perceptual.path:
+        raise ConfigError("model.perceptual.path: required when model.recon_loss is perceptual")
 
 
 def check_vae_fields(config) -> None:
@@ -72,6 +80,11 @@ def check_vae_fields(config) -> None:
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per row: (N, D) -> (N,)."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+
+
+def make_perceptual_loss(config) -> PerceptualLoss | None:
+    """The family's perceptual loss when ``recon_loss: perceptual`` (its network loads at first use), else None."""
+    return PerceptualLoss(config.perceptual, config.resolution) if config.recon_loss == "perceptual" else None
 
 
 def warmed_up_beta(config, epoch: int) -> float:
@@ -94,6 +107,7 @@ class VAE(FaceModel):
         self.recon_scale = 3 * config.resolution**2 / (2 * config.decoder_std**2)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
         self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
+        self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, 3, H, W) -> (mu, logvar), each (N, latent_dim)."""
@@ -105,7 +119,7 @@ class VAE(FaceModel):
         mu, logvar = self.posterior(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_hat = self.decoder(z)
-        recon = reconstruction_loss(self.config.recon_loss, x_hat, x)  # (N,)
+        recon = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
         kl = gaussian_kl(mu, logvar)
         loss = (self.recon_scale * recon + self._beta_now * kl).mean()
         return StepOutput(loss, {

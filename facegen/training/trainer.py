@@ -122,10 +122,19 @@ def bundle_meta(manifest: Manifest, history: list[dict[str, float]], starts: lis
 
 def export_checkpoint(checkpoint, manifest: Manifest, dest: str) -> tuple[str, list[dict[str, float]]]:
     """Turn a training checkpoint into a model bundle at ``dest``; returns (dest, loss history)."""
+    import dataclasses
+
+    from facegen.config import from_dict
+
     with checkpoint.as_directory() as folder:
         state = load_state(folder)
     weights = state.best_model if state.best_model is not None else state.model
     config = json.loads(json.dumps(state.config))
+    resolved = from_dict(config)
+    # A model config may name files whose contents the weights now hold (the AE's encoder_bundle): its
+    # for_export() says what the bundle records instead, so loading the bundle never needs those files.
+    if hasattr(resolved.model, "for_export"):
+        config = dataclasses.replace(resolved, model=resolved.model.for_export()).to_dict()
     backbone = config["model"].get("backbone")
     if isinstance(backbone, dict) and backbone.get("weights"):
         backbone["weights"] = ""  # the pretrained file is baked into the weights now; don't need it to load

@@ -1,0 +1,239 @@
+"""``facegen augment`` / ``python jobs/augment.py``: edited variants of a folder of faces, made with Ray Data.
+
+Driver: every check (bundle, attribute names, strengths, labels, output names) runs before Ray starts, so a
+mistake costs no start-up time and writes nothing. Then the pipeline
+
+    from_items(listed files) -> map_batches(read_sources)                   read bytes (tasks)
+                             -> map_batches(EditVariants, ActorPoolStrategy) decode, edit, write PNGs (actors,
+                                                                            each loads the bundle once)
+                             -> rows back to the driver -> label files, then the manifest, written last.
+
+What variant k applies and the manifest's rows: :mod:`facegen.latent.augment`; the CelebA layout and its
+labels: :mod:`facegen.latent.augment_celeba`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from facegen.errors import FacegenError
+from facegen.latent.augment import LAYOUT_DIRS, MANIFEST_NAME, AugmentSpec, list_images, parse_edits
+from facegen.latent.edit import EDIT_METHODS
+
+if TYPE_CHECKING:
+    from facegen.latent.augment_celeba import SourceLabels
+    from facegen.latent.directions import Directions
+
+VARIANTS_HELP = ("variant k (1..K) moves each direction edit by strength * k/K (a ladder up to the full "
+                 "strength), times 1 + J*u with u uniform in [-1, 1] drawn once per (seed, k, attribute) when "
+                 "--jitter J > 0, so every image's k-th variant gets the same, recorded edit; a latent-slot "
+                 "edit (a CVAE attribute entry, an InfoGAN code) is set as given in every variant")
+
+
+def _pair(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (e.g. 1,2), got {text!r}") from None
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, got {text!r}")
+    return low, high
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Write K edited variants of every .jpg/.png under --images (recursively) to "
+                          "OUT/images/<stem>__v<k>.png at the model's resolution, plus OUT/manifest.jsonl "
+                          "(one row per variant; an unreadable image gets an error row and the rest go on). "
+                          + VARIANTS_HELP + ".")
+    parser.add_argument("--bundle", required=True, help="model bundle folder or URI (a latent model: VAE, AE, ...)")
+    parser.add_argument("--images", required=True, metavar="DIR_OR_URI", help="folder of source images")
+    parser.add_argument("--out", required=True, metavar="DIR_OR_URI", help="where variants and manifest go")
+    parser.add_argument("--edits", required=True, metavar="ATTR:S[,ATTR:S]",
+                        help="edits and full strengths, e.g. 'Smiling:+1,Eyeglasses:+1' (directions: standard "
+                             "deviations of the codes, |S| <= 10; slots: the value to set)")
+    parser.add_argument("--variants", type=_positive, default=2, metavar="K", help="variants per image (default 2)")
+    parser.add_argument("--method", choices=EDIT_METHODS, default="mean_diff",
+                        help="direction method; 'conditional' holds the --keep attributes fixed (default mean_diff)")
+    parser.add_argument("--keep", default="", metavar="A,B", help="attributes held fixed (--method conditional)")
+    parser.add_argument("--jitter", type=float, default=0.0, metavar="J",
+                        help="random relative spread of the variants' strengths, in [0, 1) (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --jitter draws (default 0)")
+    parser.add_argument("--layout", choices=sorted(LAYOUT_DIRS), default="images",
+                        help="'celeba': OUT is a CelebA folder (img_align_celeba/, list_attr_celeba.txt, "
+                             "list_eval_partition.txt) ready for `facegen prepare`; needs --labels")
+    parser.add_argument("--labels", default=None, metavar="LIST_ATTR",
+                        help="the sources' list_attr_celeba.txt (or .csv); with a list_eval_partition file beside "
+                             "it only train-split images are edited (editing val/test faces would leak them)")
+    parser.add_argument("--with-sources", action="store_true",
+                        help="also write each source unedited as variant 0 (<stem>.png), in its own split")
+    parser.add_argument("--crop", default="auto", metavar="auto|full|PX",
+                        help="face square taken from a source before resizing: 'auto' = the bundle dataset's "
+                             "(CelebA: centre 140 px), 'full' = largest centred square, or a side in pixels")
+    parser.add_argument("--fit-rows", type=_positive, default=2000, metavar="N",
+                        help="training rows to fit directions on when the bundle stores none (default 2000)")
+    parser.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="images per actor call")
+    parser.add_argument("--actors", type=_pair, default=(1, 2), metavar="MIN,MAX", help="actor pool size (default 1,2)")
+    parser.add_argument("--cpus-per-actor", type=float, default=0.5, metavar="C", help="CPUs each actor reserves")
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="CPUs for a local Ray started by this command (ignored when joining a cluster)")
+
+
+@dataclass
+class AugmentJob:
+    """Everything the pipeline needs, checked. items: one dict per image sent to Ray (rel, source, edit[,
+    attrs]); rows: manifest rows decided on the driver (unlabelled images); source_keys: source -> label name."""
+
+    bundle: str
+    images: str
+    out: str
+    spec: AugmentSpec
+    directions: Directions | None
+    items: list[dict]
+    rows: list[dict] = field(default_factory=list)
+    labels: SourceLabels | None = None
+    source_keys: dict[str, str] = field(default_factory=dict)
+    skipped: int = 0
+
+
+def _crop(text: str, dataset: str) -> tuple:
+    from facegen.data import celeba, fairface
+
+    if text == "auto":
+        return {"celeba": celeba.CROP, "fairface": fairface.CROP}.get(dataset, ("full",))
+    if text == "full":
+        return ("full",)
+    if not text.isdigit() or int(text) < 1:
+        raise FacegenError(f"--crop: expected auto, full or a side in pixels, got {text!r}")
+    return ("center", int(text))
+
+
+def plan_job(args: argparse.Namespace) -> AugmentJob:
+    """Check everything and list the work; no Ray. Raises FacegenError naming the first problem."""
+    from facegen.bundle import load_bundle
+    from facegen.data import fsutil
+    from facegen.latent.augment_checks import check_model, resolve_directions, validate_edits
+
+    images = list_images(args.images)
+    fs, root = fsutil.resolve(args.images)
+    out_fs, out_root = fsutil.resolve(args.out)
+    if out_fs.type_name == fs.type_name and (out_root + "/").startswith(root + "/"):
+        raise FacegenError(f"--out {args.out} is inside --images {args.images}: a rerun would edit the outputs")
+    edits = parse_edits(args.edits)
+    bundle = load_bundle(args.bundle)
+    keep = tuple(k.strip() for k in args.keep.split(",") if k.strip())
+    labels = None
+    if args.labels:
+        from facegen.latent.augment_celeba import read_source_labels
+
+        labels = read_source_labels(args.labels)
+    slots = check_model(bundle, args.bundle, args.layout, edits, labels)
+    directions = resolve_directions(bundle, edits, keep, args.method, slots, args.fit_rows, args.bundle)
+    spec = AugmentSpec(edits=edits, variants=args.variants, method=args.method, keep=keep,
+                       jitter=args.jitter, seed=args.seed, crop=_crop(args.crop, bundle.meta.get("dataset", "")),
+                       layout=args.layout, with_sources=args.with_sources, fixed=frozenset(edits) & set(slots))
+    validate_edits(bundle.model, spec, directions)
+    job = AugmentJob(bundle=args.bundle, images=args.images, out=args.out, spec=spec, directions=directions,
+                     items=[], labels=labels)
+    _add_items(job, images, needs_attrs=hasattr(bundle.model, "condition"))
+    return job
+
+
+def _add_items(job: AugmentJob, images: list[str], needs_attrs: bool) -> None:
+    """One work item per listed image; unlabelled images become error rows, val/test ones are only copied
+    (``--with-sources``) or left out. Output names that would collide are refused."""
+    from facegen.data import fsutil
+    from facegen.latent.augment import error_row
+
+    fs, root = fsutil.resolve(job.images)
+    spec, labels, seen = job.spec, job.labels, {}
+    for rel in images:
+        source = fsutil.to_uri(fs, fsutil.join(root, rel))
+        first = spec.output_name(rel, 1)
+        if first in seen:
+            raise FacegenError(f"{seen[first]} and {rel} would both be written as {first}; rename one")
+        seen[first] = rel
+        if spec.layout == "celeba" and any(c.isspace() for c in rel):
+            raise FacegenError(f"{source}: a CelebA label file cannot name a file with spaces; rename it")
+        item = {"rel": rel, "source": source, "edit": True}
+        if labels is not None:
+            key = labels.key_of(rel)
+            if key is None:
+                job.rows.append(error_row(source, spec.method, f"{source}: no labels in {labels.location}"))
+                continue
+            job.source_keys[source] = key
+            item["edit"] = labels.splits is None or labels.splits.get(key, "train") == "train"
+            if needs_attrs:
+                item["attrs"] = labels.celeba_vector(key)
+        if not item["edit"] and not spec.with_sources:
+            job.skipped += 1
+            continue
+        job.items.append(item)
+
+
+def run_pipeline(job: AugmentJob, batch_size: int, actors: tuple[int, int], cpus_per_actor: float) -> list[dict]:
+    """Run the Ray Data pipeline (Ray must be initialised); returns the rows it produced."""
+    import ray.data
+    from ray.data.context import DataContext
+
+    from facegen.latent.augment import EditVariants, read_sources
+
+    if not job.items:
+        return []
+    DataContext.get_current().enable_progress_bars = sys.stderr.isatty()  # bars for a person, not for logs
+    ds = ray.data.from_items(job.items)
+    ds = ds.map_batches(read_sources, batch_format="pyarrow", batch_size=batch_size, num_cpus=0.25,
+                        fn_kwargs={"root": job.images})
+    ds = ds.map_batches(EditVariants, batch_format="pyarrow", batch_size=batch_size, num_cpus=cpus_per_actor,
+                        compute=ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1]),
+                        fn_constructor_kwargs={"bundle": job.bundle, "out": job.out, "spec": job.spec,
+                                               "directions": job.directions})
+    return list(ds.iter_rows())
+
+
+def finish(job: AugmentJob, produced: list[dict]) -> int:
+    """Label files (CelebA layout), then the manifest, last; a summary on stdout and errors on stderr."""
+    from facegen.latent.augment import manifest_rows, write_manifest
+
+    rows = manifest_rows(job.rows + produced)
+    written = [r for r in rows if r["output"] is not None]
+    if job.spec.layout == "celeba":
+        from facegen.latent.augment_celeba import write_celeba_labels
+
+        write_celeba_labels(job.out, rows, job.labels, job.source_keys, job.spec.fixed)
+    manifest = write_manifest(job.out, rows)
+    errors = [r["error"] for r in rows if r["error"] is not None]
+    sources = len({r["source"] for r in rows}) + job.skipped
+    variants = sum(1 for r in written if r["variant"])
+    print(f"augment: wrote {variants} variants of {len({r['source'] for r in written if r['variant']})} images "
+          f"to {job.out} (manifest {manifest})" + (f"; {job.skipped} val/test images left out" if job.skipped else ""))
+    for message in errors:
+        print(message, file=sys.stderr)
+    if errors:
+        print(f"augment: {len(errors)} of {sources} images could not be used (error rows in {manifest})",
+              file=sys.stderr)
+    if not written:
+        raise FacegenError(f"no image under {job.images} could be augmented (see {manifest})")
+    return 0
+
+
+def run_augment(args: argparse.Namespace) -> int:
+    from facegen.data import fsutil
+    from facegen.runtime import init_ray
+
+    job = plan_job(args)
+    fs, root = fsutil.resolve(args.out)
+    stale = fsutil.join(root, MANIFEST_NAME)
+    if fsutil.exists(fs, stale):  # an old manifest would describe files this run is about to replace
+        fs.delete_file(stale)
+    init_ray(args.num_cpus)
+    produced = run_pipeline(job, args.batch_size, args.actors, args.cpus_per_actor)
+    return finish(job, produced)

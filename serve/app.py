@@ -1,0 +1,56 @@
+"""The Serve application: ``serve run serve/config.yaml`` or ``serve.run(build_app({...}))``.
+
+``build_app`` is a typed application builder: the arguments (which bundles, batching, caps) come from the
+``args:`` of an application in ``serve/config.yaml`` or from a dict, and are validated before anything starts.
+A new bundle is rolled out by editing ``args.bundle`` and running ``serve deploy``: Serve starts the new
+replicas before it stops the old ones, so requests keep being answered.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, Field, field_validator
+from ray.serve import Application
+
+from serve.deployments import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, Classifier, Decoder, Encoder
+from serve.editor import Editor
+from serve.images import MAX_BYTES, MAX_PIXELS
+
+
+class AppArgs(BaseModel):
+    """bundle: a latent-model bundle (ae, vae, cvae, infogan, began), local path or URI.
+    classifier: an attribute-classifier bundle for scores (optional; without it edits carry no scores).
+    max_batch_size / batch_wait_timeout_s: the model deployments' ``@serve.batch`` settings (1 = off).
+    max_bytes / max_pixels: caps on an uploaded image's size in bytes and in pixels.
+    gpus_per_replica: fraction of a GPU for each model replica (0: CPU); several replicas share one GPU.
+    """
+
+    bundle: str
+    classifier: str | None = None
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(DEFAULT_BATCH_WAIT_S, ge=0, le=1)
+    max_bytes: int = Field(MAX_BYTES, ge=1024)
+    max_pixels: int = Field(MAX_PIXELS, ge=64 * 64)
+    gpus_per_replica: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("bundle", "classifier")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # Replicas run in Ray's own working folders: a relative local path must be made absolute here.
+        if value and "://" not in value:
+            return os.path.abspath(value)
+        return value
+
+
+def build_app(args: dict | AppArgs) -> Application:
+    """The bound application: ``Editor`` over ``Encoder``/``Decoder`` (and ``Classifier``) deployments."""
+    args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
+    batching = {"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s}
+    options = {"user_config": batching}
+    if args.gpus_per_replica:
+        options["ray_actor_options"] = {"num_cpus": 0.25, "num_gpus": args.gpus_per_replica}
+    encoder = Encoder.options(**options).bind(args.bundle)
+    decoder = Decoder.options(**options).bind(args.bundle)
+    classifier = Classifier.options(**options).bind(args.classifier) if args.classifier else None
+    return Editor.bind(encoder, decoder, classifier, args.bundle, args.classifier, args.max_bytes, args.max_pixels)

@@ -1,0 +1,152 @@
+"""What the ingress knows about the served bundles: editable attributes, directions, priors, conditions.
+
+The generator bundle is loaded once more here, on CPU, because slots, directions and prior codes are
+properties of the model that need no batching; the heavy encode/decode work stays in the deployments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from facegen.bundle import load_bundle
+from facegen.latent.directions import METHODS
+from facegen.latent.edit import latent_slots
+from facegen.latent.sampler import PCAKDESampler
+from facegen.latent.store import stored_directions
+from facegen.models.base import LatentModel
+from serve.requests import ApiError, get_float
+
+MAX_TRAVERSE_ABS = 10.0
+# Uploads are centre-cropped to their largest square: right for a phone photo or a FairFace-style crop.
+# (CelebA's fixed 140 px crop fits only 178x218 aligned frames, not arbitrary photos.)
+UPLOAD_CROP = ("full",)
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """A conditional model's condition: ``size`` entries, named by ``attributes`` (attribute-conditioned CVAE)
+    or unnamed (a class one-hot, left all-zero for an upload: the class of a photo is not known)."""
+
+    size: int
+    attributes: tuple[str, ...] = ()
+
+    def readable_by(self, catalog: "ModelCatalog") -> bool:
+        return all(name in catalog.classifier_attributes for name in self.attributes)
+
+    def from_scores(self, scores: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
+        """(A,) classifier probabilities -> (size,) 0/1 condition."""
+        return torch.stack([(scores[list(names).index(n)] > 0.5).float() for n in self.attributes])
+
+
+class ModelCatalog:
+    """Metadata of the generator bundle (and the classifier bundle's attribute names, if one is served)."""
+
+    def __init__(self, bundle: str, classifier_bundle: str | None = None) -> None:
+        loaded = load_bundle(bundle)
+        if not isinstance(loaded.model, LatentModel):
+            raise ValueError(f"{bundle}: a {loaded.config.family} bundle cannot encode and decode; serve an "
+                             "ae, vae, cvae, infogan or began bundle")
+        self.location, self.generator, self.config, self.meta = bundle, loaded.model, loaded.config, loaded.meta
+        self.name = loaded.config.train.name or loaded.config.family
+        self.resolution = int(loaded.meta["resolution"])
+        self.latent_width = sum(part.size for part in self.generator.latent_parts)
+        self.directions = {m: d for m in METHODS if (d := stored_directions(loaded.extras, m)) is not None}
+        self.sampler = (PCAKDESampler.from_state_dict(loaded.extras)
+                        if "sampler/mean" in loaded.extras else None)
+        self.classifier_name: str | None = None
+        self.classifier_attributes: list[str] = []
+        if classifier_bundle:
+            scorer = load_bundle(classifier_bundle)
+            if not hasattr(scorer.model, "predict_proba"):
+                raise ValueError(f"{classifier_bundle}: a {scorer.config.family} bundle is not an attribute "
+                                 "classifier")
+            self.classifier_name = scorer.config.train.name or scorer.config.family
+            self.classifier_attributes = list(scorer.model.attribute_names)
+        self.condition = self._condition_spec()
+
+    crop = UPLOAD_CROP
+
+    def _condition_spec(self) -> ConditionSpec | None:
+        part = next((p for p in self.generator.latent_parts if p.kind == "condition"), None)
+        if part is None:
+            return None
+        names = getattr(self.generator.config, "condition_attributes", ())
+        named = getattr(self.generator.config, "condition", None) == "attrs"
+        return ConditionSpec(part.size, tuple(names) if named else ())
+
+    # ---- what can be edited ----
+
+    def methods(self) -> list[str]:
+        if not self.directions:
+            return []
+        return [*self.directions, "conditional"]
+
+    def default_method(self) -> str:
+        return "boundary" if "boundary" in self.directions else "mean_diff"
+
+    def directions_for(self, method: str):
+        if method == "conditional":
+            return self.directions.get(self.default_method())
+        return self.directions.get(method)
+
+    def editable(self) -> list[dict[str, Any]]:
+        """One entry per editable attribute: the model's latent slots, then stored attribute directions."""
+        out = []
+        for name, slot in latent_slots(self.generator).items():
+            if slot.kind == "class":
+                out.append({"name": name, "kind": "class", "min": 0, "max": slot.size - 1, "step": 1,
+                            "default": 0})
+            else:
+                out.append({"name": name, "kind": "value", "min": -1.0, "max": 1.0, "step": 0.05,
+                            "default": 0.0})
+        names = {entry["name"] for entry in out}
+        found = self.directions.get(self.default_method())
+        for name in (found.names if found else ()):
+            if name not in names:
+                out.append({"name": name, "kind": "direction", "min": -3.0, "max": 3.0, "step": 0.1,
+                            "default": 0.0})
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"generator": {"name": self.name, "family": self.config.family, "bundle": self.location,
+                              "resolution": self.resolution, "latent_width": self.latent_width,
+                              "latent_parts": [vars(p) for p in self.generator.latent_parts],
+                              "directions": sorted(self.directions), "sampler": self.sampler is not None},
+                "classifier": ({"name": self.classifier_name, "attributes": self.classifier_attributes}
+                               if self.classifier_name else None)}
+
+    # ---- codes ----
+
+    def prior_codes(self, n: int, seed: int) -> torch.Tensor:
+        """(n, D) codes from the model's prior, or from the AE's stored PCA+KDE sampler."""
+        generator = torch.Generator().manual_seed(seed)
+        if getattr(self.generator, "needs_fitted_sampler", False):
+            if self.sampler is None:
+                raise ApiError(409, "no_sampler", "this autoencoder bundle has no fitted sampler; run "
+                               "`facegen analyze --bundle ...` once to store one")
+            return self.sampler.sample(n, seed)
+        parts = []
+        for part in self.generator.latent_parts:
+            if part.kind == "gaussian":
+                parts.append(torch.randn(n, part.size, generator=generator))
+            elif part.kind == "uniform":
+                parts.append(torch.rand(n, part.size, generator=generator) * 2 - 1)
+            elif part.kind == "categorical":
+                index = torch.randint(part.size, (n,), generator=generator)
+                parts.append(torch.nn.functional.one_hot(index, part.size).float())
+            else:  # a condition: none given, the all-zero condition (set it with ``attributes``)
+                parts.append(torch.zeros(n, part.size))
+        return torch.cat(parts, dim=1)
+
+    def check_range(self, value: Any) -> tuple[float, float]:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ApiError(400, "bad_field", "'range' must be [low, high]")
+        lo, hi = (get_float(v, "range") for v in value)
+        if not (lo < hi and max(abs(lo), abs(hi)) <= MAX_TRAVERSE_ABS):
+            raise ApiError(400, "out_of_range", f"'range' must have low < high within ±{MAX_TRAVERSE_ABS:g}; "
+                           f"got [{lo:g}, {hi:g}]")
+        return lo, hi
+
