@@ -7,7 +7,8 @@ deployments' batches. The ingress holds the generator bundle too, on CPU, for wh
 batching: latent slots, attribute directions, and codes drawn from the prior for ``generate``/``traverse``.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Serve re-creates the routes in the replica, where FastAPI must
+# resolve the parameter annotations (Request) as real types, not strings.
 
 import asyncio
 import os

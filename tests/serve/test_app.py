@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -123,7 +122,7 @@ def test_unsupported_format_and_pixel_bomb(serve_url):
     bomb = io.BytesIO()
     Image.new("1", (9000, 9000)).save(bomb, format="PNG")  # 81 Mpx in a few kB
     response = post(serve_url, "/v1/reconstruct", json={"image": b64(bomb.getvalue())})
-    assert response.status_code == 400 and "pixel" in error_of(response)["message"].lower()
+    assert response.status_code == 400 and error_of(response)["code"] == "too_many_pixels"
 
 
 def test_too_many_bytes_refused_with_413(serve_url):
@@ -176,10 +175,10 @@ def test_generate_bounds(serve_url, body):
     assert response.status_code == 400 and error_of(response)
 
 
-@pytest.mark.parametrize("body", [{"dimension": 99}, {"dimension": 0, "range": [3, -3]},
-                                  {"dimension": 0, "range": [0, math.inf]}, {"dimension": 0, "steps": 500}])
+@pytest.mark.parametrize("body", ['{"dimension": 99}', '{"dimension": 0, "range": [3, -3]}',
+                                  '{"dimension": 0, "range": [0, Infinity]}', '{"dimension": 0, "steps": 500}'])
 def test_traverse_bounds(serve_url, body):
-    response = post(serve_url, "/v1/traverse", json=body)
+    response = post(serve_url, "/v1/traverse", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400 and error_of(response)
 
 
