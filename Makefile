@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 OUT    ?= out/demo
+DEMO_ARGS ?=
 
 .PHONY: demo test install clean
 
@@ -14,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m facegen.cli demo --out $(OUT)
+	$(PY) -m facegen.cli demo --out $(OUT) $(DEMO_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

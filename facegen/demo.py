@@ -1,4 +1,5 @@
-"""``make demo``: synthetic faces -> Parquet shards -> VAE on Ray Train (2 CPU workers) -> pictures.
+"""``make demo``: synthetic faces -> Parquet shards -> VAE and attribute classifier on Ray Train (2 CPU
+workers each) -> pictures, quality report and latent analysis -> the Serve app, one edit over HTTP.
 
 Every step is the product's own code path (the same functions ``facegen synth|prepare|train`` call), so the
 demo doubles as an end-to-end check. Steps whose output already exists are reused, so a second run only
@@ -10,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 from facegen.data import fsutil
 
 DEFAULT_CONFIG = "configs/vae_synth64.yaml"
+CLASSIFIER_CONFIG = "configs/classifier_synth64.yaml"
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +26,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the config's train.epochs")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment config (default {DEFAULT_CONFIG})")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    parser.add_argument("--classifier-epochs", type=int, default=6,
+                        help="epochs of the attribute classifier that scores edits (default 6)")
+    parser.add_argument("--port", type=int, default=8000, help="port of the web page on 127.0.0.1 (default 8000)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="stop serving right after the demo edit (default: keep serving until Ctrl-C "
+                             "when run from a terminal)")
 
 
 def _step(title: str) -> float:
@@ -54,6 +63,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from facegen.data.celeba import read_celeba
     from facegen.data.shards import write_shards
     from facegen.data.synth import write_synthetic
+    from facegen.demo_serve import serve_and_edit, stop_serving, wait_for_ctrl_c
+    from facegen.latent.analysis import analyze
     from facegen.reporting.report import build_report
     from facegen.runtime import init_ray
     from facegen.training.trainer import fit
@@ -80,6 +91,13 @@ def run_demo(args: argparse.Namespace) -> int:
     result = fit(cfg)
     timings["train_s"] = time.perf_counter() - started
 
+    classifier_cfg = load_config(CLASSIFIER_CONFIG, [f"data.shards={shards}", f"train.storage_path={out}/runs",
+                                                     f"train.epochs={args.classifier_epochs}"])
+    started = _step(f"training the attribute classifier (scores edits, names latent dimensions): "
+                    f"{classifier_cfg.train.epochs} epochs")
+    classifier = fit(classifier_cfg)
+    timings["train_classifier_s"] = time.perf_counter() - started
+
     started = _step("drawing reconstructions, samples and latent traversals")
     pictures = draw_pictures(result.bundle, manifest, out)
     timings["pictures_s"] = time.perf_counter() - started
@@ -88,9 +106,19 @@ def run_demo(args: argparse.Namespace) -> int:
     report_md, _ = build_report(f"{out}/runs", f"{out}/report")
     timings["report_s"] = time.perf_counter() - started
 
+    started = _step("latent analysis: named dimensions, attribute directions, measured edits")
+    analysis = analyze(result.bundle, classifier=classifier.bundle, out=f"{out}/analysis")
+    timings["analysis_s"] = time.perf_counter() - started
+
+    started = _step(f"serving the VAE and the classifier with Ray Serve on 127.0.0.1:{args.port}, one edit")
+    served = serve_and_edit(result.bundle, classifier.bundle, manifest, out, args.port)
+    timings["serve_s"] = time.perf_counter() - started
+
     metrics = {"family": cfg.family, "bundle": result.bundle, "final": result.metrics,
-               "val_recon_mse": result.metrics.get("val/recon_mse_mean_z"), "timings_s": timings,
-               "pictures": pictures}
+               "val_recon_mse": result.metrics.get("val/recon_mse_mean_z"),
+               "classifier_bundle": classifier.bundle,
+               "classifier_val_mean_accuracy": classifier.metrics.get("val/mean_accuracy"),
+               "timings_s": timings, "pictures": pictures, "analysis": analysis["md"], "served_edit": served}
     with open(f"{out}/metrics.json", "w") as f:
         json.dump(metrics, f, indent=2)
     print("\nDone.")
@@ -99,5 +127,15 @@ def run_demo(args: argparse.Namespace) -> int:
     for name, path in pictures.items():
         print(f"  {name:<18} {path}")
     print(f"  quality report     {report_md}")
+    print(f"  latent analysis    {analysis['md']}")
+    print(f"  edit over HTTP     {served['picture']}  ({served['edit']}: score {served['scores_before']} -> "
+          f"{served['scores_after']})")
     print(f"  metrics            {out}/metrics.json")
+    if args.no_wait or not sys.stdin.isatty():
+        stop_serving()
+        return 0
+    print(f"\nOpen {served['url']}/ to edit a face in your browser (API docs: {served['url']}/docs). "
+          "Ctrl-C stops the server.", flush=True)
+    wait_for_ctrl_c()
+    stop_serving()
     return 0
