@@ -6,6 +6,7 @@ attribute directions fitted on the tiny synthetic shards and stored the way ``fa
 
 from __future__ import annotations
 
+import shutil
 import socket
 
 import pytest
@@ -64,3 +65,24 @@ def serve_url(ray_session, tiny_bundles) -> str:
               name="facegen", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER), "install Debian's chromium chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()

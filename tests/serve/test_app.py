@@ -200,3 +200,16 @@ def test_concurrent_requests_share_batches(serve_url):
     assert statuses == [200] * 12
     stats = encoder.stats.remote().result()
     assert stats["items"] == 12 and stats["max_batch_size_seen"] > 1 and stats["batches"] < 12, stats
+
+
+def test_edit_client_against_the_real_app(serve_url, tmp_path, capsys):
+    from facegen.cli import main
+
+    photo, out = tmp_path / "face.png", tmp_path / "edited.png"
+    photo.write_bytes(png())
+    assert main(["edit", str(photo), "--set", "Smiling=1.5", "--url", serve_url, "-o", str(out)]) == 0
+    assert Image.open(out, formats=["PNG"]).size == (32, 32)
+    assert "Smiling" in capsys.readouterr().out
+    assert main(["edit", str(photo), "--set", "Wings=1", "--url", serve_url, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "Wings" in err and "\n" not in err

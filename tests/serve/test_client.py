@@ -13,9 +13,11 @@ import socket
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
+
+from tests.serve.stub_http import ScriptedHandler
 from PIL import Image
 
 from facegen.cli import main
@@ -33,19 +35,9 @@ def png_bytes(size=(8, 6), colour=(10, 200, 30)) -> bytes:
 EDITED = png_bytes()
 
 
-class EditHandler(BaseHTTPRequestHandler):
+class EditHandler(ScriptedHandler):
     """POST /v1/edit: the edit names steer the answer (``Unknown`` -> 400 JSON error, ``Crash`` -> 500
     text, ``Garbage`` -> 200 non-JSON, ``NotPng`` -> 200 with a non-PNG image, ``Blond`` -> no scores)."""
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def reply(self, status: int, body: bytes, kind: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.serve.stub_http import ScriptedHandler
 import torch
 from PIL import Image
 
@@ -32,17 +33,7 @@ def flat(red: int) -> str:
     return png_base64(torch.full((3, 8, 8), -1.0).index_fill_(0, torch.tensor([0]), red / 127.5 - 1))
 
 
-class StubAPI(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status: int, body: bytes, kind: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
+class StubAPI(ScriptedHandler):
     def do_GET(self):
         if self.path == "/":
             return self.reply(200, PAGE.read_bytes(), "text/html; charset=utf-8")
@@ -67,22 +58,6 @@ class StubAPI(BaseHTTPRequestHandler):
         answer = {"image": flat(int(100 + 50 * smiling)), "reconstruction": png_base64(face), "model": "stub-vae",
                   "scores_before": {"Smiling": 0.25}, "scores_after": {"Smiling": min(1.0, 0.25 + smiling / 4)}}
         self.reply(200, json.dumps(answer).encode())
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if not binary or not shutil.which("chromedriver"):
-        pytest.skip("needs chromium and chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    driver = webdriver.Chrome(options=options, service=service)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")

@@ -3,34 +3,11 @@ edited face change. Debian's chromium and chromium-driver are installed by .ci/r
 
 from __future__ import annotations
 
-import io
-import shutil
 
 import pytest
 from PIL import Image
 
 pytestmark = pytest.mark.ray
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    assert shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER), "install Debian's chromium chromium-driver"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-
 
 def test_upload_slide_and_see_the_edit(serve_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
