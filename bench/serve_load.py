@@ -37,10 +37,19 @@ def photo_b64(seed: int) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
-async def sweep_http(url: str, attribute: str, concurrency: int, requests: int) -> dict:
+ROUTES = {  # what one request of each kind costs the app: its route and the body for request i
+    "GET /healthz": lambda i, attribute: None,
+    "POST /v1/classify": lambda i, attribute: {"image": photo_b64(i)},
+    "POST /v1/edit": lambda i, attribute: {"image": photo_b64(i), "edits": {attribute: 1.5}},
+}
+
+
+async def sweep_http(url: str, attribute: str, concurrency: int, requests: int,
+                     route: str = "POST /v1/edit") -> dict:
     import httpx
 
-    bodies = [{"image": photo_b64(i), "edits": {attribute: 1.5}} for i in range(requests)]
+    method, path = route.split(" ")
+    bodies = [ROUTES[route](i, attribute) for i in range(requests)]
     latencies: list[float] = []
     failures = 0
     queue: asyncio.Queue = asyncio.Queue()
@@ -52,7 +61,7 @@ async def sweep_http(url: str, attribute: str, concurrency: int, requests: int) 
         while not queue.empty():
             body = queue.get_nowait()
             started = time.perf_counter()
-            response = await client.post(url + "/v1/edit", json=body)
+            response = await client.request(method, url + path, json=body)
             latencies.append(time.perf_counter() - started)
             failures += response.status_code != 200
 
@@ -109,7 +118,7 @@ def main() -> int:
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=True, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port, "request_timeout_s": 120})
-    url, rows = f"http://127.0.0.1:{args.port}", []
+    url, rows, ladder = f"http://127.0.0.1:{args.port}", [], []
     try:
         for label, max_batch in (("serve, batching on (16)", 16), ("serve, batching off", 1)):
             serve.run(build_app({"bundle": args.bundle, "classifier": args.classifier,
@@ -119,6 +128,10 @@ def main() -> int:
             for level in levels:
                 rows.append((label, level, asyncio.run(sweep_http(url, args.attribute, level, args.requests))))
                 print(f"  {label:<26} c={level:<3} {rows[-1][2]}", file=sys.stderr, flush=True)
+            if max_batch > 1:  # the cost ladder: the framework alone, one model hop, a whole edit
+                for route in ("GET /healthz", "POST /v1/classify"):
+                    ladder.append((route, max(levels),
+                                   asyncio.run(sweep_http(url, args.attribute, max(levels), args.requests, route))))
             serve.delete("facegen")
     finally:
         serve.shutdown()
@@ -134,6 +147,11 @@ def main() -> int:
         print(f"{label:<28}{level:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rps']:>9.1f}{r['failures']:>8}")
     by = {(label, level): r for label, level, r in rows}
     top = max(levels)
+    if ladder:
+        print("\nbatching on, what a request costs by route:")
+        for label, level, r in ladder + [("POST /v1/edit", top, by[("serve, batching on (16)", top)])]:
+            print(f"{label:<28}{level:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rps']:>9.1f}"
+                  f"{r['failures']:>8}")
     on, off = by.get(("serve, batching on (16)", top)), by.get(("serve, batching off", top))
     solo = by[("in-process, 1 image/call", 1)]
     if on and off:

@@ -1,10 +1,12 @@
 """The model deployments: each loads one bundle and batches concurrent requests with ``@serve.batch``.
 
-``Encoder``, ``Decoder`` and ``Classifier`` take one item per call (an image (3, R, R) or a code (D,)) and
-return one result; Serve gathers concurrent calls into a batch of up to ``max_batch_size`` and runs the model
-once. Batching is tuned live through ``user_config`` (``serve deploy`` with a new config, no restart): the
-load benchmark turns it off with ``max_batch_size: 1``. Every deployment keeps a histogram of the batch sizes
-it ran, so tests and benchmarks can see that batching really happens.
+``Encoder``, ``Decoder`` and ``Classifier`` take a small batch of k items per call (k images (k, 3, R, R) or
+k codes (k, D)), so one request sends all its images in one hop: an edit decodes the original and the edited
+code in one call and scores both in one call. Serve gathers concurrent calls into a batch of up to
+``max_batch_size`` calls, the model runs once on all their rows, and each caller gets its own k rows back.
+Batching is tuned live through ``user_config`` (``serve deploy`` with a new config, no restart): the load
+benchmark turns it off with ``max_batch_size: 1``. Every deployment keeps a histogram of the rows per forward
+pass it ran, so tests and benchmarks can see that batching really happens.
 """
 
 from __future__ import annotations
@@ -55,11 +57,15 @@ class _BatchedModel:
             method.set_max_batch_size(int(config.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)))
             method.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", DEFAULT_BATCH_WAIT_S)))
 
-    def _record(self, n: int) -> None:
-        self.batch_sizes[n] += 1
+    def _gather(self, parts: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+        """The calls of one Serve batch as one model batch: (sum k, ...) on the device, and each call's k."""
+        sizes = [len(part) for part in parts]
+        self.batch_sizes[sum(sizes)] += 1
+        return torch.cat(parts).to(self.device), sizes
 
     def stats(self) -> dict[str, Any]:
-        """Batches run so far: ``{"batches": B, "items": N, "max_batch_size_seen": M, "histogram": {...}}``."""
+        """Forward passes so far: ``{"batches": B, "items": rows, "max_batch_size_seen": most rows in one
+        pass, "histogram": {rows: passes}}``."""
         return {"bundle": self.location, "batches": sum(self.batch_sizes.values()),
                 "items": sum(k * v for k, v in self.batch_sizes.items()),
                 "max_batch_size_seen": max(self.batch_sizes, default=0),
@@ -76,36 +82,37 @@ class _BatchedModel:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 class Encoder(_BatchedModel):
-    """images (3, R, R) in [-1, 1] (+ optional condition (C,)) -> codes (D,)."""
+    """Per call: images (k, 3, R, R) in [-1, 1] (+ conditions (k, C) for a conditional model) -> codes (k, D)."""
 
     batched_methods = ("encode",)
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
     async def encode(self, images: list[torch.Tensor], conds: list[torch.Tensor | None]) -> list[torch.Tensor]:
-        self._record(len(images))
-        cond = None if conds[0] is None else torch.stack(conds).to(self.device)
+        batch, sizes = self._gather(images)
+        cond = None if conds[0] is None else torch.cat(conds).to(self.device)
         with torch.inference_mode():
-            codes = self.model.encode(torch.stack(images).to(self.device), cond)
-        return list(codes.cpu())
+            codes = self.model.encode(batch, cond)
+        return list(codes.cpu().split(sizes))
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 class Decoder(_BatchedModel):
-    """codes (D,) -> images (3, R, R) in [-1, 1]."""
+    """Per call: codes (k, D) -> images (k, 3, R, R) in [-1, 1]."""
 
     batched_methods = ("decode",)
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
     async def decode(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
-        self._record(len(codes))
+        batch, sizes = self._gather(codes)
         with torch.inference_mode():
-            images = self.model.decode(torch.stack(codes).to(self.device))
-        return list(images.clamp(-1, 1).cpu())
+            images = self.model.decode(batch)
+        return list(images.clamp(-1, 1).cpu().split(sizes))
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 class Classifier(_BatchedModel):
-    """images (3, R, R) in [-1, 1], any R -> attribute probabilities (A,) in the bundle's attribute order.
+    """Per call: images (k, 3, R, R) in [-1, 1], any R -> attribute probabilities (k, A) in the bundle's
+    attribute order.
 
     Images are resized to the classifier's own resolution, so a 64 px generator can be scored by a classifier
     trained at another size.
@@ -118,12 +125,11 @@ class Classifier(_BatchedModel):
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
     async def scores(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        self._record(len(images))
-        batch = torch.stack(images).to(self.device)
+        batch, sizes = self._gather(images)
         size = int(self.bundle.meta.get("resolution", batch.shape[-1]))
         if batch.shape[-1] != size:
             batch = torch.nn.functional.interpolate(batch, size=(size, size), mode="bilinear",
                                                     align_corners=False, antialias=True)
         with torch.inference_mode():
             probabilities = self.model.predict_proba(batch)
-        return list(probabilities.float().cpu())
+        return list(probabilities.float().cpu().split(sizes))

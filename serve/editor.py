@@ -1,16 +1,16 @@
 """The ``Editor`` ingress: the versioned HTTP API and the web page, composing the model deployments.
 
 An edit is ``Encoder.encode`` -> latent arithmetic here (:func:`facegen.latent.edit.edit_codes`, the same code
-the analysis and augmentation jobs use) -> ``Decoder.decode`` of the unedited and edited codes -> the
-``Classifier``'s scores of both. Each hop is a DeploymentHandle call, so concurrent requests meet in the
-deployments' batches. The ingress holds the generator bundle too, on CPU, for what is cheap and needs no
+the analysis and augmentation jobs use) -> ``Decoder.decode`` of the unedited and edited codes (one call) ->
+the ``Classifier``'s scores of both (one call). Each hop is a DeploymentHandle call, so concurrent requests
+meet in the deployments' batches; a request sends all its images in one call because each hop, not the
+model, is what a request costs most on a small CPU machine (see ``bench/serve_load.py``). The ingress holds the generator bundle too, on CPU, for what is cheap and needs no
 batching: latent slots, attribute directions, and codes drawn from the prior for ``generate``/``traverse``.
 """
 
 # No `from __future__ import annotations`: Serve re-creates the routes in the replica, where FastAPI must
 # resolve the parameter annotations (Request) as real types, not strings.
 
-import asyncio
 import os
 from typing import Any
 
@@ -110,8 +110,10 @@ class Editor:
         return parsed, image_from(parsed, self.catalog.resolution, self.catalog.crop, self.max_bytes, self.max_pixels)
 
     async def _encode(self, image: torch.Tensor) -> torch.Tensor:
+        """image (3, R, R) -> code (D,)."""
         cond = await self._condition(image)
-        return await _call(self.encoder.encode.remote(image, cond))
+        codes = await _call(self.encoder.encode.remote(image[None], None if cond is None else cond[None]))
+        return codes[0]
 
     async def _condition(self, image: torch.Tensor) -> torch.Tensor | None:
         """A conditional encoder's condition for an uploaded photo: what the classifier sees in it."""
@@ -119,19 +121,21 @@ class Editor:
         if spec is None:
             return None
         if spec.attributes and self.classifier is not None and spec.readable_by(self.catalog):
-            scores = await _call(self.classifier.scores.remote(image))
-            return spec.from_scores(scores, self.catalog.classifier_attributes)
+            scores = await _call(self.classifier.scores.remote(image[None]))
+            return spec.from_scores(scores[0], self.catalog.classifier_attributes)
         return torch.zeros(spec.size)
 
-    async def _scores(self, images: list[torch.Tensor]) -> list[dict[str, float] | None]:
+    async def _scores(self, images: torch.Tensor) -> list[dict[str, float] | None]:
+        """images (k, 3, R, R) -> k {attribute: probability} (None each without a classifier)."""
         if self.classifier is None:
             return [None] * len(images)
-        results = await asyncio.gather(*(_call(self.classifier.scores.remote(i)) for i in images))
+        results = await _call(self.classifier.scores.remote(images))
         names = self.catalog.classifier_attributes
         return [{n: round(float(p), 4) for n, p in zip(names, r.tolist())} for r in results]
 
     async def _decode_all(self, codes: torch.Tensor) -> list[torch.Tensor]:
-        return list(await asyncio.gather(*(_call(self.decoder.decode.remote(z)) for z in codes)))
+        """codes (k, D) -> k images (3, R, R)."""
+        return list(await _call(self.decoder.decode.remote(codes)))
 
     # ---- endpoints ----
 
@@ -152,7 +156,7 @@ class Editor:
         except ValueError as exc:
             raise ApiError(400, "bad_edit", str(exc)) from None
         reconstruction, result = await self._decode_all(torch.stack([code, edited]))
-        before, after = await self._scores([reconstruction, result])
+        before, after = await self._scores(torch.stack([reconstruction, result]))
         return {"model": self.catalog.name, "method": method, "edits": edits, "keep": keep,
                 "image": png_base64(result), "reconstruction": png_base64(reconstruction),
                 "scores_before": before, "scores_after": after}
@@ -162,7 +166,7 @@ class Editor:
         if self.classifier is None:
             raise ApiError(404, "no_classifier", "this deployment serves no classifier bundle")
         _, image = await self._image(request)
-        (scores,) = await self._scores([image])
+        (scores,) = await self._scores(image[None])
         return {"model": self.catalog.classifier_name, "scores": scores}
 
     @app.post(f"/{API_VERSION}/reconstruct")
