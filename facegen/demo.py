@@ -63,7 +63,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from facegen.data.celeba import read_celeba
     from facegen.data.shards import write_shards
     from facegen.data.synth import write_synthetic
-    from facegen.demo_serve import serve_and_edit, stop_serving, wait_for_ctrl_c
+    from facegen.demo_serve import best_edit_attribute, serve_and_edit, stop_serving, wait_for_ctrl_c
     from facegen.latent.analysis import analyze
     from facegen.reporting.report import build_report
     from facegen.runtime import init_ray
@@ -110,8 +110,10 @@ def run_demo(args: argparse.Namespace) -> int:
     analysis = analyze(result.bundle, classifier=classifier.bundle, out=f"{out}/analysis")
     timings["analysis_s"] = time.perf_counter() - started
 
-    started = _step(f"serving the VAE and the classifier with Ray Serve on 127.0.0.1:{args.port}, one edit")
-    served = serve_and_edit(result.bundle, classifier.bundle, manifest, out, args.port)
+    attribute = best_edit_attribute(analysis["json"])
+    started = _step(f"serving the VAE and the classifier with Ray Serve on 127.0.0.1:{args.port}, one edit "
+                    f"({attribute} +2, the edit the analysis measured to work best)")
+    served = serve_and_edit(result.bundle, classifier.bundle, manifest, out, args.port, attribute)
     timings["serve_s"] = time.perf_counter() - started
 
     metrics = {"family": cfg.family, "bundle": result.bundle, "final": result.metrics,

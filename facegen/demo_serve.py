@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import signal
 import sys
 import threading
@@ -18,14 +19,37 @@ from PIL import Image
 from facegen.client import build_request, post_json
 
 
-def held_out_photo(manifest) -> bytes:
-    """One test-split face of the demo data, as PNG bytes (what a user would upload)."""
+def best_edit_attribute(analysis_json: str, method: str = "mean_diff", fallback: str = "Smiling") -> str:
+    """The attribute whose ``method`` edits flipped the classifier most often in the latent analysis's held-out
+    evaluation (``facegen analyze``'s analysis.json); ``fallback`` when the analysis measured none.
+
+    A small demo VAE renders coarse attributes (hair, hats, gender) but blurs fine ones (a smile, glasses), so
+    the demo shows the edit the analysis measured to work rather than a fixed one that may not show.
+    """
+    try:
+        with open(analysis_json) as f:
+            attributes = json.load(f)["sections"]["evaluation"]["attributes"]
+    except (OSError, KeyError, ValueError):
+        return fallback
+    rates = {name: ((cells.get(method) or {}).get("judges", {}).get("classifier") or {}).get("flip_rate")
+             for name, cells in attributes.items()}
+    rates = {name: rate for name, rate in rates.items() if rate is not None}
+    return max(rates, key=rates.get) if rates else fallback
+
+
+def held_out_photo(manifest, attribute: str | None = None, search: int = 64) -> bytes:
+    """A test-split face of the demo data as PNG bytes (what a user would upload): the first one, among the
+    first ``search``, that lacks ``attribute``, so that adding it is an edit one can see."""
     from facegen.data.pipeline import read_examples
     from facegen.latent.grids import to_pil
 
-    image = read_examples(manifest, "test", 1)["image"][0]
+    examples = read_examples(manifest, "test", search)
+    index = 0
+    if attribute in manifest.attribute_names:
+        lacking = (examples["attrs"][:, list(manifest.attribute_names).index(attribute)] < 0.5).nonzero()
+        index = int(lacking[0, 0]) if len(lacking) else 0
     out = io.BytesIO()
-    to_pil(image).save(out, format="PNG")
+    to_pil(examples["image"][index]).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -53,7 +77,7 @@ def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port
     serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 30})
     serve.run(build_app({"bundle": bundle, "classifier": classifier}), name="facegen", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
-    photo = held_out_photo(manifest)
+    photo = held_out_photo(manifest, attribute)
     answer = post_json(f"{url}/v1/edit", build_request(photo, {attribute: strength}, [], None), timeout=60)
     picture = before_after(photo, answer, f"{out}/edit_before_after.png")
     scores = {k: (answer.get(k) or {}).get(attribute) for k in ("scores_before", "scores_after")}

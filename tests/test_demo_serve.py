@@ -1,0 +1,49 @@
+"""The demo's choice of what to edit: the attribute the analysis measured to flip most, on a face lacking it."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from facegen.demo_serve import best_edit_attribute, held_out_photo
+
+
+def _cell(flip_rate):
+    return {"judges": {"classifier": {"flip_rate": flip_rate}}}
+
+
+def test_best_edit_attribute_is_the_most_often_flipped(tmp_path):
+    path = tmp_path / "analysis.json"
+    path.write_text(json.dumps({"sections": {"evaluation": {"attributes": {
+        "Smiling": {"mean_diff": _cell(0.07), "boundary": _cell(0.9)},
+        "Bangs": {"mean_diff": _cell(0.95)},
+        "Male": {"mean_diff": _cell(None)},
+        "Eyeglasses": {"boundary": _cell(0.99)}}}}}))
+    assert best_edit_attribute(str(path)) == "Bangs"
+    assert best_edit_attribute(str(path), method="boundary") == "Eyeglasses"
+    assert best_edit_attribute(str(tmp_path / "missing.json")) == "Smiling"
+    (tmp_path / "bad.json").write_text("{")
+    assert best_edit_attribute(str(tmp_path / "bad.json"), fallback="Male") == "Male"
+
+
+def test_held_out_photo_lacks_the_attribute(tiny_shards):
+    from facegen.data.pipeline import read_examples
+    from facegen.data.shards import read_manifest
+    from facegen.latent.grids import to_pil
+
+    manifest = read_manifest(tiny_shards)
+    examples = read_examples(manifest, "test", 64)
+    names = list(manifest.attribute_names)
+    # Attributes the first test face has: a photo chosen without looking at the attribute would be that face.
+    present = [n for i, n in enumerate(names) if examples["attrs"][0, i] > 0.5
+               and (examples["attrs"][:, i] < 0.5).any()]
+    assert present
+    for attribute in present:
+        photo = np.asarray(Image.open(io.BytesIO(held_out_photo(manifest, attribute)), formats=["PNG"]))
+        matches = [i for i in range(len(examples["image"]))
+                   if np.array_equal(np.asarray(to_pil(examples["image"][i])), photo)]
+        assert matches, "the photo is not a test-split face"
+        assert examples["attrs"][matches[0], names.index(attribute)] < 0.5
