@@ -111,8 +111,8 @@ def run_demo(args: argparse.Namespace) -> int:
     timings["analysis_s"] = time.perf_counter() - started
 
     attribute = best_edit_attribute(analysis["json"])
-    started = _step(f"serving the VAE and the classifier with Ray Serve on 127.0.0.1:{args.port}, one edit "
-                    f"({attribute} +2, the edit the analysis measured to work best)")
+    started = _step(f"serving the VAE and the classifier with Ray Serve on 127.0.0.1:{args.port}, {attribute} +2 "
+                    "(the edit the analysis measured to work best) on held-out faces")
     served = serve_and_edit(result.bundle, classifier.bundle, manifest, out, args.port, attribute)
     timings["serve_s"] = time.perf_counter() - started
 
@@ -130,8 +130,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"  {name:<18} {path}")
     print(f"  quality report     {report_md}")
     print(f"  latent analysis    {analysis['md']}")
-    print(f"  edit over HTTP     {served['picture']}  ({served['edit']}: score {served['scores_before']} -> "
-          f"{served['scores_after']})")
+    print(f"  edit over HTTP     {served['picture']}  ({served['edit']}, the most moved of {served['faces_tried']} "
+          f"faces: score {served['scores_before']} -> {served['scores_after']})")
     print(f"  metrics            {out}/metrics.json")
     if args.no_wait or not sys.stdin.isatty():
         stop_serving()

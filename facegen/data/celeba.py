@@ -40,7 +40,7 @@ def _find(fs: pafs.FileSystem, root: str, stem: str) -> str | None:
     return next((i.path for i in infos if i.type == pafs.FileType.File), None)
 
 
-def _parse_attributes(table: TextTable) -> tuple[tuple[str, ...], dict[str, tuple[tuple[int, ...], int]]]:
+def parse_attributes(table: TextTable) -> tuple[tuple[str, ...], dict[str, tuple[tuple[int, ...], int]]]:
     """Attribute names (canonical order) and ``{image: (0/1 values in that order, line)}``."""
     rows = table.rows
     if table.is_csv:
@@ -77,7 +77,7 @@ def _parse_attributes(table: TextTable) -> tuple[tuple[str, ...], dict[str, tupl
     return names, values
 
 
-def _parse_pairs(table: TextTable, what: str, expected: str, convert: Callable[[str], int | str]
+def parse_pairs(table: TextTable, what: str, expected: str, convert: Callable[[str], int | str]
                  ) -> dict[str, tuple]:
     """``{image: (converted value, line)}`` of a two-column file; ``convert`` raises ValueError on bad input."""
     out: dict[str, tuple] = {}
@@ -101,7 +101,8 @@ def _check_same_images(a: TextTable, a_keys: dict, b: TextTable, b_keys: dict) -
             raise table.error(line, f"{key} is not in {other.name}")
 
 
-def _partition(code: str) -> str:
+def split_of_partition_code(code: str) -> str:
+    """``list_eval_partition`` code "0" / "1" / "2" -> "train" / "val" / "test"; any other code raises."""
     return CELEBA_PARTITIONS[int(code)]
 
 
@@ -126,16 +127,16 @@ def read_celeba(src: str) -> SourceDataset:
         if found[stem] is None:
             raise DatasetError(f"{src}: no {stem}.txt or {stem}.csv (also looked in Anno/ and Eval/)")
     attr_table = TextTable(fs, found["list_attr_celeba"])
-    names, attrs = _parse_attributes(attr_table)
+    names, attrs = parse_attributes(attr_table)
     if not attrs:
         raise DatasetError(f"{attr_table.name}: lists no images")
     part_table = TextTable(fs, found["list_eval_partition"])
-    splits = _parse_pairs(part_table, "partition code", "0, 1 or 2", _partition)
+    splits = parse_pairs(part_table, "partition code", "0, 1 or 2", split_of_partition_code)
     _check_same_images(attr_table, attrs, part_table, splits)
     identities: dict[str, tuple] = {}
     if found["identity_CelebA"] is not None:
         id_table = TextTable(fs, found["identity_CelebA"])
-        identities = _parse_pairs(id_table, "identity", "an integer >= 0", _identity)
+        identities = parse_pairs(id_table, "identity", "an integer >= 0", _identity)
         _check_same_images(attr_table, attrs, id_table, identities)
 
     dirs = [fsutil.join(root, d) for d in IMAGE_DIRS]

@@ -19,7 +19,7 @@ from typing import Mapping
 
 from facegen.data import fsutil
 from facegen.data.attributes import CELEBA_ATTRIBUTES, CELEBA_PARTITIONS
-from facegen.data.celeba import _parse_attributes, _parse_pairs, _partition  # one parser for CelebA files
+from facegen.data.celeba import parse_attributes, parse_pairs, split_of_partition_code  # one parser for CelebA files
 from facegen.errors import FacegenError
 from facegen.latent.augment import LAYOUT_DIRS
 
@@ -55,12 +55,12 @@ def read_source_labels(location: str) -> SourceLabels:
     if not fsutil.is_file(fs, path):
         raise FacegenError(f"--labels {location}: no such file")
     table = fsutil.TextTable(fs, path)
-    names, values = _parse_attributes(table)
+    names, values = parse_attributes(table)
     splits = None
     for candidate in ("list_eval_partition.txt", "list_eval_partition.csv"):
         partition = fsutil.join(posixpath.dirname(path), candidate)
         if fsutil.is_file(fs, partition):
-            pairs = _parse_pairs(fsutil.TextTable(fs, partition), "partition code", "0, 1 or 2", _partition)
+            pairs = parse_pairs(fsutil.TextTable(fs, partition), "partition code", "0, 1 or 2", split_of_partition_code)
             splits = {key: split for key, (split, _line) in pairs.items()}
             break
     return SourceLabels(location=location, names=names, attrs={k: v for k, (v, _line) in values.items()},
