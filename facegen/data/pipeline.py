@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import torch
 from PIL import Image
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from facegen.data import fsutil
 
@@ -70,10 +71,12 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class TrainCollate:
+class TrainCollate(NumpyBatchCollateFn):
     """``iter_torch_batches`` collate_fn: numpy batch -> model batch (see ``models.base`` for the keys).
 
     Adds ``corrupt_rows``: a 0-d int64 tensor, how many rows of this batch were dropped as undecodable.
+    A ``NumpyBatchCollateFn``, so Ray Data hands it numpy batches without the deprecation warning it prints on
+    every epoch for a plain callable (Ray >= 2.47); it is an ordinary callable everywhere else.
     """
 
     seed: int
