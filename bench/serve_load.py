@@ -8,6 +8,8 @@ It starts a local Ray and the app on 127.0.0.1 (stop any other local Ray first),
 ``max_batch_size`` 16 and once with 1 (batching off), and prints one table. The in-process rows run
 ``facegen.latent.edit.edit`` (encode, move, decode twice, score twice) in this process: one image per call
 (what a request costs without any serving) and 32 images per call (what batching can win at best).
+With batching on it also prints what a request costs by route at the top concurrency: ``GET /healthz`` (the
+proxy and the ingress alone), ``POST /v1/classify`` (one model hop) and ``POST /v1/edit`` (three hops).
 """
 
 from __future__ import annotations
