@@ -9,7 +9,8 @@ whatever ``lambda_categorical`` says; Chen et al. add the info loss to the gener
 This trains the same config in-process (no Ray, one thread, same seed, same batches) once per ``lr_info`` and
 prints, every 250 steps and side by side:
 
-code_acc        the categorical code read back from the model's own samples (what the info loss trains);
+code_acc        the categorical code read back from the model's own samples (what the info loss trains),
+                averaged over the steps since the last row;
 label_code_acc  the code as a digit classifier on the held-out test split under the best code-to-digit
                 assignment (never trained on labels; ~95% in the paper on MNIST).
 
@@ -25,6 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import contextlib  # noqa: E402
+
 import torch  # noqa: E402
 
 from facegen.config import load_config  # noqa: E402
@@ -32,11 +35,12 @@ from facegen.data.pipeline import read_examples  # noqa: E402
 from facegen.data.shards import read_manifest  # noqa: E402
 from facegen.models import build_model  # noqa: E402
 from facegen.models.infogan import categorical_code_accuracy  # noqa: E402
-from facegen.training.loop import make_optimizers  # noqa: E402
+from facegen.training.loop import make_optimizers, train_one_epoch  # noqa: E402
 
 
 def train(config: str, overrides: list[str], shards: str, steps: int, every: int, seed: int = 0):
-    """Yields (step, code_acc of the last batch, label_code_acc on the test split) every ``every`` steps."""
+    """Yields (step, code_acc over the last ``every`` steps, label_code_acc on the test split) every ``every``
+    steps. The steps are the harness's own (``train_one_epoch``), fed random batches in-process."""
     torch.manual_seed(seed)
     cfg = load_config(config, [f"data.shards={shards}", *overrides])
     manifest = read_manifest(shards)
@@ -44,18 +48,19 @@ def train(config: str, overrides: list[str], shards: str, steps: int, every: int
     model = build_model(cfg.model)
     optimizers = make_optimizers(model, cfg)
     order = torch.Generator().manual_seed(seed)
-    for step in range(1, steps + 1):
-        model.train()
-        batch = {"image": data["image"][torch.randint(len(data["image"]), (cfg.data.batch_size,), generator=order)]}
-        for player in model.players:  # the order and the grad clearing of training/loop.py
-            model.zero_grad(set_to_none=True)
-            out = model(batch, player=player)
-            out.loss.backward()
-            optimizers[player].step()
-        if step % every == 0 or step == steps:
-            model.eval()
-            yield step, float(out.metrics["code_acc"]), categorical_code_accuracy(model, test["image"],
-                                                                                  test["label"])
+
+    def batches(n: int):
+        for _ in range(n):
+            rows = torch.randint(len(data["image"]), (cfg.data.batch_size,), generator=order)
+            yield {"image": data["image"][rows], "corrupt_rows": torch.tensor(0)}
+
+    for done in range(every, steps + every, every):
+        chunk = min(every, steps - (done - every))
+        means, _, _ = train_one_epoch(model, model, optimizers, batches(chunk), torch.device("cpu"),
+                                      contextlib.nullcontext())
+        model.eval()
+        yield (min(done, steps), means.reduce()["code_acc"],
+               categorical_code_accuracy(model, test["image"], test["label"]))
 
 
 def main() -> int:

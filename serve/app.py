@@ -2,8 +2,9 @@
 
 ``build_app`` is a typed application builder: the arguments (which bundles, batching, caps) come from the
 ``args:`` of an application in ``serve/config.yaml`` or from a dict, and are validated before anything starts.
-A new bundle is rolled out by editing ``args.bundle`` and running ``serve deploy``: Serve starts the new
-replicas before it stops the old ones, so requests keep being answered.
+A new bundle is rolled out by editing ``args.bundle`` and running ``serve deploy``: every deployment has
+``max_surge_percent`` 100, so Serve starts the new replicas before it stops the old ones and requests keep
+being answered (``tests/serve/test_rollout.py``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ from ray import serve
 
 from facegen.bundle import Bundle, load_bundle
 
+# Rolling updates start the new replicas before the old ones stop. With Serve's default of 0 a one-replica
+# deployment has no replica for seconds and the old ingress's in-flight requests hang until it is killed.
+ROLLOUT_SURGE_PERCENT = 100
 DEFAULT_MAX_BATCH_SIZE = 16
 DEFAULT_BATCH_WAIT_S = 0.01
 
@@ -80,7 +83,8 @@ class _BatchedModel:
                 "resolution": int(self.bundle.meta.get("resolution", 0)), "device": str(self.device)}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32,
+                  max_surge_percent=ROLLOUT_SURGE_PERCENT)
 class Encoder(_BatchedModel):
     """Per call: images (k, 3, R, R) in [-1, 1] (+ conditions (k, C) for a conditional model) -> codes (k, D)."""
 
@@ -95,7 +99,8 @@ class Encoder(_BatchedModel):
         return list(codes.cpu().split(sizes))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32,
+                  max_surge_percent=ROLLOUT_SURGE_PERCENT)
 class Decoder(_BatchedModel):
     """Per call: codes (k, D) -> images (k, 3, R, R) in [-1, 1]."""
 
@@ -109,7 +114,8 @@ class Decoder(_BatchedModel):
         return list(images.clamp(-1, 1).cpu().split(sizes))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32,
+                  max_surge_percent=ROLLOUT_SURGE_PERCENT)
 class Classifier(_BatchedModel):
     """Per call: images (k, 3, R, R) in [-1, 1], any R -> attribute probabilities (k, A) in the bundle's
     attribute order.

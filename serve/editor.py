@@ -4,8 +4,9 @@ An edit is ``Encoder.encode`` -> latent arithmetic here (:func:`facegen.latent.e
 the analysis and augmentation jobs use) -> ``Decoder.decode`` of the unedited and edited codes (one call) ->
 the ``Classifier``'s scores of both (one call). Each hop is a DeploymentHandle call, so concurrent requests
 meet in the deployments' batches; a request sends all its images in one call because each hop, not the
-model, is what a request costs most on a small CPU machine (see ``bench/serve_load.py``). The ingress holds the generator bundle too, on CPU, for what is cheap and needs no
-batching: latent slots, attribute directions, and codes drawn from the prior for ``generate``/``traverse``.
+model, is what a request costs most on a small CPU machine (see ``bench/serve_load.py``). The ingress holds
+the generator bundle too, on CPU, for what is cheap and needs no batching: latent slots, attribute
+directions, and codes drawn from the prior for ``generate``/``traverse``.
 """
 
 # No `from __future__ import annotations`: Serve re-creates the routes in the replica, where FastAPI must
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facegen.latent.edit import EDIT_METHODS, MAX_STRENGTH, check_edits, edit_codes, latent_slots
 from serve.catalog import ModelCatalog
+from serve.deployments import ROLLOUT_SURGE_PERCENT
 from serve.images import MAX_BYTES, MAX_PIXELS, png_base64
 from serve.requests import (ApiError, error_response, get_int, get_number_map, get_str, get_str_list,
                             image_from, parse_request)
@@ -65,7 +67,8 @@ async def _call(call) -> Any:
         raise ApiError(503, "unavailable", "a model replica was lost; retry the request") from None
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=256)
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=256,
+                  max_surge_percent=ROLLOUT_SURGE_PERCENT)
 @serve.ingress(app)
 class Editor:
     """HTTP ingress. encoder / decoder / classifier: DeploymentHandles (classifier may be None)."""
@@ -133,9 +136,9 @@ class Editor:
         names = self.catalog.classifier_attributes
         return [{n: round(float(p), 4) for n, p in zip(names, r.tolist())} for r in results]
 
-    async def _decode_all(self, codes: torch.Tensor) -> list[torch.Tensor]:
-        """codes (k, D) -> k images (3, R, R)."""
-        return list(await _call(self.decoder.decode.remote(codes)))
+    async def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (k, D) -> images (k, 3, R, R)."""
+        return await _call(self.decoder.decode.remote(codes))
 
     # ---- endpoints ----
 
@@ -155,8 +158,9 @@ class Editor:
             edited = edit_codes(model, code[None], edits, keep, method, directions)[0]
         except ValueError as exc:
             raise ApiError(400, "bad_edit", str(exc)) from None
-        reconstruction, result = await self._decode_all(torch.stack([code, edited]))
-        before, after = await self._scores(torch.stack([reconstruction, result]))
+        decoded = await self._decode(torch.stack([code, edited]))
+        reconstruction, result = decoded
+        before, after = await self._scores(decoded)
         return {"model": self.catalog.name, "method": method, "edits": edits, "keep": keep,
                 "image": png_base64(result), "reconstruction": png_base64(reconstruction),
                 "scores_before": before, "scores_after": after}
@@ -173,7 +177,7 @@ class Editor:
     async def reconstruct(self, request: Request) -> dict:
         _, image = await self._image(request)
         code = await self._encode(image)
-        (reconstruction,) = await self._decode_all(code[None])
+        (reconstruction,) = await self._decode(code[None])
         return {"model": self.catalog.name, "image": png_base64(reconstruction)}
 
     @app.post(f"/{API_VERSION}/generate")
@@ -194,7 +198,7 @@ class Editor:
                 codes = edit_codes(self.catalog.generator, codes, slots)
         except ValueError as exc:
             raise ApiError(400, "bad_edit", str(exc)) from None
-        images = await self._decode_all(codes)
+        images = await self._decode(codes)
         return {"model": self.catalog.name, "seed": seed, "images": [png_base64(i) for i in images]}
 
     @app.post(f"/{API_VERSION}/traverse")
@@ -214,8 +218,8 @@ class Editor:
         values = torch.linspace(lo, hi, steps)
         codes = code.repeat(steps, 1)
         codes[:, dimension] = values
-        frames = await self._decode_all(codes)
-        strip = torch.cat(frames, dim=2)  # (3, R, steps * R)
+        frames = await self._decode(codes)  # (steps, 3, R, R)
+        strip = torch.cat(list(frames), dim=2)  # (3, R, steps * R)
         return {"model": self.catalog.name, "dimension": dimension, "values": values.tolist(),
                 "image": png_base64(strip), "frames": [png_base64(f) for f in frames]}
 

@@ -78,7 +78,7 @@ def parse_attributes(table: TextTable) -> tuple[tuple[str, ...], dict[str, tuple
 
 
 def parse_pairs(table: TextTable, what: str, expected: str, convert: Callable[[str], int | str]
-                 ) -> dict[str, tuple]:
+                ) -> dict[str, tuple]:
     """``{image: (converted value, line)}`` of a two-column file; ``convert`` raises ValueError on bad input."""
     out: dict[str, tuple] = {}
     for line, key, raw in table.pairs(what):
@@ -101,9 +101,13 @@ def _check_same_images(a: TextTable, a_keys: dict, b: TextTable, b_keys: dict) -
             raise table.error(line, f"{key} is not in {other.name}")
 
 
-def split_of_partition_code(code: str) -> str:
-    """``list_eval_partition`` code "0" / "1" / "2" -> "train" / "val" / "test"; any other code raises."""
+def _split_of_partition_code(code: str) -> str:
     return CELEBA_PARTITIONS[int(code)]
+
+
+def parse_partition(table: TextTable) -> dict[str, tuple[str, int]]:
+    """``{image: ("train" | "val" | "test", line)}`` of a ``list_eval_partition`` file (codes 0 / 1 / 2)."""
+    return parse_pairs(table, "partition code", "0, 1 or 2", _split_of_partition_code)
 
 
 def _identity(raw: str) -> int:
@@ -131,7 +135,7 @@ def read_celeba(src: str) -> SourceDataset:
     if not attrs:
         raise DatasetError(f"{attr_table.name}: lists no images")
     part_table = TextTable(fs, found["list_eval_partition"])
-    splits = parse_pairs(part_table, "partition code", "0, 1 or 2", split_of_partition_code)
+    splits = parse_partition(part_table)
     _check_same_images(attr_table, attrs, part_table, splits)
     identities: dict[str, tuple] = {}
     if found["identity_CelebA"] is not None:

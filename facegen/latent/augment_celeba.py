@@ -19,7 +19,7 @@ from typing import Mapping
 
 from facegen.data import fsutil
 from facegen.data.attributes import CELEBA_ATTRIBUTES, CELEBA_PARTITIONS
-from facegen.data.celeba import parse_attributes, parse_pairs, split_of_partition_code  # one parser for CelebA files
+from facegen.data.celeba import parse_attributes, parse_partition  # one parser for CelebA files
 from facegen.errors import FacegenError
 from facegen.latent.augment import LAYOUT_DIRS
 
@@ -60,7 +60,7 @@ def read_source_labels(location: str) -> SourceLabels:
     for candidate in ("list_eval_partition.txt", "list_eval_partition.csv"):
         partition = fsutil.join(posixpath.dirname(path), candidate)
         if fsutil.is_file(fs, partition):
-            pairs = parse_pairs(fsutil.TextTable(fs, partition), "partition code", "0, 1 or 2", split_of_partition_code)
+            pairs = parse_partition(fsutil.TextTable(fs, partition))
             splits = {key: split for key, (split, _line) in pairs.items()}
             break
     return SourceLabels(location=location, names=names, attrs={k: v for k, (v, _line) in values.items()},

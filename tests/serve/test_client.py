@@ -16,11 +16,10 @@ import threading
 from http.server import ThreadingHTTPServer
 
 import pytest
-
-from tests.serve.stub_http import ScriptedHandler
 from PIL import Image
 
 from facegen.cli import main
+from tests.serve.stub_http import ScriptedHandler
 
 SCORES_BEFORE = {"Smiling": 0.12, "Eyeglasses": 0.8, "Male": 0.9}
 SCORES_AFTER = {"Smiling": 0.93, "Eyeglasses": 0.1, "Male": 0.88}
