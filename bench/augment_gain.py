@@ -36,7 +36,7 @@ from facegen.data.celeba import read_celeba  # noqa: E402
 from facegen.data.pipeline import read_examples  # noqa: E402
 from facegen.data.shards import write_shards  # noqa: E402
 from facegen.data.synth import write_synthetic  # noqa: E402
-from facegen.latent.augment import parse_edits  # noqa: E402
+from facegen.augment.variants import parse_edits  # noqa: E402
 from facegen.latent.store import directions_extras, fit_bundle_directions  # noqa: E402
 from facegen.reporting.report import evaluate  # noqa: E402
 from facegen.runtime import init_ray  # noqa: E402

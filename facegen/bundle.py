@@ -25,7 +25,7 @@ import torch
 
 import facegen
 from facegen.config import ExperimentConfig, from_dict
-from facegen.data import fsutil
+from facegen import io as fsio
 from facegen.errors import FacegenError
 from facegen.models import FaceModel, build_model
 
@@ -55,7 +55,7 @@ def _tensor_file(tensors: dict[str, torch.Tensor]) -> bytes:
 def write_bundle(dest: str, *, config: dict[str, Any], weights: dict[str, torch.Tensor],
                  meta: dict[str, Any], extras: dict[str, torch.Tensor] | None = None) -> str:
     """Write a bundle to ``dest`` (path or URI), replacing any bundle there; returns ``dest``."""
-    fs, path = fsutil.resolve(dest)
+    fs, path = fsio.resolve(dest)
     files = {
         "config.json": json.dumps(config, indent=2).encode(),
         "weights.pt": _tensor_file(weights),
@@ -67,28 +67,28 @@ def write_bundle(dest: str, *, config: dict[str, Any], weights: dict[str, torch.
         files["extras.pt"] = _tensor_file(extras)
     local = fs.type_name == "local"
     staging = f"{path}.tmp-{uuid.uuid4().hex}" if local else path
-    if not local and fsutil.exists(fs, fsutil.join(path, "meta.json")):
-        fs.delete_file(fsutil.join(path, "meta.json"))  # unmark the old bundle before overwriting it
+    if not local and fsio.exists(fs, fsio.join(path, "meta.json")):
+        fs.delete_file(fsio.join(path, "meta.json"))  # unmark the old bundle before overwriting it
     for name in sorted(files, key=lambda n: n == "meta.json"):  # meta.json last
-        fsutil.write_atomic(fs, fsutil.join(staging, name), files[name])
+        fsio.write_atomic(fs, fsio.join(staging, name), files[name])
     if local:
-        if fsutil.exists(fs, path):
+        if fsio.exists(fs, path):
             fs.delete_dir(path)
         fs.move(staging, path)
     return dest
 
 
 def _load_tensors(fs, path: str, map_location) -> dict[str, torch.Tensor]:
-    return torch.load(io.BytesIO(fsutil.read_bytes(fs, path)), map_location=map_location, weights_only=True)
+    return torch.load(io.BytesIO(fsio.read_bytes(fs, path)), map_location=map_location, weights_only=True)
 
 
 def load_bundle(location: str, map_location: str | torch.device = "cpu") -> Bundle:
     """Rebuild the model of the bundle at ``location``; a missing or foreign folder is a one-line error."""
-    fs, path = fsutil.resolve(location)
+    fs, path = fsio.resolve(location)
     try:
-        meta = json.loads(fsutil.read_bytes(fs, fsutil.join(path, "meta.json")))
-        config = from_dict(json.loads(fsutil.read_bytes(fs, fsutil.join(path, "config.json"))))
-        weights = _load_tensors(fs, fsutil.join(path, "weights.pt"), map_location)
+        meta = json.loads(fsio.read_bytes(fs, fsio.join(path, "meta.json")))
+        config = from_dict(json.loads(fsio.read_bytes(fs, fsio.join(path, "config.json"))))
+        weights = _load_tensors(fs, fsio.join(path, "weights.pt"), map_location)
     except FileNotFoundError as exc:
         raise FacegenError(f"{location}: not a model bundle (missing {exc.filename or 'a file'})") from None
     except (json.JSONDecodeError, RuntimeError) as exc:
@@ -98,8 +98,8 @@ def load_bundle(location: str, map_location: str | torch.device = "cpu") -> Bund
     model = build_model(config.model)
     model.load_state_dict(weights)
     model.to(map_location).eval()
-    extras_path = fsutil.join(path, "extras.pt")
-    extras = _load_tensors(fs, extras_path, map_location) if fsutil.is_file(fs, extras_path) else {}
+    extras_path = fsio.join(path, "extras.pt")
+    extras = _load_tensors(fs, extras_path, map_location) if fsio.is_file(fs, extras_path) else {}
     return Bundle(model=model, config=config, meta=meta, extras=extras)
 
 
@@ -109,15 +109,15 @@ def update_extras(location: str, extras: dict[str, torch.Tensor]) -> str:
     The whole bundle is rewritten through :func:`write_bundle`, so a reader sees the old bundle or the new
     one, never a mix. Returns ``location``.
     """
-    fs, path = fsutil.resolve(location)
+    fs, path = fsio.resolve(location)
     try:
-        config = json.loads(fsutil.read_bytes(fs, fsutil.join(path, "config.json")))
-        meta = json.loads(fsutil.read_bytes(fs, fsutil.join(path, "meta.json")))
-        weights = _load_tensors(fs, fsutil.join(path, "weights.pt"), "cpu")
+        config = json.loads(fsio.read_bytes(fs, fsio.join(path, "config.json")))
+        meta = json.loads(fsio.read_bytes(fs, fsio.join(path, "meta.json")))
+        weights = _load_tensors(fs, fsio.join(path, "weights.pt"), "cpu")
     except FileNotFoundError as exc:
         raise FacegenError(f"{location}: not a model bundle (missing {exc.filename or 'a file'})") from None
-    extras_path = fsutil.join(path, "extras.pt")
-    merged = _load_tensors(fs, extras_path, "cpu") if fsutil.is_file(fs, extras_path) else {}
+    extras_path = fsio.join(path, "extras.pt")
+    merged = _load_tensors(fs, extras_path, "cpu") if fsio.is_file(fs, extras_path) else {}
     merged.update(extras)
     for key in ("format", "facegen_version", "created_at"):
         meta.pop(key, None)

@@ -17,17 +17,17 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
               "render the synthetic face dataset in CelebA or FairFace layout"),
     "prepare": ("facegen.data.prepare", "add_prepare_arguments", "run_prepare",
                 "turn a CelebA/FairFace folder or URI into Parquet shards"),
-    "train": ("facegen.training.command", "add_train_arguments", "run_train",
+    "train": ("facegen.training.trainer", "add_train_arguments", "run_train",
               "train a model from a config with Ray Train"),
-    "tune": ("facegen.training.search", "add_tune_arguments", "run_tune",
+    "tune": ("facegen.training.tune", "add_tune_arguments", "run_tune",
              "search hyper-parameters with Ray Tune (ASHA), export the best bundle"),
     "edit": ("facegen.client", "add_edit_arguments", "run_edit",
              "send a photo to the editing service (--set Smiling=1.5), write the edited PNG"),
     "report": ("facegen.reporting.report", "add_report_arguments", "run_report",
                "evaluate every bundle in a run folder; write report.md + report.json with pictures"),
-    "analyze": ("facegen.latent.analysis", "add_analyze_arguments", "run_analyze",
+    "analyze": ("facegen.analysis.run", "add_analyze_arguments", "run_analyze",
                 "latent analysis of a bundle (traversals, named dims, directions, edit metrics); stores directions"),
-    "augment": ("facegen.latent.augment_job", "add_augment_arguments", "run_augment",
+    "augment": ("facegen.augment.job", "add_augment_arguments", "run_augment",
                 "write K attribute-edited variants of every image in a folder (Ray Data), plus a manifest"),
     "demo": ("facegen.demo", "add_demo_arguments", "run_demo",
              "synthesise faces, train the VAE, draw grids (what `make demo` runs)"),
@@ -48,8 +48,9 @@ def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
         return 130
 
 
-def job_main(module: str, add: str, run: str, description: str, argv: Sequence[str] | None = None) -> int:
-    """Entry point of a ``jobs/*.py`` script: the same arguments and behaviour as the matching subcommand."""
+def job_main(command: str, description: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of a ``jobs/*.py`` script: the same arguments and behaviour as ``facegen <command>``."""
+    module, add, run, _ = COMMANDS[command]
     mod = importlib.import_module(module)
     parser = argparse.ArgumentParser(description=description)
     getattr(mod, add)(parser)

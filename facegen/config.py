@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import yaml
 
 from facegen.errors import ConfigError
+from facegen.models import family_of, model_config_class
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,6 @@ class ExperimentConfig:
 
     @property
     def family(self) -> str:
-        from facegen.models import family_of
-
         return family_of(self.model)
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,8 +200,6 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 def from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Build an :class:`ExperimentConfig` from the plain nested dict of a YAML file or a bundle."""
-    from facegen.models import model_config_class  # the registry; models never import this module's callers
-
     if not isinstance(raw, Mapping):
         raise ConfigError("config: expected a mapping with model/data/train sections")
     unknown = set(raw) - {"model", "data", "train"}

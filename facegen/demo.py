@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from facegen.data import fsutil
+from facegen import io as fsio
 
 DEFAULT_CONFIG = "configs/vae_synth64.yaml"
 CLASSIFIER_CONFIG = "configs/classifier_synth64.yaml"
@@ -63,8 +63,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from facegen.data.celeba import read_celeba
     from facegen.data.shards import write_shards
     from facegen.data.synth import write_synthetic
-    from facegen.demo_serve import best_edit_attribute, serve_and_edit, stop_serving, wait_for_ctrl_c
-    from facegen.latent.analysis import analyze
+    from serve.demo import best_edit_attribute, serve_and_edit, stop_serving, wait_for_ctrl_c
+    from facegen.analysis.run import analyze
     from facegen.reporting.report import build_report
     from facegen.runtime import init_ray
     from facegen.training.trainer import fit
@@ -74,7 +74,7 @@ def run_demo(args: argparse.Namespace) -> int:
     raw, shards = f"{out}/synth-celeba", f"{out}/shards64"
 
     started = _step(f"rendering {args.n} synthetic faces (CelebA layout) into {raw}")
-    if not fsutil.exists(*fsutil.resolve(f"{raw}/list_attr_celeba.txt")):
+    if not fsio.exists(*fsio.resolve(f"{raw}/list_attr_celeba.txt")):
         write_synthetic(raw, n=args.n, seed=0, layout="celeba")
     timings["synth_s"] = time.perf_counter() - started
 

@@ -11,4 +11,4 @@ import _bootstrap  # noqa: F401  (puts the repository on sys.path)
 from facegen.cli import job_main
 
 if __name__ == "__main__":
-    sys.exit(job_main("facegen.latent.analysis", "add_analyze_arguments", "run_analyze", __doc__))
+    sys.exit(job_main("analyze", __doc__))

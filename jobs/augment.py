@@ -11,4 +11,4 @@ import _bootstrap  # noqa: F401  (puts the repository on sys.path)
 from facegen.cli import job_main
 
 if __name__ == "__main__":
-    sys.exit(job_main("facegen.latent.augment_job", "add_augment_arguments", "run_augment", __doc__))
+    sys.exit(job_main("augment", __doc__))

@@ -10,4 +10,4 @@ import _bootstrap  # noqa: F401  (puts the repository on sys.path)
 from facegen.cli import job_main
 
 if __name__ == "__main__":
-    sys.exit(job_main("facegen.data.prepare", "add_prepare_arguments", "run_prepare", __doc__))
+    sys.exit(job_main("prepare", __doc__))

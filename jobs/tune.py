@@ -12,4 +12,4 @@ import _bootstrap  # noqa: F401  (puts the repository on sys.path)
 from facegen.cli import job_main
 
 if __name__ == "__main__":
-    sys.exit(job_main("facegen.training.search", "add_tune_arguments", "run_tune", __doc__))
+    sys.exit(job_main("tune", __doc__))

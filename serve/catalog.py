@@ -16,7 +16,7 @@ from facegen.latent.directions import METHODS
 from facegen.latent.edit import latent_slots
 from facegen.latent.sampler import PCAKDESampler
 from facegen.latent.store import stored_directions
-from facegen.models.base import LatentModel
+from facegen.models import AttributeClassifier, LatentModel
 from serve.requests import ApiError, get_float
 
 MAX_TRAVERSE_ABS = 10.0
@@ -52,7 +52,7 @@ class ModelCatalog:
         self.location, self.generator, self.config, self.meta = bundle, loaded.model, loaded.config, loaded.meta
         self.name = loaded.config.train.name or loaded.config.family
         self.resolution = int(loaded.meta["resolution"])
-        self.latent_width = sum(part.size for part in self.generator.latent_parts)
+        self.latent_width = self.generator.latent_width()
         self.directions = {m: d for m in METHODS if (d := stored_directions(loaded.extras, m)) is not None}
         self.sampler = (PCAKDESampler.from_state_dict(loaded.extras)
                         if "sampler/mean" in loaded.extras else None)
@@ -60,7 +60,7 @@ class ModelCatalog:
         self.classifier_attributes: list[str] = []
         if classifier_bundle:
             scorer = load_bundle(classifier_bundle)
-            if not hasattr(scorer.model, "predict_proba"):
+            if not isinstance(scorer.model, AttributeClassifier):
                 raise ValueError(f"{classifier_bundle}: a {scorer.config.family} bundle is not an attribute "
                                  "classifier")
             self.classifier_name = scorer.config.train.name or scorer.config.family
@@ -70,12 +70,10 @@ class ModelCatalog:
     crop = UPLOAD_CROP
 
     def _condition_spec(self) -> ConditionSpec | None:
-        part = next((p for p in self.generator.latent_parts if p.kind == "condition"), None)
+        part = self.generator.condition_part()
         if part is None:
             return None
-        names = getattr(self.generator.config, "condition_attributes", ())
-        named = getattr(self.generator.config, "condition", None) == "attrs"
-        return ConditionSpec(part.size, tuple(names) if named else ())
+        return ConditionSpec(part.size, self.generator.condition_attributes())
 
     # ---- what can be edited ----
 
@@ -125,23 +123,12 @@ class ModelCatalog:
     def prior_codes(self, n: int, seed: int) -> torch.Tensor:
         """(n, D) codes from the model's prior, or from the AE's stored PCA+KDE sampler."""
         generator = torch.Generator().manual_seed(seed)
-        if getattr(self.generator, "needs_fitted_sampler", False):
+        if self.generator.needs_fitted_sampler:
             if self.sampler is None:
                 raise ApiError(409, "no_sampler", "this autoencoder bundle has no fitted sampler; run "
                                "`facegen analyze --bundle ...` once to store one")
             return self.sampler.sample(n, seed)
-        parts = []
-        for part in self.generator.latent_parts:
-            if part.kind == "gaussian":
-                parts.append(torch.randn(n, part.size, generator=generator))
-            elif part.kind == "uniform":
-                parts.append(torch.rand(n, part.size, generator=generator) * 2 - 1)
-            elif part.kind == "categorical":
-                index = torch.randint(part.size, (n,), generator=generator)
-                parts.append(torch.nn.functional.one_hot(index, part.size).float())
-            else:  # a condition: none given, the all-zero condition (set it with ``attributes``)
-                parts.append(torch.zeros(n, part.size))
-        return torch.cat(parts, dim=1)
+        return self.generator.prior_codes(n, generator)  # a condition part is all-zero: set it by name
 
     def check_range(self, value: Any) -> tuple[float, float]:
         if not isinstance(value, (list, tuple)) or len(value) != 2:

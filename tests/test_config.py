@@ -23,7 +23,7 @@ def test_every_shipped_config_loads_and_round_trips(path):
 @pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
 def test_every_search_space_is_valid_for_its_config(space):
     from facegen.config import read_yaml
-    from facegen.training.tune import read_search_spec
+    from facegen.training.search_space import read_search_spec
 
     config_path = space.with_name(space.name.replace(".tune.yaml", ".yaml"))
     cfg = load_config(config_path)

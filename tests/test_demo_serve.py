@@ -8,7 +8,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from facegen.demo_serve import best_edit_attribute, held_out_photos
+from serve.demo import best_edit_attribute, held_out_photos
 
 
 def _cell(flip_rate):

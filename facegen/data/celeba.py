@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import pyarrow.fs as pafs
 
-from facegen.data import fsutil
-from facegen.data.attributes import CELEBA_ATTRIBUTES, CELEBA_PARTITIONS
-from facegen.data.fsutil import TextTable
+from facegen import io as fsio
+from facegen.attributes import CELEBA_ATTRIBUTES, CELEBA_PARTITIONS
+from facegen.io import TextTable
 from facegen.data.records import NO_LABEL, FaceRecord, SourceDataset
 from facegen.errors import DatasetError
 
@@ -35,7 +35,7 @@ CROP = ("center", 140)  # the usual aligned-CelebA face square: 178x218 -> 140x1
 
 def _find(fs: pafs.FileSystem, root: str, stem: str) -> str | None:
     """Path of ``stem.txt`` / ``stem.csv`` in the first annotation folder holding one, else None."""
-    candidates = [fsutil.join(root, d, stem + ext) for d in ANNOTATION_DIRS for ext in (".txt", ".csv")]
+    candidates = [fsio.join(root, d, stem + ext) for d in ANNOTATION_DIRS for ext in (".txt", ".csv")]
     infos = fs.get_file_info(candidates)  # one batched call: cheap on object stores
     return next((i.path for i in infos if i.type == pafs.FileType.File), None)
 
@@ -122,8 +122,8 @@ def read_celeba(src: str) -> SourceDataset:
     Returns records in annotation-file order with ``image_path`` on the source filesystem and
     ``crop=("center", 140)``. Raises :class:`DatasetError` on any missing or inconsistent file.
     """
-    fs, root = fsutil.resolve(src)
-    if not fsutil.exists(fs, root):
+    fs, root = fsio.resolve(src)
+    if not fsio.exists(fs, root):
         raise DatasetError(f"{src}: no such folder")
     stems = ("list_attr_celeba", "list_eval_partition", "identity_CelebA")
     found = {stem: _find(fs, root, stem) for stem in stems}
@@ -143,24 +143,24 @@ def read_celeba(src: str) -> SourceDataset:
         identities = parse_pairs(id_table, "identity", "an integer >= 0", _identity)
         _check_same_images(attr_table, attrs, id_table, identities)
 
-    dirs = [fsutil.join(root, d) for d in IMAGE_DIRS]
+    dirs = [fsio.join(root, d) for d in IMAGE_DIRS]
     image_dir = next((i.path for i in fs.get_file_info(dirs) if i.type == pafs.FileType.Directory), None)
     if image_dir is None:
         raise DatasetError(f"{src}: no image folder (looked for {', '.join(d + '/' for d in IMAGE_DIRS)})")
-    missing = fsutil.missing_files(fs, image_dir, list(attrs))
+    missing = fsio.missing_files(fs, image_dir, list(attrs))
     if missing:
         line, key = min((attrs[k][1], k) for k in missing)
-        raise attr_table.error(line, f"image {fsutil.to_uri(fs, fsutil.join(image_dir, key))} is missing")
+        raise attr_table.error(line, f"image {fsio.to_uri(fs, fsio.join(image_dir, key))} is missing")
 
     records = [
         FaceRecord(
             key=key,
-            image_path=fsutil.join(image_dir, key),
+            image_path=fsio.join(image_dir, key),
             split=splits[key][0],
             attrs=values,
             identity=identities[key][0] if identities else NO_LABEL,
         )
         for key, (values, _line) in attrs.items()
     ]
-    return SourceDataset(name="celeba", root=fsutil.to_uri(fs, root), filesystem=fs, records=records,
+    return SourceDataset(name="celeba", root=fsio.to_uri(fs, root), filesystem=fs, records=records,
                          attribute_names=names, crop=CROP)

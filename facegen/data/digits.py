@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image
 
-from facegen.data import fsutil
+from facegen import io as fsio
 from facegen.data.records import FaceRecord, SourceDataset
 from facegen.errors import DatasetError
 
@@ -111,18 +111,18 @@ def _read_raw(fs: pafs.FileSystem, path: str) -> bytes:
 def _find_idx(fs: pafs.FileSystem, root: str, stem: str, kind: str) -> str:
     """Path of ``stem-kind-ubyte`` (or ``stem.kind-ubyte``), optionally ``.gz``; DatasetError if absent."""
     names = [f"{stem}{sep}{kind}-ubyte{gz}" for sep in ("-", ".") for gz in ("", ".gz")]
-    infos = fs.get_file_info([fsutil.join(root, name) for name in names])
+    infos = fs.get_file_info([fsio.join(root, name) for name in names])
     found = next((info.path for info in infos if info.type == pafs.FileType.File), None)
     if found is None:
-        raise DatasetError(f"{fsutil.to_uri(fs, fsutil.join(root, names[0]))}: missing (MNIST needs "
+        raise DatasetError(f"{fsio.to_uri(fs, fsio.join(root, names[0]))}: missing (MNIST needs "
                            f"train-/t10k- images-idx3-ubyte and labels-idx1-ubyte, optionally .gz)")
     return found
 
 
 def read_mnist(src: str) -> SourceDataset:
     """Parse and validate MNIST IDX files under the folder or URI ``src`` (see the module docstring)."""
-    fs, root = fsutil.resolve(src)
-    if not fsutil.exists(fs, root):
+    fs, root = fsio.resolve(src)
+    if not fsio.exists(fs, root):
         raise DatasetError(f"{src}: no such folder")
     keys: list[str] = []
     splits: list[str] = []
@@ -130,18 +130,18 @@ def read_mnist(src: str) -> SourceDataset:
     pixels: list[np.ndarray] = []
     for part, (image_stem, label_stem) in MNIST_FILES.items():
         image_path, label_path = _find_idx(fs, root, image_stem, "idx3"), _find_idx(fs, root, label_stem, "idx1")
-        images = parse_idx(_read_raw(fs, image_path), fsutil.to_uri(fs, image_path), 3)
-        digits = parse_idx(_read_raw(fs, label_path), fsutil.to_uri(fs, label_path), 1)
+        images = parse_idx(_read_raw(fs, image_path), fsio.to_uri(fs, image_path), 3)
+        digits = parse_idx(_read_raw(fs, label_path), fsio.to_uri(fs, label_path), 1)
         if len(digits) != len(images):
-            raise DatasetError(f"{fsutil.to_uri(fs, label_path)}: {len(digits)} labels for {len(images)} images "
-                               f"in {fsutil.to_uri(fs, image_path)}")
+            raise DatasetError(f"{fsio.to_uri(fs, label_path)}: {len(digits)} labels for {len(images)} images "
+                               f"in {fsio.to_uri(fs, image_path)}")
         if len(digits) and digits.max() > 9:
             bad = int(np.argmax(digits > 9))
-            raise DatasetError(f"{fsutil.to_uri(fs, label_path)}: label {digits[bad]} at index {bad} is not a digit")
+            raise DatasetError(f"{fsio.to_uri(fs, label_path)}: label {digits[bad]} at index {bad} is not a digit")
         n = len(images)
         val_from = n - n // MNIST_VAL_SHARE if part == "train" else n
         keys += [f"{part}/{i:05d}.png" for i in range(n)]
         splits += ["test" if part == "t10k" else "val" if i >= val_from else "train" for i in range(n)]
         labels += digits.tolist()
         pixels += list(images)
-    return _dataset("mnist", fsutil.to_uri(fs, root), fs, keys, splits, labels, pixels)
+    return _dataset("mnist", fsio.to_uri(fs, root), fs, keys, splits, labels, pixels)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 
-from facegen.data import fsutil
-from facegen.data.attributes import FAIRFACE_LABELS
-from facegen.data.fsutil import TextTable
+from facegen import io as fsio
+from facegen.attributes import FAIRFACE_LABELS
+from facegen.io import TextTable
 from facegen.data.records import FaceRecord, SourceDataset
 from facegen.errors import DatasetError
 
@@ -67,16 +67,16 @@ def read_fairface(src: str) -> SourceDataset:
     Returns train records then val/test records, in file order, with ``crop=("full",)``. Raises
     :class:`DatasetError` naming the file and line on any missing file, bad row or missing image.
     """
-    fs, root = fsutil.resolve(src)
-    if not fsutil.exists(fs, root):
+    fs, root = fsio.resolve(src)
+    if not fsio.exists(fs, root):
         raise DatasetError(f"{src}: no such folder")
     parsed: list[tuple[FaceRecord, int, TextTable]] = []
     first_seen: dict[str, tuple[TextTable, int]] = {}
     for split, filename in LABEL_FILES.items():
-        path = fsutil.join(root, filename)
-        if not fsutil.is_file(fs, path):
+        path = fsio.join(root, filename)
+        if not fsio.is_file(fs, path):
             needed = " and ".join(LABEL_FILES.values())
-            raise DatasetError(f"{fsutil.to_uri(fs, path)}: missing (FairFace needs {needed})")
+            raise DatasetError(f"{fsio.to_uri(fs, path)}: missing (FairFace needs {needed})")
         table = TextTable(fs, path)
         for record, line in _parse(table, split):
             if record.key in first_seen:
@@ -87,18 +87,18 @@ def read_fairface(src: str) -> SourceDataset:
 
     if not parsed:
         raise DatasetError(f"{src}: the label files list no images")
-    missing = fsutil.missing_files(fs, root, [record.key for record, _, _ in parsed])
+    missing = fsio.missing_files(fs, root, [record.key for record, _, _ in parsed])
     for record, line, table in parsed:  # report the first missing image in file order
         if record.key in missing:
-            raise table.error(line, f"image {fsutil.to_uri(fs, fsutil.join(root, record.key))} is missing")
+            raise table.error(line, f"image {fsio.to_uri(fs, fsio.join(root, record.key))} is missing")
 
     val_split = _halve_val([r for r, _, _ in parsed if r.split == "val"])
     records = [
         FaceRecord(
-            key=r.key, image_path=fsutil.join(root, r.key), split=val_split.get(r.key, r.split),
+            key=r.key, image_path=fsio.join(root, r.key), split=val_split.get(r.key, r.split),
             race=r.race, age=r.age, gender=r.gender,
         )
         for r, _, _ in parsed
     ]
-    return SourceDataset(name="fairface", root=fsutil.to_uri(fs, root), filesystem=fs, records=records,
+    return SourceDataset(name="fairface", root=fsio.to_uri(fs, root), filesystem=fs, records=records,
                          label_names=dict(FAIRFACE_LABELS), crop=CROP)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from facegen.data import fsutil
+from facegen import io as fsio
 
 LABEL_COLUMNS = ("race", "age", "gender", "label")
 READ_COLUMNS = ("key", "image", "attrs", *LABEL_COLUMNS)
@@ -105,8 +105,8 @@ def shuffle_seed(seed: int, epoch: int) -> int:
 
 def shard_paths(manifest, split: str) -> tuple[pafs.FileSystem, list[str]]:
     """The filesystem and in-filesystem paths of a split's shards (S3 endpoints from the environment)."""
-    filesystem, root = fsutil.resolve(manifest.root)
-    return filesystem, [fsutil.join(root, shard.path) for shard in manifest.splits.get(split, [])]
+    filesystem, root = fsio.resolve(manifest.root)
+    return filesystem, [fsio.join(root, shard.path) for shard in manifest.splits.get(split, [])]
 
 
 def load_split(manifest, split: str, *, max_rows: int = 0):

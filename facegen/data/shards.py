@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
-from facegen.data import fsutil
-from facegen.data.attributes import SPLITS
+from facegen import io as fsio
+from facegen.attributes import SPLITS
 from facegen.data.records import FaceRecord, SourceDataset
 from facegen.errors import DatasetError, FacegenError
 
@@ -101,16 +101,16 @@ def read_manifest(uri: str, verify: bool = False) -> Manifest:
     ``verify=True`` also re-reads every shard and checks its SHA-256. Raises :class:`DatasetError` if the
     manifest is missing, unparsable, of another format version, or a shard is missing or altered.
     """
-    fs, folder = fsutil.resolve(uri[: -len(MANIFEST_NAME)] if uri.endswith(MANIFEST_NAME) else uri)
-    path = fsutil.join(folder, MANIFEST_NAME)
-    where = fsutil.to_uri(fs, path)
+    fs, folder = fsio.resolve(uri[: -len(MANIFEST_NAME)] if uri.endswith(MANIFEST_NAME) else uri)
+    path = fsio.join(folder, MANIFEST_NAME)
+    where = fsio.to_uri(fs, path)
     try:
-        data = json.loads(fsutil.read_text(fs, path))
+        data = json.loads(fsio.read_text(fs, path))
         if data.get("format_version") != FORMAT_VERSION:
             raise DatasetError(f"{where}: format version {data.get('format_version')!r}, "
                                f"this facegen reads {FORMAT_VERSION}; run `facegen prepare` again")
         manifest = Manifest(
-            root=fsutil.to_uri(fs, folder), dataset=data["dataset"], resolution=int(data["resolution"]),
+            root=fsio.to_uri(fs, folder), dataset=data["dataset"], resolution=int(data["resolution"]),
             attribute_names=tuple(data["attribute_names"]),
             label_names={k: tuple(v) for k, v in data["label_names"].items()},
             splits={k: [Shard(**s) for s in v["shards"]] for k, v in data["splits"].items()},
@@ -120,10 +120,10 @@ def read_manifest(uri: str, verify: bool = False) -> Manifest:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
         raise DatasetError(f"{where}: corrupt manifest ({type(exc).__name__}: {exc})") from None
     for shard in (s for shards in manifest.splits.values() for s in shards):
-        path = fsutil.join(folder, shard.path)
-        if verify and (not fsutil.is_file(fs, path)
-                       or hashlib.sha256(fsutil.read_bytes(fs, path)).hexdigest() != shard.sha256):
-            raise DatasetError(f"{fsutil.to_uri(fs, path)}: missing or checksum differs from {where}")
+        path = fsio.join(folder, shard.path)
+        if verify and (not fsio.is_file(fs, path)
+                       or hashlib.sha256(fsio.read_bytes(fs, path)).hexdigest() != shard.sha256):
+            raise DatasetError(f"{fsio.to_uri(fs, path)}: missing or checksum differs from {where}")
     return manifest
 
 
@@ -148,13 +148,13 @@ def _encode(fs: pafs.FileSystem, crop: tuple, resolution: int, path: str, data: 
     """Read (unless ``data`` already holds the file's bytes), decode (JPEG/PNG only), crop, resize and
     PNG-encode one image."""
     try:
-        blob = fsutil.read_bytes(fs, path) if data is None else data
+        blob = fsio.read_bytes(fs, path) if data is None else data
         with Image.open(io.BytesIO(blob), formats=["JPEG", "PNG"]) as image:
             face = preprocess(image, crop, resolution)
     except FileNotFoundError:
-        raise DatasetError(f"{fsutil.to_uri(fs, path)}: image is missing") from None
+        raise DatasetError(f"{fsio.to_uri(fs, path)}: image is missing") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # truncated, not an image
-        raise DatasetError(f"{fsutil.to_uri(fs, path)}: cannot decode image ({exc})") from None
+        raise DatasetError(f"{fsio.to_uri(fs, path)}: cannot decode image ({exc})") from None
     out = io.BytesIO()
     face.save(out, format="PNG")
     return out.getvalue()
@@ -234,7 +234,7 @@ def _write_shard(fs: pafs.FileSystem, folder: str, rel: str, records: list[FaceR
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table(columns, schema=SCHEMA), sink)
     data = sink.getvalue().to_pybytes()
-    fsutil.write_atomic(fs, fsutil.join(folder, rel), data)
+    fsio.write_atomic(fs, fsio.join(folder, rel), data)
     return Shard(rel, len(records), hashlib.sha256(data).hexdigest(), len(data))
 
 
@@ -244,7 +244,7 @@ def _up_to_date(fs: pafs.FileSystem, folder: str, out: str, fp: str, params: dic
         manifest = read_manifest(out)
     except DatasetError:
         return None
-    present = fsutil.list_files(fs, folder, recursive=True)
+    present = fsio.list_files(fs, folder, recursive=True)
     intact = all(present.get(s.path) == s.size for split in manifest.splits.values() for s in split)
     return manifest if intact and manifest.fingerprint == fp and manifest.params == params else None
 
@@ -263,7 +263,7 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
     """
     if resolution < 1 or rows_per_shard < 1:
         raise FacegenError(f"resolution ({resolution}) and rows per shard ({rows_per_shard}) must be >= 1")
-    fs, folder = fsutil.resolve(out)
+    fs, folder = fsio.resolve(out)
     params = {"resolution": resolution, "balance": list(balance), "seed": seed,
               "rows_per_shard": rows_per_shard, "crop": list(source.crop)}
     fp = fingerprint(source)
@@ -281,8 +281,8 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
     chunks = [(f"{split}/part-{i // rows_per_shard:05d}.parquet", rows[i:i + rows_per_shard])
               for split, rows in by_split.items() for i in range(0, len(rows), rows_per_shard)]
 
-    manifest_path = fsutil.join(folder, MANIFEST_NAME)
-    if fsutil.exists(fs, manifest_path):  # the old manifest would describe shards we are about to replace
+    manifest_path = fsio.join(folder, MANIFEST_NAME)
+    if fsio.exists(fs, manifest_path):  # the old manifest would describe shards we are about to replace
         fs.delete_file(manifest_path)
     workers = workers or min(2, os.cpu_count() or 1)
     paths = [r.image_path for _, chunk in chunks for r in chunk]
@@ -295,12 +295,12 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
             bar.update(len(chunk))
 
     labels = {k: tuple(v) for k, v in source.label_names.items()}
-    manifest = Manifest(fsutil.to_uri(fs, folder), source.name, resolution, tuple(source.attribute_names),
+    manifest = Manifest(fsio.to_uri(fs, folder), source.name, resolution, tuple(source.attribute_names),
                         labels, shards, source.root, params, fp)
-    fsutil.write_atomic(fs, manifest_path, manifest.to_json().encode())
+    fsio.write_atomic(fs, manifest_path, manifest.to_json().encode())
     keep = {s.path for split in shards.values() for s in split}
-    for rel in fsutil.list_files(fs, folder, recursive=True):
+    for rel in fsio.list_files(fs, folder, recursive=True):
         split, _, name = rel.partition("/")
         if split in SPLITS and _OUR_FILES.fullmatch(name) and rel not in keep:
-            fs.delete_file(fsutil.join(folder, rel))
+            fs.delete_file(fsio.join(folder, rel))
     return manifest

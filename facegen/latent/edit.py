@@ -7,10 +7,8 @@ Two levers, chosen per attribute name:
   that entry to 1.0, i.e. smiling, 0.0 not smiling); an unnamed ``condition`` part or a ``categorical`` part
   is one slot named after the part whose value is a class index (a digit CVAE's ``{"condition": 3}``, an
   InfoGAN's ``{"code0": 2}``); a ``uniform`` part gives one slot per entry, ``"<part>/<i>"`` (an InfoGAN's
-  ``{"continuous/0": 0.8}``). A condition part's entry names come from ``model.latent_entry_names[part.name]``
-  when a model defines that mapping (the extension point for new families), else from a CVAE-style config
-  (``config.condition == "attrs"`` -> ``config.condition_attributes``). A slot wins over a direction of the
-  same name: the model's own lever is the faithful one.
+  ``{"continuous/0": 0.8}``). A part's entry names come from ``model.entry_names(part)``. A slot wins over a
+  direction of the same name: the model's own lever is the faithful one.
 * **Directions** (:mod:`facegen.latent.directions`): ``z += strength * scale * direction``, strength in
   standard deviations of the codes along the direction; with ``method="conditional"`` each direction first
   has the span of the ``keep`` attributes' directions projected out.
@@ -59,25 +57,13 @@ class EditResult:
     scores_after: torch.Tensor | None = None
 
 
-def _entry_names(model: LatentModel, part) -> Sequence[str] | None:
-    """Names of a condition part's entries, or None when the condition is a one-hot class."""
-    names = getattr(model, "latent_entry_names", {}).get(part.name)
-    if names is None:
-        config = getattr(model, "config", None)
-        if getattr(config, "condition", None) == "attrs":
-            names = getattr(config, "condition_attributes", None)
-    if names is not None and len(names) != part.size:
-        raise ValueError(f"latent part {part.name!r} has {part.size} entries but {len(names)} entry names")
-    return names
-
-
 def latent_slots(model: LatentModel) -> dict[str, Slot]:
     """The model's settable latent entries by name (see the module docstring); empty for an AE or VAE."""
     slots: dict[str, Slot] = {}
     start = 0
     for part in model.latent_parts:
-        names = _entry_names(model, part) if part.kind == "condition" else None
-        if names is not None:
+        names = model.entry_names(part)
+        if names:
             slots.update({name: Slot(name, start + i, 1, "value") for i, name in enumerate(names)})
         elif part.kind in ("condition", "categorical"):
             slots[part.name] = Slot(part.name, start, part.size, "class")

@@ -30,15 +30,10 @@ def stored_directions(extras: dict[str, torch.Tensor], method: str) -> Direction
     return Directions.from_extras(extras, prefix)
 
 
-def condition_of(model, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The condition (N, C) a conditional model's encoder needs for ``batch``, else None."""
-    return model.condition(batch) if hasattr(model, "condition") else None
-
-
 @torch.no_grad()
 def encode_batch(model, batch: dict[str, torch.Tensor], batch_size: int = 256) -> torch.Tensor:
     """Codes (N, D) of ``batch["image"]`` (N, 3, H, W), conditioned as the model needs."""
-    return batched(model.encode, batch["image"], batch_size, condition_of(model, batch))
+    return batched(model.encode, batch["image"], batch_size, model.condition_of(batch))
 
 
 def fit_bundle_directions(model, batch: dict[str, torch.Tensor], names: Sequence[str],

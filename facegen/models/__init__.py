@@ -47,10 +47,15 @@ def family_of(config: Any) -> str:
     raise ConfigError(f"model: no family takes a {type(config).__name__}")
 
 
+def latent_families() -> list[str]:
+    """The families that encode and decode (analysis, editing and serving take these)."""
+    return [name for name, cls in MODELS.items() if issubclass(cls, LatentModel)]
+
+
 def build_model(config: Any) -> FaceModel:
     """Instantiate the family whose Config dataclass ``config`` is."""
     return MODELS[family_of(config)](config)
 
 
-__all__ = ["MODELS", "FaceModel", "LatentModel", "LatentPart", "StepOutput", "build_model", "family_of", "model_class",
-           "model_config_class"]
+__all__ = ["MODELS", "AttributeClassifier", "FaceModel", "LatentModel", "LatentPart", "StepOutput", "build_model",
+           "family_of", "latent_families", "model_class", "model_config_class"]

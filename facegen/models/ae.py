@@ -6,9 +6,9 @@ to compare a 2-worker DDP run with a 1-worker run exactly.
 
 ``encoder: classifier`` encodes with the convolutional trunk of a trained ``classifier`` / ``fairface`` model
 (see ``backbones.py``): features (N, F) -> linear -> z (N, latent_dim); the decoder stays the conv decoder.
-The trunk's weights are copied from the classifier bundle when the model is built for training and are then
-part of this model's state_dict, so its own bundle is self-contained (:meth:`AEConfig.for_export` swaps the
-bundle path for the trunk's architecture). Frozen (``encoder_trainable: false``), the trunk stays in eval
+The trunk's weights are copied from the classifier bundle when the model is built for training
+(``facegen.pretrained``) and are then part of this model's state_dict, so its own bundle is self-contained
+(:meth:`Autoencoder.export_config` swaps the bundle path for the trunk's architecture). Frozen (``encoder_trainable: false``), the trunk stays in eval
 mode and out of the optimizer: the code is a linear read-out of what the classifier sees.
 """
 
@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from facegen.errors import ConfigError
-from facegen.models.backbones import BackboneConfig, build_backbone, load_weights
-from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
-from facegen.models.blocks import ConvDecoder, ConvEncoder
+from facegen.io import absolute_path
+from facegen.models.backbones import BackboneConfig, build_backbone
+from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
+from facegen.models.blocks import ConvDecoder, ConvEncoder, check_conv_autoencoder_fields
 from facegen.models.losses import mse_per_image, reconstruction_loss, ssim_per_image
-from facegen.models.perceptual import PerceptualConfig, absolute_path, load_classifier_bundle
-from facegen.models.vae import check_conv_autoencoder_fields, make_perceptual_loss
+from facegen.models.perceptual import PerceptualConfig, load_perceptual_trunk, make_perceptual_loss
 
 ENCODERS = ("conv", "classifier")
 
@@ -71,49 +71,27 @@ class AEConfig:
             raise ConfigError(f"model.encoder: must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "conv" and (self.encoder_bundle or self.encoder_backbone is not None):
             raise ConfigError("model.encoder_bundle / encoder_backbone: only used with model.encoder: classifier")
-        if self.encoder == "classifier" and bool(self.encoder_bundle) == (self.encoder_backbone is not None):
-            raise ConfigError("model.encoder_bundle: encoder classifier needs exactly one of encoder_bundle (a "
-                              "classifier bundle) or encoder_backbone (the trunk architecture an export records)")
+        if self.encoder == "classifier" and not self.encoder_bundle and self.encoder_backbone is None:
+            raise ConfigError("model.encoder_bundle: encoder classifier needs encoder_bundle (a classifier "
+                              "bundle) or encoder_backbone (the trunk architecture an export records)")
         object.__setattr__(self, "encoder_bundle", absolute_path(self.encoder_bundle))
-
-    def for_export(self) -> AEConfig:
-        """This config as the model's bundle records it: the trunk's weights are in the bundle's weights, so
-        ``encoder_bundle`` gives way to the trunk's architecture and no weights file is named."""
-        if self.encoder != "classifier":
-            return self
-        backbone = trunk_bundle(self).config.model.backbone if self.encoder_bundle else self.encoder_backbone
-        trainable = -1 if self.encoder_bundle else backbone.trainable_layers
-        return replace(self, encoder_bundle="",
-                       encoder_backbone=replace(backbone, weights="", trainable_layers=trainable))
-
-
-def trunk_bundle(config: AEConfig):
-    """The classifier bundle named by ``config.encoder_bundle``, checked to be of the AE's resolution."""
-    bundle = load_classifier_bundle(config.encoder_bundle, "model.encoder_bundle")
-    if bundle.config.model.resolution != config.resolution:
-        raise ConfigError(f"model.encoder_bundle: {config.encoder_bundle} is a {bundle.config.model.resolution} px "
-                          f"classifier but model.resolution is {config.resolution}; they must match")
-    return bundle
 
 
 def classifier_trunk(config: AEConfig) -> tuple[nn.Module, int]:
     """The encoder trunk of ``encoder: classifier`` (a ``backbones.Backbone``, (N, 3, R, R) -> (N, F)) and F,
-    with the bundle's weights copied in (or the architecture's own init), frozen unless ``encoder_trainable``."""
-    bundle = trunk_bundle(config) if config.encoder_bundle else None
-    # A bundle's own trainable_layers said how the classifier was trained; here encoder_trainable decides.
-    backbone = replace(bundle.config.model.backbone, trainable_layers=-1) if bundle else config.encoder_backbone
-    trunk, features = build_backbone(replace(backbone, weights=""), config.resolution)
-    if bundle is not None:
-        trunk.load_state_dict(bundle.model.trunk.state_dict())
-    elif backbone.weights:
-        load_weights(trunk.body, backbone.weights, backbone.name, key="model.encoder_backbone.weights")
+    built from ``encoder_backbone`` (weights come later, in ``load_pretrained``), frozen unless
+    ``encoder_trainable``."""
+    if config.encoder_backbone is None:
+        raise ValueError("ae: encoder_bundle names the trunk but not its architecture; build the model with "
+                         "facegen.pretrained.build_for_training, which reads it from the bundle")
+    trunk, features = build_backbone(config.encoder_backbone, config.resolution)
     if not config.encoder_trainable:
         trunk.freeze_all_but_last(0)  # every block frozen and kept in eval mode by Backbone.train
         trunk.requires_grad_(False)
     return trunk, features
 
 
-class Autoencoder(FaceModel):
+class Autoencoder(LatentModel):
     """images -> z (N, latent_dim) -> images, trained on the chosen reconstruction loss."""
 
     family = "ae"
@@ -131,6 +109,36 @@ class Autoencoder(FaceModel):
         self.decoder = ConvDecoder(config.resolution, config.latent_dim, config.base_channels, config.max_channels)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
+
+    @classmethod
+    def resolve_config(cls, config: AEConfig, loader) -> AEConfig:
+        """An ``encoder_bundle`` gives the trunk's architecture; the AE's ``encoder_trainable`` (not the
+        classifier's own ``trainable_layers``) then says what trains."""
+        if config.encoder != "classifier" or not config.encoder_bundle or config.encoder_backbone is not None:
+            return config
+        bundle = loader.feature_bundle(config.encoder_bundle, "model.encoder_bundle", config.resolution)
+        backbone = replace(bundle.config.model.backbone, weights="", trainable_layers=-1)
+        return replace(config, encoder_backbone=backbone)
+
+    @classmethod
+    def export_config(cls, config: AEConfig) -> AEConfig:
+        """The trunk's weights are in the bundle: ``encoder_bundle`` gives way to the architecture alone."""
+        if config.encoder != "classifier":
+            return config
+        return replace(config, encoder_bundle="", encoder_backbone=replace(config.encoder_backbone, weights=""))
+
+    def load_pretrained(self, loader) -> None:
+        config = self.config
+        if config.encoder == "classifier" and config.encoder_bundle:
+            source = loader.feature_bundle(config.encoder_bundle, "model.encoder_bundle", config.resolution)
+            if source.config.model.backbone.name != config.encoder_backbone.name:
+                raise ConfigError(f"model.encoder_backbone: {config.encoder_backbone.name} but encoder_bundle's trunk "
+                                  f"is {source.config.model.backbone.name}; give one of them")
+            self.encoder.load_state_dict(source.model.feature_trunk().state_dict())
+        elif config.encoder == "classifier" and config.encoder_backbone.weights:
+            loader.backbone_weights(self.encoder, config.encoder_backbone.weights, config.encoder_backbone.name,
+                                    "model.encoder_backbone.weights")
+        load_perceptual_trunk(self.perceptual, config, loader)
 
     def parameters_for(self, player: str) -> Iterator[nn.Parameter]:
         """Only the parameters that train: a frozen classifier trunk stays out of the optimizer."""
@@ -152,9 +160,3 @@ class Autoencoder(FaceModel):
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(z)
-
-    def sample(self, n: int, cond: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decodes N(0, I) codes: a crude prior; use the PCA + KDE sampler for realistic faces."""
-        device = next(self.parameters()).device
-        return self.decode(torch.randn(n, self.config.latent_dim, generator=generator, device=device))

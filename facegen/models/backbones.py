@@ -213,8 +213,7 @@ def build_backbone(config: BackboneConfig, resolution: int) -> tuple[Backbone, i
         body, blocks, features = _vgg16()
     else:  # torchvision's truncated-normal init takes ~4 s: skip it when a weights file overwrites it anyway
         body, blocks, features = _inception_v3(init_weights=not config.weights)
-    if config.weights:
-        load_weights(body, config.weights, config.name)
+    # A ``weights`` file is loaded by the model's ``load_pretrained`` (facegen.pretrained), not here.
     # Google's inception weights expect [-1, 1] input (torchvision's transform_input maps to it); ResNet and
     # VGG weights expect ImageNet standardisation. small_cnn trains from [-1, 1] like the other families.
     trunk = Backbone(body, blocks, features, size, imagenet_normalize=config.name in ("resnet18", "vgg16"))

@@ -14,7 +14,7 @@ Batches are dicts of tensors with these keys (a model reads the ones it needs):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Protocol, runtime_checkable
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -89,6 +89,26 @@ class FaceModel(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """Called by the loop before each epoch, for schedules that depend on it (e.g. KL warm-up)."""
 
+    # Pretrained pieces: files a config names are read by ``facegen.pretrained``, never by ``__init__``.
+    @classmethod
+    def resolve_config(cls, config: Any, loader: Any) -> Any:
+        """``config`` completed from the files it names (``loader``: a ``facegen.pretrained.Loader``)."""
+        return config
+
+    @classmethod
+    def export_config(cls, config: Any) -> Any:
+        """What a bundle records instead of a resolved ``config`` (file paths whose contents are now weights
+        cleared), so a bundle loads without them."""
+        return config
+
+    def load_pretrained(self, loader: Any) -> None:
+        """Load what the config names on disk (weights files, a perceptual loss's feature net) through
+        ``loader``; called by the code that builds a model for training, after ``__init__``."""
+
+    def feature_trunk(self) -> nn.Module | None:
+        """The convolutional trunk whose features other models may reuse (classifiers), else None."""
+        return None
+
 
 @dataclass(frozen=True)
 class LatentPart:
@@ -103,21 +123,89 @@ class LatentPart:
     kind: str
 
 
-@runtime_checkable
-class LatentModel(Protocol):
-    """What analysis, editing and serving need from a generative family.
+class LatentModel(FaceModel):
+    """What analysis, editing, augmentation and serving need from a generative family.
 
-    latent_parts: the latent vector's slices, in order; their sizes add up to the latent width D.
+    Callers ask a model what it can do through these methods and ``latent_parts``; they never test its family
+    name. ``latent_parts`` are the latent vector's named slices, in order; their sizes add up to the latent
+    width D (:meth:`latent_width`).
     """
 
     latent_parts: tuple[LatentPart, ...]
 
     def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """images (N, 3, H, W) in [-1, 1] -> z (N, D), the deterministic code (posterior mean for a VAE)."""
+        raise NotImplementedError
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """z (N, D) -> images (N, 3, H, W) in [-1, 1]."""
+        raise NotImplementedError
 
     def sample(self, n: int, cond: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """n new images (n, 3, H, W) in [-1, 1] drawn from the model's prior."""
+        """n new images (n, 3, H, W) in [-1, 1] decoded from :meth:`prior_codes`."""
+        return self.decode(self.prior_codes(n, generator).to(self.device()), cond)
+
+    def device(self) -> torch.device:
+        """Where the model's tensors live (the CPU for a model that has none)."""
+        return next(iter([*self.parameters(), *self.buffers()]), torch.zeros(0)).device
+
+    def latent_width(self) -> int:
+        return sum(part.size for part in self.latent_parts)
+
+    def prior_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, D) codes drawn from the prior, on the CPU, part by part: N(0, I) for ``gaussian``, U(-1, 1) for
+        ``uniform``, a uniformly drawn one-hot for ``categorical``; a ``condition`` is all-zero (none given).
+        A model without a usable prior (``needs_fitted_sampler``) still answers, but its draws are crude."""
+        parts = []
+        for part in self.latent_parts:
+            if part.kind == "gaussian":
+                parts.append(torch.randn(n, part.size, generator=generator))
+            elif part.kind == "uniform":
+                parts.append(torch.rand(n, part.size, generator=generator) * 2 - 1)
+            elif part.kind == "categorical":
+                index = torch.randint(part.size, (n,), generator=generator)
+                parts.append(torch.nn.functional.one_hot(index, part.size).float())
+            else:
+                parts.append(torch.zeros(n, part.size))
+        return torch.cat(parts, dim=1)
+
+    def condition_of(self, batch: Batch) -> torch.Tensor | None:
+        """The condition (N, C) the encoder needs for ``batch`` (a conditional model), else None."""
+        return None
+
+    def condition_attributes(self) -> tuple[str, ...]:
+        """Names of the condition's entries when they are binary attributes read from ``batch["attrs"]``;
+        empty for an unconditional model or a class condition."""
+        return ()
+
+    def condition_part(self) -> LatentPart | None:
+        """The ``condition`` slice of the latent vector, if the model has one."""
+        return next((part for part in self.latent_parts if part.kind == "condition"), None)
+
+    def code_parts(self) -> tuple[LatentPart, ...]:
+        """The interpretable code slices a GAN keeps recoverable (``uniform`` and ``categorical``)."""
+        return tuple(part for part in self.latent_parts if part.kind in ("uniform", "categorical"))
+
+    def entry_names(self, part: LatentPart) -> tuple[str, ...]:
+        """Names of a part's entries, when each entry is a settable attribute (a CVAE's attribute condition)."""
+        return self.condition_attributes() if part.kind == "condition" else ()
+
+    def conditions(self) -> torch.Tensor:
+        """The conditions a report shows side by side, (K, C); (0, 0) for an unconditional model."""
+        return torch.zeros(0, 0)
+
+    def conditions_caption(self) -> str:
+        """What :meth:`conditions`' columns are, for a figure caption."""
+        return "none, then each attribute alone" if self.condition_attributes() else "each class"
+
+    @torch.no_grad()
+    def decode_all_conditions(self, z: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
+        """The same z (N, D) under each of ``conditions`` (K, C) (default :meth:`conditions`): images
+        (N, K, 3, H, W); row i is one identity across every condition. Conditional models only."""
+        if self.condition_part() is None:
+            raise ValueError(f"{self.family}: an unconditional model has no conditions to decode under")
+        conditions = self.conditions() if conditions is None else conditions.to(z.device)
+        n, k = z.shape[0], conditions.shape[0]
+        images = self.decode(z.repeat_interleave(k, dim=0), conditions.repeat(n, 1))
+        return images.view(n, k, *images.shape[1:])

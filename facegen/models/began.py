@@ -35,7 +35,7 @@ from torch import nn
 from facegen.errors import ConfigError
 from facegen.models.base import Batch, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder
-from facegen.models.infogan import CodeGAN, InfoGANConfig
+from facegen.models.code_gan import CodeGAN, InfoGANConfig
 from facegen.models.losses import l1_per_image
 
 

@@ -11,6 +11,9 @@ import math
 import torch
 from torch import nn
 
+from facegen.errors import ConfigError
+from facegen.models.losses import RECON_LOSSES
+
 SUPPORTED_RESOLUTIONS = (32, 64, 128)
 
 
@@ -66,3 +69,23 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.project(z).view(z.shape[0], self.start_channels, 4, 4)
         return self.net(x)
+
+
+def check_conv_autoencoder_fields(config) -> None:
+    """Checks shared by the conv autoencoder configs (AE, VAE, CVAE): resolution, widths, loss (only the
+    perceptual file's name: the file itself is read at the first training step, so configs parse without it)."""
+    if config.resolution not in SUPPORTED_RESOLUTIONS:
+        raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {config.resolution}")
+    if config.latent_dim <= 0 or config.base_channels < 4:
+        raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
+    if config.recon_loss not in RECON_LOSSES:
+        raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {config.recon_loss!r}")
+    if config.recon_loss == "perceptual" and not config.perceptual.path:
+        raise ConfigError("model.perceptual.path: required when model.recon_loss is perceptual")
+
+
+def check_vae_fields(config) -> None:
+    """Checks shared by the VAE and CVAE configs."""
+    check_conv_autoencoder_fields(config)
+    if config.beta < 0 or config.decoder_std <= 0:
+        raise ConfigError("model.beta must be >= 0 and model.decoder_std > 0")

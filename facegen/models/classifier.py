@@ -14,14 +14,14 @@ scikit-learn's ``zero_division=0``; balanced accuracy averages the rates of the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegen.data.attributes import CELEBA_ATTRIBUTES
+from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import ConfigError
 from facegen.models.backbones import BackboneConfig, build_backbone
 from facegen.models.base import Batch, FaceModel, StepOutput
@@ -105,6 +105,19 @@ class AttributeClassifier(FaceModel):
         self.register_buffer("attr_index", torch.tensor(index), persistent=False)
         weight = torch.tensor(config.pos_weight or (1.0,)).expand(len(self._names)).clone()
         self.register_buffer("pos_weight", weight, persistent=False)
+
+    def load_pretrained(self, loader) -> None:
+        if self.config.backbone.weights:
+            loader.backbone_weights(self.trunk, self.config.backbone.weights, self.config.backbone.name,
+                                    "model.backbone.weights")
+
+    @classmethod
+    def export_config(cls, config: ClassifierConfig) -> ClassifierConfig:
+        """The pretrained file is baked into the weights: loading the bundle does not need it."""
+        return replace(config, backbone=replace(config.backbone, weights=""))
+
+    def feature_trunk(self) -> nn.Module:
+        return self.trunk
 
     @property
     def attribute_names(self) -> tuple[str, ...]:

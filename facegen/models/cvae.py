@@ -9,7 +9,7 @@ to carry what c does not say (pose, lighting, handwriting style). The loss is th
 
 As a :class:`LatentModel` the latent vector is ``[z, c]`` (parts ``z`` and ``condition``): ``encode`` needs
 c and appends it, ``decode`` reads c from the vector unless given explicitly, so decoding the same z under
-other conditions is one call (:meth:`CVAE.decode_all_conditions`).
+other conditions is one call (:meth:`~facegen.models.base.LatentModel.decode_all_conditions`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegen.data.attributes import CELEBA_ATTRIBUTES
+from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import ConfigError
-from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
-from facegen.models.blocks import ConvDecoder, ConvEncoder
-from facegen.models.losses import mse_per_image, reconstruction_loss
-from facegen.models.perceptual import PerceptualConfig
-from facegen.models.vae import check_vae_fields, gaussian_kl, make_perceptual_loss, warmed_up_beta
+from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
+from facegen.models.blocks import ConvDecoder, ConvEncoder, check_vae_fields
+from facegen.models.losses import gaussian_kl, mse_per_image, reconstruction_loss, warmed_up_beta
+from facegen.models.perceptual import PerceptualConfig, load_perceptual_trunk, make_perceptual_loss
 
 CONDITIONS = ("attrs", "label")
 
@@ -80,7 +79,7 @@ class CVAEConfig:
         return len(self.condition_attributes) if self.condition == "attrs" else self.num_classes
 
 
-class CVAE(FaceModel):
+class CVAE(LatentModel):
     """Convolutional conditional VAE; latent vector ``[z (latent_dim), condition (condition_dim)]``."""
 
     family = "cvae"
@@ -100,7 +99,7 @@ class CVAE(FaceModel):
         self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
 
-    def condition(self, batch: Batch) -> torch.Tensor:
+    def condition_of(self, batch: Batch) -> torch.Tensor:
         """The batch's condition vectors: (N, condition_dim) float."""
         if self.config.condition == "label":
             labels = batch["label"]
@@ -111,6 +110,9 @@ class CVAE(FaceModel):
             raise ValueError(f"cvae: batch attrs has {attrs.shape[1]} columns; condition_attributes index "
                              f"the {len(CELEBA_ATTRIBUTES)} CelebA attributes")
         return attrs[:, self._attr_index].float()
+
+    def condition_attributes(self) -> tuple[str, ...]:
+        return self.config.condition_attributes if self.config.condition == "attrs" else ()
 
     def conditions(self) -> torch.Tensor:
         """The conditions a report shows, (K, condition_dim): every class one-hot (``label``), or no
@@ -126,7 +128,7 @@ class CVAE(FaceModel):
         return mu, logvar.clamp(-10, 10)  # keeps exp(logvar) finite early in training
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:
-        x, cond = batch["image"], self.condition(batch)
+        x, cond = batch["image"], self.condition_of(batch)
         mu, logvar = self.posterior(x, cond)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_hat = self.decoder(torch.cat([z, cond], 1))
@@ -140,18 +142,21 @@ class CVAE(FaceModel):
     def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Sampled-z loss plus the posterior-mean reconstruction error (what a user sees)."""
         metrics = self(batch).metrics
-        x, cond = batch["image"], self.condition(batch)
+        x, cond = batch["image"], self.condition_of(batch)
         metrics["recon_mse_mean_z"] = mse_per_image(self.decode(self.encode(x, cond)), x).mean()
         return metrics
 
     def set_epoch(self, epoch: int) -> None:
         self._beta_now = warmed_up_beta(self.config, epoch)
 
+    def load_pretrained(self, loader) -> None:
+        load_perceptual_trunk(self.perceptual, self.config, loader)
+
     # LatentModel
     def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """images (N, 3, H, W), cond (N, C) -> [posterior mean, cond] (N, latent_dim + C)."""
         if cond is None:
-            raise ValueError("cvae: encode needs the images' condition (see CVAE.condition)")
+            raise ValueError("cvae: encode needs the images' condition (see CVAE.condition_of)")
         return torch.cat([self.posterior(images, cond)[0], cond], 1)
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -174,13 +179,3 @@ class CVAE(FaceModel):
             options = self.conditions()
             cond = options[torch.randint(len(options), (n,), generator=generator).to(device)]
         return self.decode(z, cond)
-
-    @torch.no_grad()
-    def decode_all_conditions(self, z: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
-        """The same z (N, latent_dim [+ C]) under each of ``conditions`` (K, C) (default :meth:`conditions`):
-        images (N, K, 3, H, W); row i is one identity/style across every condition."""
-        conditions = self.conditions() if conditions is None else conditions
-        n, k = z.shape[0], conditions.shape[0]
-        noise = z[:, :self.config.latent_dim].repeat_interleave(k, dim=0)  # (N*K, latent_dim)
-        images = self.decode(noise, conditions.repeat(n, 1))
-        return images.view(n, k, *images.shape[1:])

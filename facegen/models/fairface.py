@@ -14,7 +14,7 @@ The epoch means of those rates are the global matrix up to scale, from which ``s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegen.data.attributes import FAIRFACE_LABELS
+from facegen.attributes import FAIRFACE_LABELS
 from facegen.errors import ConfigError
 from facegen.models.backbones import BackboneConfig, build_backbone
 from facegen.models.base import Batch, FaceModel, StepOutput
@@ -108,6 +108,19 @@ class FairFaceClassifier(FaceModel):
         self.dropout = nn.Dropout(config.dropout)
         self.heads = nn.ModuleDict({head: nn.Linear(features, len(FAIRFACE_LABELS[head])) for head in HEADS})
         self.head_weights = {head: getattr(config, f"{head}_weight") for head in HEADS}
+
+    def load_pretrained(self, loader) -> None:
+        if self.config.backbone.weights:
+            loader.backbone_weights(self.trunk, self.config.backbone.weights, self.config.backbone.name,
+                                    "model.backbone.weights")
+
+    @classmethod
+    def export_config(cls, config: FairFaceConfig) -> FairFaceConfig:
+        """The pretrained file is baked into the weights: loading the bundle does not need it."""
+        return replace(config, backbone=replace(config.backbone, weights=""))
+
+    def feature_trunk(self) -> nn.Module:
+        return self.trunk
 
     def parameters_for(self, player: str) -> Iterator[nn.Parameter]:
         """Only the parameters that train: frozen trunk blocks stay out of the optimizer (and weight decay)."""

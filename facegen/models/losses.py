@@ -73,3 +73,38 @@ def reconstruction_loss(kind: str, x_hat: torch.Tensor, x: torch.Tensor,
     if kind == "ssim":
         return 1 - ssim_per_image(x_hat, x)
     raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {kind!r}")
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per row: (N, D) -> (N,)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+
+
+def warmed_up_beta(config, epoch: int) -> float:
+    """beta ramped linearly over ``kl_warmup_epochs`` (full beta from the start when 0)."""
+    warmup = config.kl_warmup_epochs
+    return config.beta * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
+
+
+CALIBRATED_MIN_STD = 1e-3
+
+
+def calibrated_gaussian_nll(x_hat: torch.Tensor, x: torch.Tensor,
+                            min_std: float = CALIBRATED_MIN_STD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian negative log-likelihood per image with the decoder's standard deviation calibrated to the batch
+    (the "optimal sigma" of Rybkin et al. 2021, sigma-VAE): ``(nll (N,), sigma (0-d))``.
+
+    One sigma for every pixel of the batch, sigma^2 = the batch's mean squared error on the [0, 1] scale
+    (detached, floored at ``min_std**2``), plugged into the Gaussian NLL over the D = C*H*W values::
+
+        nll_i = D/2 * log(sigma^2) + ||x_i - x_hat_i||^2 / (2 sigma^2)     (the D/2 * log(2 pi) dropped)
+
+    Its batch mean is ``D/2 * (log(MSE) + 1)``, and its gradient is that of ``D/2 * log(MSE)``: the
+    reconstruction weight ``D / (2 sigma^2)`` follows the error down as the model gets better instead of being
+    fixed by a hand-picked ``decoder_std``. Lower values are negative (a likelihood of a density), so a VAE's
+    loss goes below zero. Shared by the VAE (``decoder_std: 0``) and meant for the CVAE too.
+    """
+    err = mse_per_image(x_hat, x)  # (N,) mean over pixels, [0, 1] scale
+    dims = x[0].numel()
+    var = err.detach().mean().clamp_min(min_std**2)
+    return dims / 2 * (var.log() + err / var), var.sqrt()

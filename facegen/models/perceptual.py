@@ -14,31 +14,25 @@ the perceptual term alone and drifts in colour).
 The feature network is the convolutional trunk (see ``backbones.py``) of either our own trained classifier
 (a ``classifier`` or ``fairface`` bundle) or a torchvision vgg16 / resnet18 whose weights the user saved to a
 local file. It is frozen, kept in eval mode, and held *outside* the model's module tree: it is not in
-``parameters()`` or ``state_dict()`` (bundles stay small, DDP never sees it). It is loaded at the first loss
-computation and moved to the images' device there, so a bundle loads for inference without its file.
+``parameters()`` or ``state_dict()`` (bundles stay small, DDP never sees it). ``facegen.pretrained`` loads it
+when it builds the model for training (the model's ``load_pretrained``); it follows the images' device, and a
+bundle loads for inference without its file.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from facegen.errors import ConfigError, FacegenError
+from facegen.errors import ConfigError
+from facegen.io import absolute_path
 from facegen.models.losses import PIXEL_LOSSES, reconstruction_loss
 
 PERCEPTUAL_SOURCES = ("bundle", "torchvision")
 PERCEPTUAL_ARCHS = ("vgg16", "resnet18")
-FEATURE_BUNDLE_FAMILIES = ("classifier", "fairface")  # the families whose models have a ``trunk``
 KEY = "model.perceptual"
-
-
-def absolute_path(path: str) -> str:
-    """A local path made absolute (URIs and "" unchanged): Ray Train workers run in their trial folder, so a
-    path relative to where the config was loaded would not resolve there."""
-    return path if not path or "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 @dataclass(frozen=True)
@@ -88,40 +82,6 @@ class PerceptualConfig:
         object.__setattr__(self, "path", absolute_path(self.path))
 
 
-def load_classifier_bundle(path: str, key: str):
-    """The facegen ``classifier`` / ``fairface`` bundle at ``path`` (a :class:`facegen.bundle.Bundle`);
-    anything else is a one-line ConfigError naming the config ``key``."""
-    from facegen.bundle import load_bundle  # facegen.bundle imports facegen.models: import at call time
-
-    try:
-        bundle = load_bundle(path)
-    except FacegenError as exc:
-        raise ConfigError(f"{key}: {exc}") from None
-    if bundle.config.family not in FEATURE_BUNDLE_FAMILIES:
-        raise ConfigError(f"{key}: {path} is a {bundle.config.family!r} bundle; need one of "
-                          f"{FEATURE_BUNDLE_FAMILIES}")
-    return bundle
-
-
-def build_feature_trunk(config: PerceptualConfig, resolution: int) -> nn.Module:
-    """The frozen, eval-mode trunk (a ``backbones.Backbone``) named by ``config``, on the CPU."""
-    from facegen.models.backbones import BackboneConfig, build_backbone, load_weights
-
-    if not config.path:
-        raise ConfigError(f"{KEY}.path: required when model.recon_loss is perceptual")
-    if config.source == "bundle":
-        trunk = load_classifier_bundle(config.path, f"{KEY}.path").model.trunk
-    else:
-        if not os.path.isfile(config.path):  # before building the network: a typo should fail fast
-            raise ConfigError(f"{KEY}.path: file not found: {config.path}")
-        trunk, _ = build_backbone(BackboneConfig(name=config.arch), resolution)
-        load_weights(trunk.body, config.path, config.arch, key=f"{KEY}.path")
-    if config.layers and max(config.layers) >= len(trunk.blocks):
-        raise ConfigError(f"{KEY}.layers: this trunk has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1}), "
-                          f"got {list(config.layers)}")
-    return trunk.requires_grad_(False).eval()
-
-
 def _unit_channels(features: torch.Tensor) -> torch.Tensor:
     """(N, C, h, w) -> each position's C-vector scaled to unit L2 norm (all-zero vectors stay 0; the epsilon
     inside the root keeps its gradient finite there)."""
@@ -141,11 +101,15 @@ class PerceptualLoss:
         self._trunk: nn.Module | None = None
         self._device: torch.device | None = None
 
+    def set_trunk(self, trunk: nn.Module) -> None:
+        """The frozen feature network (from ``facegen.pretrained.Loader.feature_trunk``)."""
+        self._trunk, self._device = trunk, torch.device("cpu")
+
     def feature_trunk(self, device: torch.device) -> nn.Module:
-        """The frozen trunk on ``device``, loaded on first use."""
+        """The frozen trunk on ``device``."""
         if self._trunk is None:
-            self._trunk = build_feature_trunk(self.config, self.resolution)
-            self._device = torch.device("cpu")
+            raise ValueError("recon_loss perceptual: the feature network is not loaded; build the model for "
+                             "training with facegen.pretrained.build_for_training")
         if self._device != device:
             self._trunk.to(device)
             self._device = device
@@ -177,3 +141,14 @@ class PerceptualLoss:
         if self.config.pixel_weight:
             terms.append(self.config.pixel_weight * reconstruction_loss(self.config.pixel_loss, x_hat, x))
         return sum(terms[1:], terms[0])
+
+
+def make_perceptual_loss(config) -> PerceptualLoss | None:
+    """The family's perceptual loss when ``recon_loss: perceptual`` (its network loads at first use), else None."""
+    return PerceptualLoss(config.perceptual, config.resolution) if config.recon_loss == "perceptual" else None
+
+
+def load_perceptual_trunk(loss: PerceptualLoss | None, config, loader) -> None:
+    """A family's ``load_pretrained`` step for its perceptual loss (nothing to do without one)."""
+    if loss is not None:
+        loss.set_trunk(loader.feature_trunk(config.perceptual, config.resolution))

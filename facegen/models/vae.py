@@ -6,7 +6,11 @@ Per image, the loss is the negative evidence lower bound with a weighted KL term
 
 ``recon`` is the per-pixel reconstruction loss on the [0, 1] scale (see ``losses.py``) and
 ``recon_scale = 3 * H * W / (2 * decoder_std**2)``, which makes the MSE term exactly the negative
-log-likelihood of a Gaussian decoder with standard deviation ``decoder_std``. ``beta = 1`` is the plain VAE;
+log-likelihood of a Gaussian decoder with standard deviation ``decoder_std``. With ``decoder_std: 0`` the
+decoder's standard deviation is calibrated instead (sigma-VAE, Rybkin et al. 2021): sigma^2 is each batch's
+mean squared error, so the reconstruction term is ``3*H*W/2 * log(MSE)`` up to a constant
+(``losses.calibrated_gaussian_nll``) and its weight against the KL grows as reconstructions get better,
+where a fixed ``decoder_std`` larger than the model's real error blurs them. ``beta = 1`` is the plain VAE;
 ``beta > 1`` (beta-VAE) pushes the posterior harder toward the factorised prior, which trades reconstruction
 sharpness for more disentangled, more individually meaningful latent dimensions. ``kl_warmup_epochs`` ramps
 beta linearly from 0 over the first epochs so the decoder learns to use z before the KL term closes it.
@@ -14,16 +18,17 @@ beta linearly from 0 over the first epochs so the decoder learns to use z before
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from facegen.errors import ConfigError
-from facegen.models.base import Batch, FaceModel, LatentPart, StepOutput
-from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder, ConvEncoder
-from facegen.models.losses import RECON_LOSSES, mse_per_image, reconstruction_loss
-from facegen.models.perceptual import PerceptualConfig, PerceptualLoss
+from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
+from facegen.models.blocks import ConvDecoder, ConvEncoder, check_vae_fields
+from facegen.models.losses import (calibrated_gaussian_nll, gaussian_kl, mse_per_image, reconstruction_loss,
+                                   warmed_up_beta)
+from facegen.models.perceptual import PerceptualConfig, load_perceptual_trunk, make_perceptual_loss
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,9 @@ class VAEConfig:
     base_channels, max_channels: width of the first conv stage, doubling per stage up to the cap.
     beta: KL weight; 1 = VAE, > 1 = beta-VAE (see the module docstring).
     decoder_std: standard deviation of the Gaussian decoder on the [0, 1] pixel scale; smaller = sharper
-        reconstructions, weaker prior matching.
+        reconstructions, weaker prior matching. ``0`` = calibrated (the "optimal sigma" sigma-VAE): sigma^2 is
+        the batch's mean squared error, detached, so the model sets its own sharpness (the loss then goes
+        negative: it is a log-density); needs ``recon_loss: mse``.
     kl_warmup_epochs: epochs over which beta ramps linearly from 0 to ``beta`` (0 = no warm-up).
     recon_loss: ``mse``, ``l1``, ``ssim`` or ``perceptual`` (a frozen network's feature distance plus a pixel
         term, set up in ``perceptual``; ``recon_scale`` multiplies the whole mix, so the decoder is no longer
@@ -54,46 +61,23 @@ class VAEConfig:
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
 
     def __post_init__(self) -> None:
-        check_vae_fields(self)
+        if self.decoder_std < 0:
+            raise ConfigError(f"model.decoder_std: must be > 0, or 0 for a calibrated decoder, got {self.decoder_std}")
+        if self.decoder_std == 0:
+            if self.recon_loss != "mse":
+                raise ConfigError("model.decoder_std: 0 (calibrated sigma) is the Gaussian likelihood of recon_loss "
+                                  f"mse; got recon_loss {self.recon_loss!r}")
+            replace(self, decoder_std=1.0)  # the shared checks, on a copy they accept (they want decoder_std > 0)
+        else:
+            check_vae_fields(self)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the decoder's standard deviation is calibrated per batch (``decoder_std: 0``)."""
+        return self.decoder_std == 0
 
 
-def check_conv_autoencoder_fields(config) -> None:
-    """Checks shared by the conv autoencoder configs (AE, VAE, CVAE): resolution, widths, loss (only the
-    perceptual file's name: the file itself is read at the first training step, so configs parse without it)."""
-    if config.resolution not in SUPPORTED_RESOLUTIONS:
-        raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {config.resolution}")
-    if config.latent_dim <= 0 or config.base_channels < 4:
-        raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
-    if config.recon_loss not in RECON_LOSSES:
-        raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {config.recon_loss!r}")
-    if config.recon_loss == "perceptual" and not config.perceptual.path:
-        raise ConfigError("model.perceptual.path: required when model.recon_loss is perceptual")
-
-
-def check_vae_fields(config) -> None:
-    """Checks shared by the VAE and CVAE configs."""
-    check_conv_autoencoder_fields(config)
-    if config.beta < 0 or config.decoder_std <= 0:
-        raise ConfigError("model.beta must be >= 0 and model.decoder_std > 0")
-
-
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) per row: (N, D) -> (N,)."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-
-
-def make_perceptual_loss(config) -> PerceptualLoss | None:
-    """The family's perceptual loss when ``recon_loss: perceptual`` (its network loads at first use), else None."""
-    return PerceptualLoss(config.perceptual, config.resolution) if config.recon_loss == "perceptual" else None
-
-
-def warmed_up_beta(config, epoch: int) -> float:
-    """beta ramped linearly over ``kl_warmup_epochs`` (full beta from the start when 0)."""
-    warmup = config.kl_warmup_epochs
-    return config.beta * (min(1.0, (epoch + 1) / warmup) if warmup else 1.0)
-
-
-class VAE(FaceModel):
+class VAE(LatentModel):
     """Convolutional VAE with a diagonal Gaussian posterior and an N(0, I) prior."""
 
     family = "vae"
@@ -104,7 +88,8 @@ class VAE(FaceModel):
         self.encoder = ConvEncoder(config.resolution, config.base_channels, config.max_channels)
         self.to_posterior = nn.Linear(self.encoder.feature_dim, 2 * config.latent_dim)
         self.decoder = ConvDecoder(config.resolution, config.latent_dim, config.base_channels, config.max_channels)
-        self.recon_scale = 3 * config.resolution**2 / (2 * config.decoder_std**2)
+        # None when calibrated: the weight D / (2 sigma^2) is then recomputed from every batch.
+        self.recon_scale = None if config.calibrated else 3 * config.resolution**2 / (2 * config.decoder_std**2)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
         self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
@@ -119,13 +104,20 @@ class VAE(FaceModel):
         mu, logvar = self.posterior(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_hat = self.decoder(z)
-        recon = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
         kl = gaussian_kl(mu, logvar)
-        loss = (self.recon_scale * recon + self._beta_now * kl).mean()
+        extra = {}
+        if self.config.calibrated:
+            nll, sigma = calibrated_gaussian_nll(x_hat, x)  # (N,), already the weighted reconstruction term
+            loss = (nll + self._beta_now * kl).mean()
+            extra["decoder_std"] = sigma
+        else:
+            recon = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
+            loss = (self.recon_scale * recon + self._beta_now * kl).mean()
         return StepOutput(loss, {
             "loss": loss.detach(),
             "recon_mse": mse_per_image(x_hat, x).mean().detach(),
             "kl": kl.mean().detach(),
+            **extra,
         })
 
     @torch.no_grad()
@@ -138,15 +130,12 @@ class VAE(FaceModel):
     def set_epoch(self, epoch: int) -> None:
         self._beta_now = warmed_up_beta(self.config, epoch)
 
+    def load_pretrained(self, loader) -> None:
+        load_perceptual_trunk(self.perceptual, self.config, loader)
+
     # LatentModel
     def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.posterior(images)[0]
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(z)
-
-    def sample(self, n: int, cond: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
-        return self.decode(z)

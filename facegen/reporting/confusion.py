@@ -15,7 +15,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
-from facegen.data.attributes import FAIRFACE_LABELS
+from facegen.attributes import FAIRFACE_LABELS
 from facegen.models.fairface import confusion_matrices
 
 

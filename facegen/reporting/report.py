@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import torch
 
 from facegen.bundle import Bundle, load_bundle
-from facegen.data import fsutil
+from facegen import io as fsio
 from facegen.data.pipeline import read_examples
 from facegen.data.shards import read_manifest
 from facegen.latent import grids
 from facegen.models import LatentModel
 from facegen.models.losses import mse_per_image, ssim_per_image
-from facegen.training.metrics import MetricMeans
+from facegen.metrics import MetricMeans
 
 
 @dataclass
@@ -36,15 +36,11 @@ class Section:
 
 def find_bundles(folder: str) -> list[str]:
     """Bundles (folders holding meta.json and weights.pt) anywhere under ``folder``, sorted."""
-    fs, root = fsutil.resolve(folder)
-    files = set(fsutil.list_files(fs, root, recursive=True))
+    fs, root = fsio.resolve(folder)
+    files = set(fsio.list_files(fs, root, recursive=True))
     found = {os.path.dirname(p) for p in files if p.endswith("meta.json") and
              os.path.join(os.path.dirname(p), "weights.pt") in files and ".tmp-" not in p}
-    return [fsutil.to_uri(fs, fsutil.join(root, p)) for p in sorted(found)]
-
-
-def _condition(model, batch: dict[str, torch.Tensor]):
-    return model.condition(batch) if hasattr(model, "condition") else None
+    return [fsio.to_uri(fs, fsio.join(root, p)) for p in sorted(found)]
 
 
 @torch.no_grad()
@@ -57,16 +53,16 @@ def evaluate(bundle: Bundle, batch: dict[str, torch.Tensor], batch_size: int = 6
         part = {k: v[start:start + batch_size] for k, v in batch.items()}
         metrics = model.validation_step(part)
         if isinstance(model, LatentModel):  # for a GAN: how well encode -> regenerate preserves the image
-            recon = model.decode(model.encode(part["image"], _condition(model, part)))
+            recon = model.decode(model.encode(part["image"], model.condition_of(part)))
             metrics["recon_mse"] = mse_per_image(recon, part["image"]).mean()
             metrics["recon_ssim"] = ssim_per_image(recon, part["image"]).mean()
         means.add(metrics, part["image"].shape[0])
     out = model.summarize_metrics(means.reduce())
     labels = batch.get("label")
     if labels is not None and (labels >= 0).any():
-        from facegen.models.infogan import categorical_code_accuracy
+        from facegen.models.code_gan import categorical_code_accuracy
 
-        if any(p.kind == "categorical" for p in getattr(model, "latent_parts", ())):
+        if isinstance(model, LatentModel) and any(p.kind == "categorical" for p in model.code_parts()):
             out["categorical_code_accuracy"] = categorical_code_accuracy(model, batch["image"], labels)
     return out
 
@@ -102,7 +98,7 @@ def draw(bundle: Bundle, batch: dict[str, torch.Tensor], metrics: dict[str, floa
     if curves:
         pictures["loss curves"] = curves
     if isinstance(model, LatentModel):
-        images, cond = batch["image"][:256], _condition(model, {k: v[:256] for k, v in batch.items()})
+        images, cond = batch["image"][:256], model.condition_of({k: v[:256] for k, v in batch.items()})
         if model.needs_fitted_sampler:  # the AE: PCA + kernel density fitted on the held-out codes
             from facegen.latent.sampler import fit_sampler, sample_faces
 
@@ -117,7 +113,7 @@ def draw(bundle: Bundle, batch: dict[str, torch.Tensor], metrics: dict[str, floa
             dims = grids.most_active_dims(model, images, k=8)
             pictures["traversals"] = grids.save_png(grids.traversal_grid(model, images[0], dims, images),
                                                     f"{out}/traversals.png")
-        if hasattr(model, "decode_all_conditions"):
+        if model.condition_part() is not None:
             codes = model.encode(images[:8], cond[:8])
             grid = model.decode_all_conditions(codes)  # (8, K, 3, H, W)
             pictures["every condition"] = grids.save_png(
@@ -176,8 +172,8 @@ def build_report(folder: str, out: str, shards: str | None = None) -> tuple[str,
 
 
 def load_family(location: str) -> str:
-    fs, path = fsutil.resolve(location)
-    return json.loads(fsutil.read_bytes(fs, fsutil.join(path, "config.json")))["model"]["family"]
+    fs, path = fsio.resolve(location)
+    return json.loads(fsio.read_bytes(fs, fsio.join(path, "config.json")))["model"]["family"]
 
 
 def add_report_arguments(parser) -> None:

@@ -15,9 +15,10 @@ import torch
 
 from facegen.config import ExperimentConfig, from_dict
 from facegen.data.pipeline import TrainCollate, shuffle_seed
-from facegen.models import FaceModel, build_model
+from facegen.models import FaceModel
+from facegen.pretrained import build_for_training
 from facegen.training.checkpoint import TrainingState, load_state, save_state
-from facegen.training.metrics import MetricMeans, parameter_spread, sum_across_workers
+from facegen.metrics import MetricMeans, parameter_spread, sum_across_workers
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -121,7 +122,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank (DDP also broadcasts them)
-    model = build_model(cfg.model).to(device)
+    model = build_for_training(cfg.model).to(device)
     optimizers = make_optimizers(model, cfg)
     state = _restore(model, optimizers, ray.train.get_checkpoint())
     start_epoch, history = (state.epoch, state.history) if state else (0, [])

@@ -1,4 +1,4 @@
-"""Driver side of training: config -> Ray Data + TorchTrainer -> fit -> model bundle.
+"""Driver side of training: config -> Ray Data + TorchTrainer -> fit -> model bundle, and ``facegen train``.
 
 ``fit`` is what ``jobs/train.py``, ``facegen train`` and the demo call. ``build_trainer`` is separate so
 Ray Tune can build the same trainer inside each trial.
@@ -6,6 +6,8 @@ Ray Tune can build the same trainer inside each trial.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -13,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from facegen.bundle import write_bundle
-from facegen.config import ExperimentConfig
-from facegen.data import fsutil
+from facegen.config import ExperimentConfig, from_dict, load_config
+from facegen import io as fsio
 from facegen.data.pipeline import load_split
 from facegen.data.shards import Manifest, read_manifest
 from facegen.errors import ConfigError, FacegenError
+from facegen.pretrained import export_config
+from facegen.runtime import init_ray
 from facegen.training.checkpoint import STATE_FILE, load_state
 
 
@@ -34,7 +38,7 @@ class FitResult:
 def storage_location(cfg: ExperimentConfig) -> str:
     """Absolute ``storage_path`` (Ray Train wants absolute local paths; URIs pass through)."""
     path = cfg.train.storage_path
-    return path if fsutil.is_uri(path) else os.path.abspath(path)
+    return path if fsio.is_uri(path) else os.path.abspath(path)
 
 
 def check_compatible(cfg: ExperimentConfig, manifest: Manifest) -> None:
@@ -52,10 +56,10 @@ def check_compatible(cfg: ExperimentConfig, manifest: Manifest) -> None:
 
 def latest_checkpoint(cfg: ExperimentConfig) -> str | None:
     """The newest ``checkpoint_*`` folder of the run ``storage_path/name``, if the run exists."""
-    fs, run_dir = fsutil.resolve(fsutil.join(storage_location(cfg), cfg.train.name))
-    names = sorted(p.split("/")[0] for p in fsutil.list_files(fs, run_dir, recursive=True)
+    fs, run_dir = fsio.resolve(fsio.join(storage_location(cfg), cfg.train.name))
+    names = sorted(p.split("/")[0] for p in fsio.list_files(fs, run_dir, recursive=True)
                    if p.startswith("checkpoint_") and p.endswith("/" + STATE_FILE))
-    return fsutil.to_uri(fs, fsutil.join(run_dir, names[-1])) if names else None
+    return fsio.to_uri(fs, fsio.join(run_dir, names[-1])) if names else None
 
 
 def check_resumable(cfg: ExperimentConfig) -> None:
@@ -64,12 +68,12 @@ def check_resumable(cfg: ExperimentConfig) -> None:
     folder = latest_checkpoint(cfg)
     if folder is None:
         return
-    fs, path = fsutil.resolve(folder)
+    fs, path = fsio.resolve(folder)
     import io
 
     import torch
 
-    saved = torch.load(io.BytesIO(fsutil.read_bytes(fs, fsutil.join(path, STATE_FILE))), map_location="cpu",
+    saved = torch.load(io.BytesIO(fsio.read_bytes(fs, fsio.join(path, STATE_FILE))), map_location="cpu",
                        weights_only=True)["config"]
     if saved["model"] != cfg.to_dict()["model"]:
         raise ConfigError(f"train.name: run {cfg.train.name!r} in {storage_location(cfg)} was trained with a "
@@ -122,22 +126,14 @@ def bundle_meta(manifest: Manifest, history: list[dict[str, float]], starts: lis
 
 def export_checkpoint(checkpoint, manifest: Manifest, dest: str) -> tuple[str, list[dict[str, float]]]:
     """Turn a training checkpoint into a model bundle at ``dest``; returns (dest, loss history)."""
-    import dataclasses
-
-    from facegen.config import from_dict
-
     with checkpoint.as_directory() as folder:
         state = load_state(folder)
     weights = state.best_model if state.best_model is not None else state.model
     config = json.loads(json.dumps(state.config))
-    resolved = from_dict(config)
-    # A model config may name files whose contents the weights now hold (the AE's encoder_bundle): its
-    # for_export() says what the bundle records instead, so loading the bundle never needs those files.
-    if hasattr(resolved.model, "for_export"):
-        config = dataclasses.replace(resolved, model=resolved.model.for_export()).to_dict()
-    backbone = config["model"].get("backbone")
-    if isinstance(backbone, dict) and backbone.get("weights"):
-        backbone["weights"] = ""  # the pretrained file is baked into the weights now; don't need it to load
+    # A config may name files whose contents the weights now hold (an AE's encoder_bundle, a backbone's
+    # weights): the bundle records the architecture instead, so loading it never needs those files.
+    trained = from_dict(config)
+    config = dataclasses.replace(trained, model=export_config(trained.model)).to_dict()
     meta = bundle_meta(manifest, state.history, state.starts)
     meta["best_epoch"] = state.best_epoch
     write_bundle(dest, config=config, weights=weights, meta=meta)
@@ -152,7 +148,31 @@ def fit(cfg: ExperimentConfig, manifest: Manifest | None = None) -> FitResult:
     result = build_trainer(cfg, manifest).fit()
     if result.checkpoint is None:
         raise FacegenError(f"run {cfg.train.name}: finished without a checkpoint")
-    bundle_dest = fsutil.join(storage_location(cfg), cfg.train.name, "bundle")
+    bundle_dest = fsio.join(storage_location(cfg), cfg.train.name, "bundle")
     bundle, history = export_checkpoint(result.checkpoint, manifest, bundle_dest)
     return FitResult(metrics=dict(result.metrics or {}), history=history,
                      checkpoint_path=result.checkpoint.path, bundle=bundle)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="experiment YAML, e.g. configs/vae_synth64.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted config overrides, e.g. train.epochs=5 data.shards=s3://bucket/shards")
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="CPUs for a local Ray started by this command (ignored when joining a cluster)")
+    parser.add_argument("--metrics-out", default=None, help="also write the final metrics as JSON here")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    # Every check that needs no cluster runs before Ray starts, so a mistake costs no start-up time.
+    cfg = load_config(args.config, args.overrides)
+    manifest = read_manifest(cfg.data.shards)
+    check_compatible(cfg, manifest)
+    init_ray(args.num_cpus)
+    result = fit(cfg, manifest)
+    final = {k: round(v, 6) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    print(json.dumps({"bundle": result.bundle, "metrics": final}, indent=2))
+    if args.metrics_out:
+        with open(args.metrics_out, "w") as f:
+            json.dump({"bundle": result.bundle, "metrics": final, "history": result.history}, f, indent=2)
+    return 0

@@ -1,96 +1,119 @@
-"""Ray Tune searches over any family: every trial is a multi-worker Ray Train run of the one harness.
-
-A search space lives beside its config (``configs/vae_synth64.tune.yaml`` next to ``vae_synth64.yaml``) and
-uses the config's dotted keys::
-
-    metric: val/loss            # default: the config's train.monitor / train.monitor_mode
-    mode: min
-    # or a weighted sum of reported metrics, minimised or maximised as `mode` says:
-    # metric: {val/recon_mse: 1.0, val/kl: 0.001}
-    grace_period: 1             # ASHA: epochs every trial gets before it can be stopped
-    space:
-      train.lr: {loguniform: [1.0e-4, 3.0e-3]}
-      model.beta: {choice: [1.0, 4.0]}
-
-Train V2 runs inside Tune as a function trainable that builds and fits the TorchTrainer (a Trainer object is
-no longer a Tune trainable); ``TuneReportCallback`` forwards rank 0's per-epoch metrics and checkpoint path.
-"""
+"""``jobs/tune.py`` / ``facegen tune``: run (or resume) an ASHA search and export the best trial's bundle."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import argparse
+import json
 from typing import Any
 
-from facegen.config import ExperimentConfig, apply_overrides, from_dict, read_yaml
-from facegen.errors import ConfigError
-
-OBJECTIVE = "objective"  # the reported key a weighted-sum metric is written to
-
-_DOMAINS = ("uniform", "loguniform", "choice", "randint", "grid")
+from facegen.config import apply_overrides, from_dict, read_yaml
+from facegen import io as fsio
+from facegen.errors import FacegenError
+from facegen.training.search_space import OBJECTIVE, SearchSpec, default_space_path, max_concurrent, read_search_spec
 
 
-@dataclass(frozen=True)
-class SearchSpec:
-    """A parsed search-space file: the metric (a name, or weights of a sum), its mode, ASHA's grace period
-    and the dotted-key domains (plain ``{kind: args}`` dicts, turned into Tune domains by ``param_space``)."""
+def _objective_callback(weights: dict[str, float] | None):
+    """Tune's report callback; with ``weights`` it also reports their weighted sum as ``objective``."""
+    from ray.tune.integration.ray_train import TuneReportCallback
 
-    metric: str | dict[str, float]
-    mode: str
-    grace_period: int
-    space: dict[str, dict[str, Any]]
+    class ObjectiveCallback(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if weights:
+                for rank_metrics in metrics:
+                    rank_metrics[OBJECTIVE] = sum(w * rank_metrics[k] for k, w in weights.items())
+            super().after_report(run_context, metrics, checkpoint)
 
-    @property
-    def metric_key(self) -> str:
-        return self.metric if isinstance(self.metric, str) else OBJECTIVE
-
-    def param_space(self) -> dict[str, Any]:
-        from ray import tune
-
-        builders = {"uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
-                    "choice": tune.choice, "randint": lambda a: tune.randint(*a), "grid": tune.grid_search}
-        return {key: builders[kind](args) for key, domain in self.space.items() for kind, args in domain.items()}
+    return ObjectiveCallback()
 
 
-def default_space_path(config_path: str) -> str:
-    return config_path[: -len(".yaml")] + ".tune.yaml" if config_path.endswith(".yaml") else config_path
+def run_trial(sample: dict[str, Any], base_raw: dict[str, Any], weights: dict[str, float] | None) -> None:
+    """One Tune trial: the base config with this trial's sampled values, fitted as a Ray Train run.
+
+    The Train run is named after the trial id, so a trial restarted by ``Tuner.restore`` resumes its own
+    checkpoints instead of starting over.
+    """
+    from ray import tune
+
+    from facegen.data.shards import read_manifest
+    from facegen.training.trainer import build_trainer
+
+    cfg = from_dict(apply_overrides(base_raw, sample))
+    trial_id = tune.get_context().get_trial_id()
+    trainer = build_trainer(cfg, read_manifest(cfg.data.shards), callbacks=[_objective_callback(weights)],
+                            run_name=f"{cfg.train.name}-{trial_id}")
+    trainer.fit()
 
 
-def read_search_spec(path: str, cfg: ExperimentConfig, base_raw: dict[str, Any]) -> SearchSpec:
-    """Parse and validate a search-space file; every key and domain is checked against the config."""
-    raw = read_yaml(path)
-    unknown = set(raw) - {"metric", "mode", "grace_period", "space"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: grace_period, metric, mode, space)")
-    space = raw.get("space") or {}
-    if not isinstance(space, dict) or not space:
-        raise ConfigError(f"{path}: `space` must map dotted config keys to domains, e.g. train.lr: {{loguniform: [1e-4, 1e-2]}}")
-    for key, domain in space.items():
-        if not (isinstance(domain, dict) and len(domain) == 1 and next(iter(domain)) in _DOMAINS):
-            raise ConfigError(f"{path}: space.{key}: expected one of {{{', '.join(_DOMAINS)}: ...}}, got {domain!r}")
-        kind, args = next(iter(domain.items()))
-        examples = args if kind in ("choice", "grid") else args[:1]
-        for value in examples:  # a value of the domain must make a valid config, or the trial would die
-            from_dict(apply_overrides(base_raw, {key: value}))
-    metric = raw.get("metric", cfg.train.monitor)
-    if isinstance(metric, dict) and not all(isinstance(w, (int, float)) for w in metric.values()):
-        raise ConfigError(f"{path}: metric weights must be numbers")
-    mode = raw.get("mode", cfg.train.monitor_mode)
-    if mode not in ("min", "max"):
-        raise ConfigError(f"{path}: mode must be min or max")
-    return SearchSpec(metric=metric, mode=mode, grace_period=int(raw.get("grace_period", 1)), space=space)
+def run_search(base_raw: dict[str, Any], spec: SearchSpec, num_samples: int, resume: bool = False):
+    """Run the search (or resume it, with ``Tuner.restore``) and return (ResultGrid, search folder)."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    cfg = from_dict(base_raw)
+    from facegen.training.trainer import storage_location
+
+    storage = storage_location(cfg)
+    name = f"{cfg.train.name}-search"
+    path = fsio.join(storage, name)
+    weights = spec.metric if isinstance(spec.metric, dict) else None
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base_raw=base_raw, weights=weights),
+                                    {"CPU": 0.1})
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=spec.param_space(),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric_key, mode=spec.mode, num_samples=num_samples,
+                scheduler=ASHAScheduler(max_t=cfg.train.epochs, grace_period=spec.grace_period),
+                max_concurrent_trials=max_concurrent(cfg, ray.cluster_resources())),
+            run_config=tune.RunConfig(name=name, storage_path=storage,
+                                      failure_config=tune.FailureConfig(max_failures=1)),
+        )
+    return tuner.fit(), path
 
 
-def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
-    """What one trial reserves in total: its Train workers plus a sliver for the trial's driver."""
-    workers = max(cfg.train.num_workers, 1)
-    total = {"CPU": workers * cfg.train.cpus_per_worker + 0.1}
-    if cfg.train.use_gpu:
-        total["GPU"] = workers * cfg.train.gpus_per_worker
-    return total
+def export_best(results, spec: SearchSpec, base_raw: dict[str, Any], dest: str) -> dict[str, Any]:
+    """Export the best trial's last checkpoint as a model bundle at ``dest``; returns a summary."""
+    from ray.train import Checkpoint
+
+    from facegen.data.shards import read_manifest
+    from facegen.training.trainer import export_checkpoint
+
+    best = results.get_best_result(metric=spec.metric_key, mode=spec.mode, scope="all")
+    if best.metrics is None or "checkpoint_path" not in best.metrics:
+        raise FacegenError("the search finished without any checkpointed trial")
+    cfg = from_dict(apply_overrides(base_raw, best.config))
+    export_checkpoint(Checkpoint(best.metrics["checkpoint_path"]), read_manifest(cfg.data.shards), dest)
+    return {"bundle": dest, "metric": spec.metric_key, "value": best.metrics[spec.metric_key],
+            "config": best.config, "trials": len(results), "errors": len(results.errors)}
 
 
-def max_concurrent(cfg: ExperimentConfig, cluster: dict[str, float]) -> int:
-    """How many trials fit side by side on the cluster's resources (at least one)."""
-    need = trial_resources(cfg)
-    return max(1, min(math.floor(cluster.get(k, 0) / v) for k, v in need.items() if v > 0))
+def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="experiment YAML, e.g. configs/vae_synth64.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the base config")
+    parser.add_argument("--space", default=None, help="search-space YAML (default: CONFIG with .tune.yaml)")
+    parser.add_argument("--num-samples", type=int, default=4, help="trials to sample (default 4)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted search (Tuner.restore)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray started by this command")
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from facegen.runtime import init_ray
+
+    if args.num_samples < 1:
+        raise FacegenError("--num-samples must be at least 1")
+    base_raw = apply_overrides(read_yaml(args.config), args.overrides)
+    cfg = from_dict(base_raw)
+    spec = read_search_spec(args.space or default_space_path(args.config), cfg, base_raw)
+    from facegen.data.shards import read_manifest
+    from facegen.training.trainer import check_compatible
+
+    check_compatible(cfg, read_manifest(cfg.data.shards))  # before Ray starts: mistakes cost no start-up
+    init_ray(args.num_cpus)
+    results, path = run_search(base_raw, spec, args.num_samples, resume=args.resume)
+    summary = export_best(results, spec, base_raw, fsio.join(path, "best_bundle"))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0

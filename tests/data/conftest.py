@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegen.data.attributes import CELEBA_ATTRIBUTES, FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES
+from facegen.attributes import CELEBA_ATTRIBUTES, FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES
 
 
 def write_jpeg(path: Path, index: int, size: tuple[int, int]) -> None:

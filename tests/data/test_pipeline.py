@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facegen.data.attributes import CELEBA_ATTRIBUTES
+from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.data.pipeline import TrainCollate, decode_batch, key_hash, load_split
 from facegen.data.shards import Manifest, Shard, read_manifest
 

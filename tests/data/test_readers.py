@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from facegen.data.attributes import CELEBA_ATTRIBUTES, FAIRFACE_LABELS
+from facegen.attributes import CELEBA_ATTRIBUTES, FAIRFACE_LABELS
 from facegen.data.celeba import read_celeba
 from facegen.data.fairface import read_fairface
 from facegen.data.records import NO_LABEL

@@ -10,7 +10,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from facegen.data import fsutil
+from facegen import io as fsio
 from facegen.data.celeba import read_celeba
 from facegen.data.shards import read_manifest, write_shards
 from facegen.errors import DatasetError
@@ -35,7 +35,7 @@ def test_celeba_from_s3_to_s3(tmp_path, make_celeba, s3_bucket):
     manifest = read_manifest(out, verify=True)
     assert manifest == written and manifest.source == f"s3://{s3_bucket}/celeba"
     assert manifest.shard_uris("train")[0] == f"{out}/train/part-00000.parquet"
-    fs, _ = fsutil.resolve(out)
+    fs, _ = fsio.resolve(out)
     rows = {}
     for split in manifest.splits:
         for uri in manifest.shard_uris(split):
@@ -46,7 +46,7 @@ def test_celeba_from_s3_to_s3(tmp_path, make_celeba, s3_bucket):
     assert write_shards(read_celeba(f"s3://{s3_bucket}/celeba"), out, resolution=16, rows_per_shard=2,
                         progress=False, workers=1).reused
     rewritten = write_shards(source, out, resolution=16, rows_per_shard=10, progress=False, workers=1)
-    names = sorted(fsutil.list_files(fs, f"{s3_bucket}/shards", recursive=True))
+    names = sorted(fsio.list_files(fs, f"{s3_bucket}/shards", recursive=True))
     assert names == sorted(["manifest.json", *(s.path for v in rewritten.splits.values() for s in v)])
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from facegen.models.base import LatentPart
+from facegen.models.base import LatentModel, LatentPart
 
 SIDE = 8
 NAMES = ("Smiling", "Male", "Eyeglasses")
@@ -25,11 +25,13 @@ def orthogonal(rows: int, cols: int, seed: int) -> torch.Tensor:
     return torch.linalg.qr(torch.randn(cols, rows, generator=g)).Q.T.contiguous()
 
 
-class LinearFaces(nn.Module):
+class LinearFaces(LatentModel):
     """A LatentModel: z (N, D) -> z @ W as (N, 3, 8, 8); encode is the exact inverse on decoded images."""
 
+    family = "toy"
+
     def __init__(self, dim: int, seed: int = 1) -> None:
-        super().__init__()
+        super().__init__(config=None)
         self.register_buffer("weight", orthogonal(dim, 3 * SIDE * SIDE, seed))
         self.latent_parts = (LatentPart("z", dim, "gaussian"),)
 

@@ -11,20 +11,22 @@ import torch
 from sklearn import metrics as skm
 
 from facegen.config import from_dict
-from facegen.data.attributes import CELEBA_ATTRIBUTES
+from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import ConfigError
 from facegen.models import build_model
+from facegen.pretrained import build_for_training
 from facegen.models.backbones import BackboneConfig, build_backbone
 from facegen.models.classifier import AttributeClassifier, ClassifierConfig, binary_scores
 from facegen.models.fairface import FairFaceClassifier, FairFaceConfig, confusion_matrices
-from facegen.training.metrics import MetricMeans
+from facegen.metrics import MetricMeans
 
 TINY_CNN = BackboneConfig(base_channels=8, max_channels=32)
 ATTRS = ("Smiling", "Male", "Bald")
 
 
 def tiny_classifier(**kw) -> AttributeClassifier:
-    return AttributeClassifier(ClassifierConfig(resolution=32, backbone=kw.pop("backbone", TINY_CNN), **kw))
+    """Built as training builds it: a backbone's ``weights`` file is read by facegen.pretrained."""
+    return build_for_training(ClassifierConfig(resolution=32, backbone=kw.pop("backbone", TINY_CNN), **kw))
 
 
 def attrs_batch(columns: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from facegen.config import from_dict
 from facegen.models import MODELS, build_model
 from facegen.models.base import LatentPart
-from facegen.models.infogan import categorical_code_accuracy
+from facegen.models.code_gan import categorical_code_accuracy
 from facegen.training.loop import make_optimizers
 from tests.models.test_models import fixed_batch
 from tests.tiny import TINY_MODEL, tiny_config
@@ -194,7 +194,7 @@ def test_cvae_decodes_one_z_differently_per_condition():
     assert grid.shape == (3, 2, 3, 32, 32)
     brightness = grid.mean(dim=(2, 3, 4))  # (3, 2)
     assert (brightness[:, 0] < -0.5).all() and (brightness[:, 1] > 0.5).all()
-    cond = model.condition({"label": torch.tensor([1, -1])})
+    cond = model.condition_of({"label": torch.tensor([1, -1])})
     assert torch.equal(cond, torch.tensor([[0.0, 1.0], [0.0, 0.0]]))  # missing label: all-zero condition
     z = model.encode(images[:2], cond)
     assert z.shape == (2, 10) and torch.equal(z[:, 8:], cond)

@@ -13,6 +13,7 @@ from facegen.config import from_dict
 from facegen.errors import ConfigError
 from facegen.models import build_model
 from facegen.models.perceptual import PerceptualConfig, PerceptualLoss
+from facegen.pretrained import Loader, build_for_training
 from tests.tiny import tiny_config
 
 
@@ -40,6 +41,13 @@ def box_blur(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.conv2d(F.pad(images, [size // 2] * 4, mode="replicate"), kernel, groups=3)
 
 
+def loaded_loss(config: PerceptualConfig, resolution: int = 32) -> PerceptualLoss:
+    """A perceptual loss with its feature network loaded, as ``build_for_training`` loads it."""
+    loss = PerceptualLoss(config, resolution)
+    loss.set_trunk(Loader().feature_trunk(config, resolution))
+    return loss
+
+
 def family_config(family: str, **model):
     """A tiny config of ``family`` with extra ``model`` keys (dicts for sections)."""
     raw = tiny_config(family).to_dict()
@@ -63,7 +71,7 @@ def classifier_bundle(tmp_path_factory) -> str:
 
 
 def test_distance_is_zero_for_identical_images_and_grows_with_blur_and_noise(classifier_bundle):
-    loss = PerceptualLoss(PerceptualConfig(source="bundle", path=classifier_bundle), resolution=32)
+    loss = loaded_loss(PerceptualConfig(source="bundle", path=classifier_bundle))
     x = smooth_images()
     assert loss.distance(x, x).abs().max().item() < 1e-6
     blurred = [loss.distance(box_blur(x, k), x).mean().item() for k in (3, 5, 7, 11)]
@@ -77,8 +85,8 @@ def test_distance_is_zero_for_identical_images_and_grows_with_blur_and_noise(cla
 
 def test_the_pixel_term_is_mixed_in_by_its_weight(classifier_bundle):
     x, y = smooth_images(), box_blur(smooth_images(), 3)
-    perceptual_only = PerceptualLoss(PerceptualConfig(path=classifier_bundle, weight=1.0, pixel_weight=0.0), 32)
-    mixed = PerceptualLoss(PerceptualConfig(path=classifier_bundle, weight=1.0, pixel_weight=2.0), 32)
+    perceptual_only = loaded_loss(PerceptualConfig(path=classifier_bundle, weight=1.0, pixel_weight=0.0))
+    mixed = loaded_loss(PerceptualConfig(path=classifier_bundle, weight=1.0, pixel_weight=2.0))
     pixel = ((y - x) / 2).pow(2).flatten(1).mean(1)
     torch.testing.assert_close(mixed(y, x), perceptual_only(y, x) + 2.0 * pixel)
 
@@ -86,11 +94,12 @@ def test_the_pixel_term_is_mixed_in_by_its_weight(classifier_bundle):
 @pytest.mark.parametrize("family", ["ae", "vae", "cvae"])
 def test_gradients_reach_the_decoder_but_the_feature_net_stays_outside_the_model(family, classifier_bundle):
     torch.manual_seed(0)
-    model = build_model(family_config(family, recon_loss="perceptual", perceptual={"path": classifier_bundle}).model)
+    model = build_for_training(family_config(family, recon_loss="perceptual",
+                                             perceptual={"path": classifier_bundle}).model)
     keys_before = set(model.state_dict())
     batch = {"image": smooth_images(), "attrs": torch.zeros(8, 40)}
     model(batch).loss.backward()
-    trunk = model.perceptual.feature_trunk(torch.device("cpu"))  # loaded by that first loss
+    trunk = model.perceptual.feature_trunk(torch.device("cpu"))  # loaded by build_for_training
     feature_params = {id(p) for p in trunk.parameters()}
     assert feature_params and not feature_params & {id(p) for p in model.parameters()}
     assert set(model.state_dict()) == keys_before
@@ -103,7 +112,7 @@ def test_gradients_reach_the_decoder_but_the_feature_net_stays_outside_the_model
 
 def test_the_perceptual_loss_trains_a_vae(classifier_bundle):
     torch.manual_seed(0)
-    model = build_model(family_config("vae", recon_loss="perceptual", perceptual={"path": classifier_bundle}).model)
+    model = build_for_training(family_config("vae", recon_loss="perceptual", perceptual={"path": classifier_bundle}).model)
     optimizer = torch.optim.Adam(model.parameters_for("main"), lr=2e-3)
     batch = {"image": smooth_images()}
     losses = []
@@ -117,10 +126,10 @@ def test_the_perceptual_loss_trains_a_vae(classifier_bundle):
 
 
 def test_a_bundle_loads_for_inference_without_the_feature_net(classifier_bundle, tmp_path):
-    """The network is read lazily: a trained model's bundle rebuilds even after its file is gone."""
+    """Only training reads the network: a trained model's bundle rebuilds even after its file is gone."""
     feature_bundle = write_classifier_bundle(str(tmp_path / "features"))
     cfg = family_config("vae", recon_loss="perceptual", perceptual={"path": feature_bundle})
-    model = build_model(cfg.model).eval()
+    model = build_for_training(cfg.model).eval()
     write_bundle(str(tmp_path / "vae"), config=cfg.to_dict(), weights=model.state_dict(), meta={})
     for name in os.listdir(feature_bundle):
         os.remove(os.path.join(feature_bundle, name))
@@ -128,17 +137,19 @@ def test_a_bundle_loads_for_inference_without_the_feature_net(classifier_bundle,
     images = smooth_images()
     with torch.no_grad():
         assert torch.equal(loaded.encode(images), model.encode(images))
-    with pytest.raises(ConfigError, match="model.perceptual.path"):  # training with it would need the file
+    with pytest.raises(ValueError, match="feature network is not loaded"):  # training needs build_for_training
         loaded({"image": images})
+    with pytest.raises(ConfigError, match="model.perceptual.path"):  # ... which needs the file
+        build_for_training(cfg.model)
 
 
 @pytest.mark.parametrize("source, name", [("torchvision", "absent.pth"), ("bundle", "absent_bundle")])
 def test_a_missing_file_is_one_line_naming_the_key_and_path(source, name, tmp_path):
     path = str(tmp_path / name)
-    model = build_model(family_config("ae", recon_loss="perceptual",
-                                      perceptual={"source": source, "arch": "resnet18", "path": path}).model)
-    with pytest.raises(ConfigError) as info:  # building is fine: the file is read at the first loss
-        model({"image": smooth_images()})
+    cfg = family_config("ae", recon_loss="perceptual", perceptual={"source": source, "arch": "resnet18", "path": path})
+    build_model(cfg.model)  # the model itself never reads the file ...
+    with pytest.raises(ConfigError) as info:  # ... building it for training does
+        build_for_training(cfg.model)
     message = str(info.value)
     assert message.startswith("model.perceptual.path: ") and path in message and "\n" not in message
 
@@ -164,9 +175,8 @@ def test_a_config_naming_a_bundle_that_does_not_exist_yet_parses_and_builds(tmp_
 
 
 def test_layers_beyond_the_trunk_are_one_line(classifier_bundle):
-    loss = PerceptualLoss(PerceptualConfig(path=classifier_bundle, layers=(0, 7)), 32)
     with pytest.raises(ConfigError, match=r"model.perceptual.layers: this trunk has 3 blocks"):
-        loss.distance(smooth_images(), smooth_images())
+        Loader().feature_trunk(PerceptualConfig(path=classifier_bundle, layers=(0, 7)), 32)
 
 
 def test_torchvision_resnet18_from_a_local_state_dict(tmp_path):
@@ -176,7 +186,7 @@ def test_torchvision_resnet18_from_a_local_state_dict(tmp_path):
     path = str(tmp_path / "resnet18.pth")
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)  # random, as good as any here
     cfg = PerceptualConfig(source="torchvision", arch="resnet18", path=path, layers=(0, 1, 2))
-    loss = PerceptualLoss(cfg, resolution=32)
+    loss = loaded_loss(cfg)
     x = smooth_images()
     x_hat = box_blur(x, 3).requires_grad_(True)
     assert loss.distance(x, x).abs().max().item() < 1e-6
@@ -191,14 +201,13 @@ def test_torchvision_resnet18_from_a_local_state_dict(tmp_path):
 def test_a_state_dict_of_another_network_is_one_line(tmp_path):
     path = str(tmp_path / "wrong.pth")
     torch.save({"conv.weight": torch.zeros(2, 3, 3, 3)}, path)
-    loss = PerceptualLoss(PerceptualConfig(source="torchvision", arch="resnet18", path=path), 32)
     with pytest.raises(ConfigError, match=r"model.perceptual.path: .*wrong.pth does not fit resnet18"):
-        loss.distance(smooth_images(), smooth_images())
+        Loader().feature_trunk(PerceptualConfig(source="torchvision", arch="resnet18", path=path), 32)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_the_feature_net_follows_the_images_to_the_gpu(classifier_bundle):
-    model = build_model(family_config("ae", recon_loss="perceptual", perceptual={"path": classifier_bundle}).model)
+    model = build_for_training(family_config("ae", recon_loss="perceptual", perceptual={"path": classifier_bundle}).model)
     model.to("cuda")
     loss = model({"image": smooth_images().cuda()}).loss
     assert loss.is_cuda and torch.isfinite(loss)

@@ -8,8 +8,8 @@ import yaml
 from facegen.bundle import load_bundle
 from facegen.config import apply_overrides
 from facegen.errors import ConfigError
-from facegen.training.search import export_best, run_search
-from facegen.training.tune import read_search_spec
+from facegen.training.tune import export_best, run_search
+from facegen.training.search_space import read_search_spec
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.ray

@@ -21,22 +21,20 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
 
+from facegen import io as fsio
+from facegen.analysis import sections as steps
+from facegen.analysis.data import load_analysis_data
+from facegen.analysis.evaluation import EditPlan, direction_plans, evaluate_edits, evaluation_markdown
+from facegen.analysis.judges import PixelProbe, ResizedScorer, SubsetScorer, balanced_accuracy
 from facegen.bundle import load_bundle, update_extras
-from facegen.data import fsutil
 from facegen.data.shards import read_manifest
 from facegen.errors import FacegenError
-from facegen.latent import analysis_steps as steps
-from facegen.latent.analysis_data import load_analysis_data
 from facegen.latent.edit import latent_slots
-from facegen.latent.evaluation import EditPlan, direction_plans, evaluate_edits, evaluation_markdown
-from facegen.latent.judges import PixelProbe, ResizedScorer, SubsetScorer, balanced_accuracy
-from facegen.latent.report_page import Part, write_analysis
 from facegen.latent.sampler import PCAKDESampler
 from facegen.latent.scoring import batched
-from facegen.latent.store import condition_of, directions_extras, encode_batch
-
-LATENT_FAMILIES = ("ae", "vae", "cvae", "infogan", "began")
-
+from facegen.latent.store import directions_extras, encode_batch
+from facegen.models import AttributeClassifier, LatentModel, latent_families
+from facegen.reporting.page import Part, write_analysis
 
 def _say(start: float):
     def say(message: str) -> None:
@@ -46,16 +44,16 @@ def _say(start: float):
 
 def load_latent_bundle(location: str):
     bundle = load_bundle(location)
-    if bundle.config.family not in LATENT_FAMILIES:
+    if not isinstance(bundle.model, LatentModel):
         raise FacegenError(f"--bundle {location}: a {bundle.config.family!r} bundle is not a latent model "
-                           f"(analysis needs one of {', '.join(LATENT_FAMILIES)})")
+                           f"(analysis needs one that encodes and decodes: {', '.join(latent_families())})")
     return bundle
 
 
 def load_scorer(location: str, resolution: int) -> ResizedScorer:
     """The classifier bundle at ``location`` as a scorer of images at ``resolution``."""
     bundle = load_bundle(location)
-    if bundle.config.family != "classifier":
+    if not isinstance(bundle.model, AttributeClassifier):
         raise FacegenError(f"--classifier {location}: needs an attribute classifier bundle (family 'classifier'), "
                            f"got {bundle.config.family!r}")
     return ResizedScorer(bundle.model, bundle.config.model.resolution)
@@ -101,7 +99,7 @@ def evaluation(ctx: steps.Context, attributes: list[str] | None, strength: float
     keep = {a: steps.correlated_attributes(data.train.labels, data.label_names, a) for a in chosen}
     plans = direction_plans(ctx.directions, [a for a in chosen if a not in slots], strength, keep, ctx.codes_train,
                             data.train.labels, data.label_names)
-    if ctx.family == "cvae":
+    if ctx.model.condition_part() is not None:
         own = {a: EditPlan({a: 1.0}, {a: 0.0}, note="condition slot") for a in chosen if a in slots}
         if own:
             plans["condition"] = own
@@ -166,12 +164,12 @@ def analyze(bundle_path: str, classifier: str | None = None, shards: str | None 
         raise FacegenError(f"--n must be >= 20 and --n-eval >= 8, got {n} and {n_eval}")
     if not 0 < strength <= 5:
         raise FacegenError(f"--strength must be in (0, 5], got {strength}")
-    if out is None and fsutil.is_uri(bundle_path):
+    if out is None and fsio.is_uri(bundle_path):
         raise FacegenError("--out is required when --bundle is a URI (the report is written to a local folder)")
     out = out or os.path.join(os.path.dirname(os.path.abspath(bundle_path)), "analysis")
-    if fsutil.is_uri(out):
+    if fsio.is_uri(out):
         raise FacegenError(f"--out must be a local folder, got {out}")
-    if not fsutil.is_uri(bundle_path) and os.path.abspath(out).startswith(os.path.abspath(bundle_path) + os.sep):
+    if not fsio.is_uri(bundle_path) and os.path.abspath(out).startswith(os.path.abspath(bundle_path) + os.sep):
         raise FacegenError(f"--out {out} is inside the bundle, which is rewritten when directions are stored")
     start, cpu_start, timings = time.time(), time.process_time(), {}
     say = _say(start)
@@ -193,12 +191,12 @@ def analyze(bundle_path: str, classifier: str | None = None, shards: str | None 
     except ValueError as exc:  # e.g. a CVAE conditioned on attributes, given data without them
         raise FacegenError(f"--bundle {bundle_path}: cannot encode the images of {manifest.root} ({exc})") from None
     ctx = steps.Context(model=model, family=bundle.config.family, data=data, codes_train=codes[0], codes_test=codes[1],
-                        cond_test=condition_of(model, data.test.batch), out=out, say=say, scorer=scorer)
+                        cond_test=model.condition_of(data.test.batch), out=out, say=say, scorer=scorer)
     extras = {}
     if model.needs_fitted_sampler:
         ctx.sampler = PCAKDESampler.fit(ctx.codes_train, variance_share=0.95)
         extras.update(ctx.sampler.state_dict())
-    if ctx.family in steps.CODE_FAMILIES and scorer is not None:
+    if model.code_parts() and scorer is not None:
         ctx.settings = steps.figures.code_settings(model)
         ctx.setting_scores = steps.figures.setting_scores(model, ctx.codes_train[:16], scorer, ctx.settings)
     os.makedirs(out, exist_ok=True)

@@ -10,11 +10,11 @@ import sys
 
 import torch
 
-from facegen.data.attributes import CELEBA_ATTRIBUTES
+from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import DatasetError, FacegenError
 from facegen.latent.directions import Directions
 from facegen.latent.edit import Slot, edit, latent_slots
-from facegen.latent.store import condition_of, fit_bundle_directions, stored_directions
+from facegen.latent.store import fit_bundle_directions, stored_directions
 from facegen.models.base import LatentModel
 
 
@@ -24,7 +24,7 @@ def check_model(bundle, location: str, layout: str, edits: dict[str, float], lab
     if not isinstance(model, LatentModel):
         raise FacegenError(f"--bundle {location}: a {bundle.config.family} cannot edit images "
                            "(augmentation needs a latent model: ae, vae, cvae, ...)")
-    if hasattr(model, "condition") and (getattr(model.config, "condition", None) != "attrs" or labels is None):
+    if model.condition_part() is not None and (not model.condition_attributes() or labels is None):
         raise FacegenError(f"--bundle {location}: the {bundle.config.family}'s encoder needs each image's "
                            "attribute labels: pass --labels (only attribute conditions are supported)")
     if layout == "celeba":
@@ -87,7 +87,7 @@ def validate_edits(model, spec, directions: Directions | None) -> None:
     code width) then fail here, in one line, instead of in every actor."""
     size = model.config.resolution
     blank = torch.zeros(1, 3, size, size)
-    cond = condition_of(model, {"image": blank, "attrs": torch.zeros(1, len(CELEBA_ATTRIBUTES))})
+    cond = model.condition_of({"image": blank, "attrs": torch.zeros(1, len(CELEBA_ATTRIBUTES))})
     for k in range(1, spec.variants + 1):
         try:
             edit(model, blank, spec.edits_for(k), keep=spec.keep, method=spec.method, directions=directions,

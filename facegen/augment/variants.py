@@ -17,7 +17,7 @@ Manifest (``OUT/manifest.jsonl``, one JSON object a line, sorted by source then 
 URI of the source image), ``output`` (the written file relative to OUT, null on an error row), ``variant``,
 ``edits`` ({attr: strength} applied, {} for variant 0), ``method`` and ``error`` (null, or one line such as
 ``PATH: cannot decode image (...)``). This module does no Ray: :class:`EditVariants` is a plain callable that
-``facegen.latent.augment_job`` runs as a Ray Data actor.
+``facegen.augment.job`` runs as a Ray Data actor.
 """
 
 from __future__ import annotations
@@ -34,14 +34,13 @@ import pyarrow.fs as pafs
 import torch
 from PIL import Image
 
-from facegen.data import fsutil
+from facegen import io as fsio
 from facegen.data.shards import preprocess
 from facegen.errors import FacegenError
 from facegen.latent.directions import Directions
 from facegen.latent.edit import edit_codes
 from facegen.latent.grids import to_pil
 from facegen.latent.scoring import batched
-from facegen.latent.store import condition_of
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LAYOUT_DIRS = {"images": "images", "celeba": "img_align_celeba"}
@@ -124,10 +123,10 @@ class AugmentSpec:
 
 def list_images(images: str) -> list[str]:
     """Paths relative to ``images`` (folder or URI) of its .jpg/.jpeg/.png files, recursively, sorted."""
-    fs, root = fsutil.resolve(images)
+    fs, root = fsio.resolve(images)
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         raise FacegenError(f"--images {images}: no such folder")
-    found = sorted(rel for rel in fsutil.list_files(fs, root, recursive=True)
+    found = sorted(rel for rel in fsio.list_files(fs, root, recursive=True)
                    if rel.lower().endswith(IMAGE_SUFFIXES) and ".tmp-" not in rel)
     if not found:
         raise FacegenError(f"--images {images}: holds no .jpg/.jpeg/.png images")
@@ -140,11 +139,11 @@ def error_row(source: str, method: str, message: str) -> dict:
 
 def read_sources(batch: pa.Table, root: str) -> pa.Table:
     """Ray Data UDF: add ``data`` (the file's bytes, null if unreadable) and ``error`` (null or one line)."""
-    fs, base = fsutil.resolve(root)
+    fs, base = fsio.resolve(root)
     blobs, errors = [], []
     for rel, source in zip(batch.column("rel").to_pylist(), batch.column("source").to_pylist()):
         try:
-            blobs.append(fsutil.read_bytes(fs, fsutil.join(base, rel)))
+            blobs.append(fsio.read_bytes(fs, fsio.join(base, rel)))
             errors.append(None)
         except OSError as exc:  # missing since listing, no permission, I/O error
             blobs.append(None)
@@ -181,11 +180,11 @@ class EditVariants:
         torch.set_num_threads(threads)  # the actor pool is the parallelism; one BLAS thread per actor
         self.model = load_bundle(bundle).model
         self.resolution = self.model.config.resolution
-        self.fs, self.out = fsutil.resolve(out)
+        self.fs, self.out = fsio.resolve(out)
         self.spec, self.directions = spec, directions
 
     def _write(self, rel_out: str, image: torch.Tensor) -> None:
-        fsutil.write_atomic(self.fs, fsutil.join(self.out, rel_out), png_bytes(image))
+        fsio.write_atomic(self.fs, fsio.join(self.out, rel_out), png_bytes(image))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         spec, rows = self.spec, []
@@ -207,7 +206,7 @@ class EditVariants:
         cond = None
         if "attrs" in batch.column_names:
             attrs = torch.tensor([batch.column("attrs")[i].as_py() for i in good], dtype=torch.float32)
-            cond = condition_of(self.model, {"image": images, "attrs": attrs})
+            cond = self.model.condition_of({"image": images, "attrs": attrs})
         if spec.with_sources:
             for rel, source, image in zip(rels, sources, images):
                 self._write(spec.output_name(rel, 0), image)
@@ -236,7 +235,7 @@ def manifest_rows(rows: list[dict]) -> list[dict]:
 
 def write_manifest(out: str, rows: list[dict]) -> str:
     """Write ``OUT/manifest.jsonl`` atomically; returns its location."""
-    fs, root = fsutil.resolve(out)
-    path = fsutil.join(root, MANIFEST_NAME)
-    fsutil.write_atomic(fs, path, "".join(json.dumps(row) + "\n" for row in rows).encode())
-    return fsutil.to_uri(fs, path)
+    fs, root = fsio.resolve(out)
+    path = fsio.join(root, MANIFEST_NAME)
+    fsio.write_atomic(fs, path, "".join(json.dumps(row) + "\n" for row in rows).encode())
+    return fsio.to_uri(fs, path)

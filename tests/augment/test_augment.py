@@ -17,8 +17,8 @@ from facegen.data.celeba import read_celeba
 from facegen.data.pipeline import read_examples
 from facegen.data.shards import read_manifest
 from facegen.errors import FacegenError
-from facegen.latent.augment import AugmentSpec, parse_edits
-from facegen.latent.augment_job import add_augment_arguments, plan_job
+from facegen.augment.variants import AugmentSpec, parse_edits
+from facegen.augment.job import add_augment_arguments, plan_job
 from facegen.latent.store import directions_extras, fit_bundle_directions
 from facegen.models import build_model
 from tests.tiny import tiny_config

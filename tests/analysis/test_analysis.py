@@ -43,7 +43,7 @@ def bundles(tiny_shards, tiny_fairface_shards, tmp_path_factory):
 def analyze(*args: str) -> dict:
     """Run the job's entry point in-process; returns analysis.json."""
     out = args[args.index("--out") + 1]
-    assert job_main("facegen.latent.analysis", "add_analyze_arguments", "run_analyze", "", list(args)) == 0
+    assert job_main("analyze", "", list(args)) == 0
     with open(f"{out}/analysis.json") as fh:
         return json.load(fh)
 
@@ -51,7 +51,7 @@ def analyze(*args: str) -> dict:
 def test_job_writes_the_report_and_stores_directions_the_bundle_loads_back(bundles, tiny_shards, tmp_path):
     from facegen.bundle import load_bundle
     from facegen.data.shards import read_manifest
-    from facegen.latent.analysis_data import read_keyed_examples
+    from facegen.analysis.data import read_keyed_examples
     from facegen.latent.directions import fit_directions
     from facegen.latent.store import stored_directions
 

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from facegen.data import fsutil
-from facegen.data.attributes import CELEBA_ATTRIBUTES, FAIRFACE_LABELS
+from facegen import io as fsio
+from facegen.attributes import CELEBA_ATTRIBUTES, FAIRFACE_LABELS
 from facegen.data.pipeline import READ_COLUMNS, TrainCollate, decode_batch, shard_paths
 from facegen.data.shards import Manifest
 from facegen.errors import FacegenError
@@ -96,10 +96,10 @@ def find_factors(manifest: Manifest, explicit: str | None) -> str | None:
     candidates = [explicit] if explicit else [manifest.source]
     for location in candidates:
         try:
-            fs, path = fsutil.resolve(location)
-            for option in (path, fsutil.join(path, FACTORS_NAME)):
-                if option.endswith(".parquet") and fsutil.is_file(fs, option):
-                    return fsutil.to_uri(fs, option)
+            fs, path = fsio.resolve(location)
+            for option in (path, fsio.join(path, FACTORS_NAME)):
+                if option.endswith(".parquet") and fsio.is_file(fs, option):
+                    return fsio.to_uri(fs, option)
         except (FacegenError, OSError):
             pass
     if explicit:
@@ -108,7 +108,7 @@ def find_factors(manifest: Manifest, explicit: str | None) -> str | None:
 
 
 def _factor_table(location: str) -> dict[str, np.ndarray]:
-    fs, path = fsutil.resolve(location)
+    fs, path = fsio.resolve(location)
     try:
         table = pq.read_table(path, filesystem=fs)
     except (OSError, pa.ArrowInvalid) as exc:

@@ -1,6 +1,6 @@
-"""The sections of a latent analysis, one function each: (context) -> :class:`~facegen.latent.report_page.Part`.
+"""The sections of a latent analysis, one function each: (context) -> :class:`~facegen.reporting.page.Part`.
 
-:mod:`facegen.latent.analysis` builds the :class:`Context` (model, codes, data, judges) and calls them in order.
+:mod:`facegen.analysis.run` builds the :class:`Context` (model, codes, data, judges) and calls them in order.
 """
 
 from __future__ import annotations
@@ -13,18 +13,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from facegen.latent import analysis_figures as figures
-from facegen.latent.analysis_data import AnalysisData
+from facegen.analysis import figures
+from facegen.analysis.data import AnalysisData
 from facegen.latent.edit import latent_slots
 from facegen.latent.directions import METHODS, Directions, fit_directions
 from facegen.latent.naming import name_dimensions, naming_figure, naming_table_markdown
-from facegen.latent.report_page import Part
+from facegen.reporting.page import Part
 from facegen.latent.sampler import PCAKDESampler
 from facegen.latent.scoring import AttributeScorer
 from facegen.models.base import LatentModel
-
-CODE_FAMILIES = ("infogan", "began")
-
 
 @dataclass
 class Context:
@@ -56,10 +53,10 @@ def traversals(ctx: Context, n_sources: int = 3, rows: int = 8, steps: int = 7) 
     model, codes, part = ctx.model, ctx.codes_train, Part("traversals", "Traversals")
     described = ""
     for i, z in enumerate(ctx.codes_test[:n_sources]):
-        if ctx.family == "ae":
+        if ctx.sampler is not None:  # no prior to sweep: the fitted sampler's principal components
             sweep = figures.component_rows(z, codes, ctx.sampler.components[:rows], steps)
             what = "principal components of the training codes, each from its 2% to its 98% quantile"
-        elif ctx.family in CODE_FAMILIES:
+        elif model.code_parts():
             sweep = figures.code_rows(model, z, steps)
             what = "continuous codes, each swept over the prior's range [-1, 1]"
         else:
@@ -70,17 +67,16 @@ def traversals(ctx: Context, n_sources: int = 3, rows: int = 8, steps: int = 7) 
             part.pictures[f"source {i + 1}"] = figures.sweep_picture(model, sweep, ctx.png(f"traversal_{i + 1}"))
             described = f"Rows, top to bottom: {', '.join(sweep.labels)} ({what}); other entries unchanged.\n"
             part.data.setdefault("rows", sweep.labels)
-    if ctx.family in CODE_FAMILIES:
+    if any(part.kind == "categorical" for part in model.code_parts()):
         per_source = [figures.class_rows(model, z) for z in ctx.codes_test[:n_sources]]
         for c, first in enumerate(per_source[0] if per_source else []):
             stacked = figures.SweepRows(first.labels, torch.cat([rows_[c].codes for rows_ in per_source]))
             name = first.labels[0]
             part.pictures[f"categorical {name}: one row per source, one column per class"] = \
                 figures.sweep_picture(model, stacked, ctx.png(f"traversal_{name}"))
-    if hasattr(model, "decode_all_conditions"):
+    if model.condition_part() is not None:
         grid = model.decode_all_conditions(ctx.codes_test[:6])  # (6, K, 3, H, W)
-        columns = "none, then each attribute alone" if model.config.condition == "attrs" else "each class"
-        part.pictures[f"every condition (columns: {columns})"] = \
+        part.pictures[f"every condition (columns: {model.conditions_caption()})"] = \
             figures.grids.save_png(figures.grids.image_grid(grid.flatten(0, 1), nrow=grid.shape[1]),
                                    ctx.png("conditions"))
     part.markdown = described + f"Sources: the first {n_sources} held-out images."
@@ -96,18 +92,19 @@ def naming(ctx: Context, k: int = 10, steps: int = 7, n_sources: int = 6) -> Par
         part.data["skipped"] = "no classifier"
         return part
     model, codes = ctx.model, ctx.codes_train
-    if ctx.family == "ae":
+    if ctx.sampler is not None:
         rows = name_dimensions(model, codes, ctx.scorer, basis=ctx.sampler.components[:k], steps=steps,
                                n_sources=n_sources)
         for row in rows:
             row.label = f"PC{row.dim + 1}"
     else:
-        kinds = ("uniform",) if ctx.family in CODE_FAMILIES else ("gaussian",)
+        coded = bool(model.code_parts())
+        kinds = ("uniform",) if coded else ("gaussian",)
         dims = figures.active_dims(codes, figures.part_indices(model, kinds), k)
         rows = name_dimensions(model, codes, ctx.scorer, dims=dims, steps=steps, n_sources=n_sources) if dims else []
         slot_names = {slot.start: name for name, slot in latent_slots(model).items() if slot.kind == "value"}
         for row in rows:
-            row.label = slot_names.get(row.dim, row.label) if ctx.family in CODE_FAMILIES else row.label
+            row.label = slot_names.get(row.dim, row.label) if coded else row.label
     if rows:
         part.markdown = ("Each row: the attribute whose classifier probability changes most when the dimension "
                          "is swept (2% to 98% quantile), the signed change (effect) and its Spearman "

@@ -17,11 +17,11 @@ import posixpath
 from dataclasses import dataclass
 from typing import Mapping
 
-from facegen.data import fsutil
-from facegen.data.attributes import CELEBA_ATTRIBUTES, CELEBA_PARTITIONS
+from facegen import io as fsio
+from facegen.attributes import CELEBA_ATTRIBUTES, CELEBA_PARTITIONS
 from facegen.data.celeba import parse_attributes, parse_partition  # one parser for CelebA files
 from facegen.errors import FacegenError
-from facegen.latent.augment import LAYOUT_DIRS
+from facegen.augment.variants import LAYOUT_DIRS
 
 PARTITION_CODES = {split: code for code, split in CELEBA_PARTITIONS.items()}
 
@@ -51,16 +51,16 @@ class SourceLabels:
 
 def read_source_labels(location: str) -> SourceLabels:
     """Parse ``location`` (a list_attr_celeba file) and the partition file beside it, if any."""
-    fs, path = fsutil.resolve(location)
-    if not fsutil.is_file(fs, path):
+    fs, path = fsio.resolve(location)
+    if not fsio.is_file(fs, path):
         raise FacegenError(f"--labels {location}: no such file")
-    table = fsutil.TextTable(fs, path)
+    table = fsio.TextTable(fs, path)
     names, values = parse_attributes(table)
     splits = None
     for candidate in ("list_eval_partition.txt", "list_eval_partition.csv"):
-        partition = fsutil.join(posixpath.dirname(path), candidate)
-        if fsutil.is_file(fs, partition):
-            pairs = parse_partition(fsutil.TextTable(fs, partition))
+        partition = fsio.join(posixpath.dirname(path), candidate)
+        if fsio.is_file(fs, partition):
+            pairs = parse_partition(fsio.TextTable(fs, partition))
             splits = {key: split for key, (split, _line) in pairs.items()}
             break
     return SourceLabels(location=location, names=names, attrs={k: v for k, (v, _line) in values.items()},
@@ -96,8 +96,8 @@ def write_celeba_labels(out: str, rows: list[dict], labels: SourceLabels, source
             split = labels.splits.get(source_key, "train")
         attr_lines.append(" ".join([key, *("1" if v else "-1" for v in values)]))
         partition_lines.append(f"{key} {PARTITION_CODES[split]}")
-    fs, root = fsutil.resolve(out)
+    fs, root = fsio.resolve(out)
     header = [str(len(attr_lines)), " ".join(labels.names)]
-    fsutil.write_atomic(fs, fsutil.join(root, "list_attr_celeba.txt"), "\n".join(header + attr_lines).encode() + b"\n")
-    fsutil.write_atomic(fs, fsutil.join(root, "list_eval_partition.txt"), "\n".join(partition_lines).encode() + b"\n")
+    fsio.write_atomic(fs, fsio.join(root, "list_attr_celeba.txt"), "\n".join(header + attr_lines).encode() + b"\n")
+    fsio.write_atomic(fs, fsio.join(root, "list_eval_partition.txt"), "\n".join(partition_lines).encode() + b"\n")
     return len(attr_lines)

@@ -25,6 +25,12 @@ def is_uri(location: str) -> bool:
     return "://" in location
 
 
+def absolute_path(path: str) -> str:
+    """A local path made absolute (URIs and "" unchanged): Ray workers run in their own folders, so a path
+    relative to where a config was loaded would not resolve there."""
+    return path if not path or is_uri(path) else os.path.abspath(os.path.expanduser(path))
+
+
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
     """Turn a URI or a local path into ``(filesystem, path inside it)``; the path has no trailing slash.
 

@@ -2,7 +2,7 @@
 
 For each attribute and each editing method, every image is edited *away from its ground-truth label*
 (absent -> present for negatives, present -> absent for positives), so a label decides which way an image
-can flip. Per judge (:mod:`facegen.latent.judges`; the first judge is the primary one):
+can flip. Per judge (:mod:`facegen.analysis.judges`; the first judge is the primary one):
 
 flip rate     among images the judge puts on the source side before the edit (P < 0.5 for an edit toward
               "present"), the fraction it puts on the other side after (P >= 0.5): the edit crossed 0.5

@@ -8,8 +8,8 @@ mistake costs no start-up time and writes nothing. Then the pipeline
                                                                             each loads the bundle once)
                              -> rows back to the driver -> label files, then the manifest, written last.
 
-What variant k applies and the manifest's rows: :mod:`facegen.latent.augment`; the CelebA layout and its
-labels: :mod:`facegen.latent.augment_celeba`.
+What variant k applies and the manifest's rows: :mod:`facegen.augment.variants`; the CelebA layout and its
+labels: :mod:`facegen.augment.celeba`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from facegen.errors import FacegenError
-from facegen.latent.augment import LAYOUT_DIRS, MANIFEST_NAME, AugmentSpec, list_images, parse_edits
+from facegen.augment.variants import LAYOUT_DIRS, MANIFEST_NAME, AugmentSpec, list_images, parse_edits
 from facegen.latent.edit import EDIT_METHODS
 
 if TYPE_CHECKING:
-    from facegen.latent.augment_celeba import SourceLabels
+    from facegen.augment.celeba import SourceLabels
     from facegen.latent.directions import Directions
 
 VARIANTS_HELP = ("variant k (1..K) moves each direction edit by strength * k/K (a ladder up to the full "
@@ -119,12 +119,12 @@ def _crop(text: str, dataset: str) -> tuple:
 def plan_job(args: argparse.Namespace) -> AugmentJob:
     """Check everything and list the work; no Ray. Raises FacegenError naming the first problem."""
     from facegen.bundle import load_bundle
-    from facegen.data import fsutil
-    from facegen.latent.augment_checks import check_model, resolve_directions, validate_edits
+    from facegen import io as fsio
+    from facegen.augment.checks import check_model, resolve_directions, validate_edits
 
     images = list_images(args.images)
-    fs, root = fsutil.resolve(args.images)
-    out_fs, out_root = fsutil.resolve(args.out)
+    fs, root = fsio.resolve(args.images)
+    out_fs, out_root = fsio.resolve(args.out)
     if out_fs.type_name == fs.type_name and (out_root + "/").startswith(root + "/"):
         raise FacegenError(f"--out {args.out} is inside --images {args.images}: a rerun would edit the outputs")
     edits = parse_edits(args.edits)
@@ -132,7 +132,7 @@ def plan_job(args: argparse.Namespace) -> AugmentJob:
     keep = tuple(k.strip() for k in args.keep.split(",") if k.strip())
     labels = None
     if args.labels:
-        from facegen.latent.augment_celeba import read_source_labels
+        from facegen.augment.celeba import read_source_labels
 
         labels = read_source_labels(args.labels)
     slots = check_model(bundle, args.bundle, args.layout, edits, labels)
@@ -143,20 +143,20 @@ def plan_job(args: argparse.Namespace) -> AugmentJob:
     validate_edits(bundle.model, spec, directions)
     job = AugmentJob(bundle=args.bundle, images=args.images, out=args.out, spec=spec, directions=directions,
                      items=[], labels=labels)
-    _add_items(job, images, needs_attrs=hasattr(bundle.model, "condition"))
+    _add_items(job, images, needs_attrs=bundle.model.condition_part() is not None)
     return job
 
 
 def _add_items(job: AugmentJob, images: list[str], needs_attrs: bool) -> None:
     """One work item per listed image; unlabelled images become error rows, val/test ones are only copied
     (``--with-sources``) or left out. Output names that would collide are refused."""
-    from facegen.data import fsutil
-    from facegen.latent.augment import error_row
+    from facegen import io as fsio
+    from facegen.augment.variants import error_row
 
-    fs, root = fsutil.resolve(job.images)
+    fs, root = fsio.resolve(job.images)
     spec, labels, seen = job.spec, job.labels, {}
     for rel in images:
-        source = fsutil.to_uri(fs, fsutil.join(root, rel))
+        source = fsio.to_uri(fs, fsio.join(root, rel))
         first = spec.output_name(rel, 1)
         if first in seen:
             raise FacegenError(f"{seen[first]} and {rel} would both be written as {first}; rename one")
@@ -184,7 +184,7 @@ def run_pipeline(job: AugmentJob, batch_size: int, actors: tuple[int, int], cpus
     import ray.data
     from ray.data.context import DataContext
 
-    from facegen.latent.augment import EditVariants, read_sources
+    from facegen.augment.variants import EditVariants, read_sources
 
     if not job.items:
         return []
@@ -201,12 +201,12 @@ def run_pipeline(job: AugmentJob, batch_size: int, actors: tuple[int, int], cpus
 
 def finish(job: AugmentJob, produced: list[dict]) -> int:
     """Label files (CelebA layout), then the manifest, last; a summary on stdout and errors on stderr."""
-    from facegen.latent.augment import manifest_rows, write_manifest
+    from facegen.augment.variants import manifest_rows, write_manifest
 
     rows = manifest_rows(job.rows + produced)
     written = [r for r in rows if r["output"] is not None]
     if job.spec.layout == "celeba":
-        from facegen.latent.augment_celeba import write_celeba_labels
+        from facegen.augment.celeba import write_celeba_labels
 
         write_celeba_labels(job.out, rows, job.labels, job.source_keys, job.spec.fixed)
     manifest = write_manifest(job.out, rows)
@@ -226,13 +226,13 @@ def finish(job: AugmentJob, produced: list[dict]) -> int:
 
 
 def run_augment(args: argparse.Namespace) -> int:
-    from facegen.data import fsutil
+    from facegen import io as fsio
     from facegen.runtime import init_ray
 
     job = plan_job(args)
-    fs, root = fsutil.resolve(args.out)
-    stale = fsutil.join(root, MANIFEST_NAME)
-    if fsutil.exists(fs, stale):  # an old manifest would describe files this run is about to replace
+    fs, root = fsio.resolve(args.out)
+    stale = fsio.join(root, MANIFEST_NAME)
+    if fsio.exists(fs, stale):  # an old manifest would describe files this run is about to replace
         fs.delete_file(stale)
     init_ray(args.num_cpus)
     produced = run_pipeline(job, args.batch_size, args.actors, args.cpus_per_actor)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from facegen.latent.directions import fit_directions
-from facegen.latent.evaluation import EditPlan, direction_plans, evaluate_edits, evaluation_markdown
-from facegen.latent.judges import PixelProbe, balanced_accuracy
+from facegen.analysis.evaluation import EditPlan, direction_plans, evaluate_edits, evaluation_markdown
+from facegen.analysis.judges import PixelProbe, balanced_accuracy
 from tests.latent.toy import NAMES, make_space
 
 

@@ -1,0 +1,227 @@
+"""What InfoGAN and BEGAN share: the code layout and its recovery heads, the generator, the info step and the
+per-player optimizer settings (:class:`CodeGAN`), plus the code-vs-class accuracy both report.
+
+InfoGAN (``infogan.py``) reads the codes from its discriminator trunk, BEGAN (``began.py``) from its
+autoencoder's bottleneck; the info loss and the latent layout are the same (see ``infogan.py``'s docstring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facegen.errors import ConfigError
+from facegen.models.base import Batch, LatentModel, LatentPart, OptimizerSettings, StepOutput
+from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder
+
+HEAD_WIDTH = 128  # hidden width of the code and noise heads (InfoGAN's Q network uses 128)
+
+
+@dataclass(frozen=True)
+class InfoGANConfig:
+    """The ``model:`` section of an InfoGAN config (BEGAN's config extends it).
+
+    resolution: image side (32, 64 or 128); must match the shards.
+    base_channels, max_channels: width of the first conv stage, doubling per stage up to the cap.
+    noise_dim: width of the Gaussian noise part of the latent.
+    categorical: sizes of the categorical codes, e.g. [10] (empty = none).
+    continuous: number of continuous codes, uniform in [-1, 1] (e.g. 2 to 4).
+    lambda_categorical, lambda_continuous, lambda_noise: weights of the info loss's cross-entropy,
+        Gaussian negative log-likelihood and noise mean squared error.
+    lr_generator, lr_discriminator, lr_info: each player's learning rate; 0 = ``train.lr``.
+    betas: Adam betas of every player, e.g. [0.5, 0.999] as usual for GANs; null = ``train.betas``.
+    """
+
+    resolution: int = 64
+    base_channels: int = 32
+    max_channels: int = 256
+    noise_dim: int = 62
+    categorical: tuple[int, ...] = (10,)
+    continuous: int = 2
+    lambda_categorical: float = 1.0
+    lambda_continuous: float = 0.5
+    lambda_noise: float = 0.5
+    lr_generator: float = 0.0
+    lr_discriminator: float = 0.0
+    lr_info: float = 0.0
+    betas: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.resolution not in SUPPORTED_RESOLUTIONS:
+            raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {self.resolution}")
+        if self.base_channels < 4 or self.noise_dim < 1:
+            raise ConfigError("model.base_channels / model.noise_dim: must be >= 4 / >= 1")
+        if any(size < 2 for size in self.categorical) or self.continuous < 0:
+            raise ConfigError("model.categorical: sizes must be >= 2; model.continuous: must be >= 0")
+        if not self.categorical and not self.continuous:
+            raise ConfigError("model.categorical / model.continuous: an InfoGAN needs at least one code")
+        for key in ("lambda_categorical", "lambda_continuous", "lambda_noise", "lr_generator",
+                    "lr_discriminator", "lr_info"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"model.{key}: must be >= 0, got {getattr(self, key)}")
+        if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"model.betas: each must be in [0, 1), got {list(self.betas)}")
+
+
+class InfoCodes(nn.Module):
+    """The latent layout and its prior, plus the heads recovering codes and noise from features (N, F)."""
+
+    def __init__(self, config: InfoGANConfig, feature_dim: int) -> None:
+        super().__init__()
+        self.categorical, self.continuous, self.noise_dim = config.categorical, config.continuous, config.noise_dim
+        self.weights = (config.lambda_categorical, config.lambda_continuous, config.lambda_noise)
+        parts = [LatentPart(f"code{i}", size, "categorical") for i, size in enumerate(self.categorical)]
+        if self.continuous:
+            parts.append(LatentPart("continuous", self.continuous, "uniform"))
+        self.parts = (*parts, LatentPart("noise", self.noise_dim, "gaussian"))
+        self.width = sum(part.size for part in self.parts)
+
+        def head(out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(feature_dim, HEAD_WIDTH), nn.LeakyReLU(0.2), nn.Linear(HEAD_WIDTH, out))
+
+        self.code_head = head(sum(self.categorical) + 2 * self.continuous)
+        self.noise_head = head(self.noise_dim)
+
+    def predict(self, features: torch.Tensor):
+        """features (N, F) -> (categorical logits [(N, K)...], continuous mean (N, C), log-std (N, C),
+        noise estimate (N, noise_dim))."""
+        pieces = self.code_head(features).split([*self.categorical, self.continuous, self.continuous], 1)
+        log_std = pieces[-1].clamp(-5, 2)  # a collapsing std would make the NLL explode
+        return list(pieces[:-2]), pieces[-2], log_std, self.noise_head(features)
+
+    def estimate(self, features: torch.Tensor) -> torch.Tensor:
+        """features (N, F) -> latent estimate (N, width): argmax one-hots (inside the prior, so G decodes
+        them as it was trained), continuous means, noise estimate."""
+        logits, mean, _, noise = self.predict(features)
+        onehots = [F.one_hot(lg.argmax(1), lg.shape[1]).to(mean.dtype) for lg in logits]
+        return torch.cat([*onehots, mean, noise], 1)
+
+    def loss(self, features: torch.Tensor, latent: torch.Tensor) -> StepOutput:
+        """Info loss of features (N, F) of the images generated from ``latent`` (N, width)."""
+        logits, mean, log_std, noise_hat = self.predict(features)
+        *onehots, code, noise = latent.split([*self.categorical, self.continuous, self.noise_dim], 1)
+        targets = [onehot.argmax(1) for onehot in onehots]
+        zero = mean.new_zeros(())
+        ce = sum((F.cross_entropy(lg, t) for lg, t in zip(logits, targets)), zero)
+        # Gaussian NLL without its constant 0.5 log(2 pi), summed over codes, averaged over images.
+        nll = (0.5 * ((code - mean) / log_std.exp()).pow(2) + log_std).sum(1).mean()
+        mse = (noise_hat - noise).pow(2).mean()
+        w_cat, w_cont, w_noise = self.weights
+        loss = w_cat * ce + w_cont * nll + w_noise * mse
+        metrics = {"info_loss": loss, "cat_ce": ce, "cont_nll": nll, "noise_mse": mse}
+        if targets:
+            hits = [(lg.argmax(1) == t).float().mean() for lg, t in zip(logits, targets)]
+            metrics["code_acc"] = torch.stack(hits).mean()
+        return StepOutput(loss, {k: v.detach() for k, v in metrics.items()})
+
+
+def predicted_categories(model: LatentModel, images: torch.Tensor) -> torch.Tensor:
+    """The first categorical code ``model.encode`` reads from images (N, 3, H, W): (N,) int64."""
+    start = 0
+    for part in model.latent_parts:
+        if part.kind == "categorical":
+            return model.encode(images)[:, start:start + part.size].argmax(1)
+        start += part.size
+    raise ValueError("the model's latent has no categorical part")
+
+
+def matched_mass(confusion: np.ndarray) -> float:
+    """Mass of ``confusion`` (codes x classes, counts or fractions) on the best one-to-one assignment of
+    codes to classes (Hungarian algorithm; scipy comes with scikit-learn)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(confusion, maximize=True)
+    return float(confusion[rows, cols].sum())
+
+
+@torch.no_grad()
+def categorical_code_accuracy(model: LatentModel, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of images (N, 3, H, W) whose categorical code, after the best one-to-one assignment of
+    codes to classes, equals their label (N,) int (rows with label -1 are ignored)."""
+    keep = labels >= 0
+    codes = predicted_categories(model, images[keep]).cpu().numpy()
+    classes = labels[keep].cpu().numpy()
+    confusion = np.zeros((codes.max(initial=0) + 1, classes.max(initial=0) + 1))
+    np.add.at(confusion, (codes, classes), 1)
+    return matched_mass(confusion) / max(len(codes), 1)
+
+
+class CodeGAN(LatentModel):
+    """A GAN with InfoGAN codes: the generator, the latent prior, the info step and per-player optimizers.
+
+    Subclasses build the discriminator, define ``features(images) -> (N, F)`` (what the code heads read),
+    ``_step_generator``, ``_step_discriminator`` and ``parameters_for``.
+    """
+
+    players = ("generator", "discriminator", "info")
+
+    def __init__(self, config: InfoGANConfig, feature_dim: int) -> None:
+        super().__init__(config)
+        self.codes = InfoCodes(config, feature_dim)
+        self.latent_parts = self.codes.parts
+        self.generator = ConvDecoder(config.resolution, self.codes.width, config.base_channels, config.max_channels)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, batch: Batch, player: str = "generator") -> StepOutput:
+        if player not in self.players:
+            raise ValueError(f"{self.family}: unknown player {player!r} (players: {', '.join(self.players)})")
+        return getattr(self, f"_step_{player}")(batch)
+
+    def _prior(self, batch: Batch) -> torch.Tensor:
+        """Latents (N, width) for a batch of N real images."""
+        return self.prior_codes(batch["image"].shape[0]).to(batch["image"].device)
+
+    def _step_info(self, batch: Batch) -> StepOutput:
+        latent = self._prior(batch)
+        return self.codes.loss(self.features(self.generator(latent)), latent)
+
+    def _modules_parameters(self, *modules: nn.Module) -> Iterator[nn.Parameter]:
+        return (p for module in modules for p in module.parameters())
+
+    def optimizer_settings(self, player: str, lr: float, betas: tuple[float, float],
+                           weight_decay: float) -> OptimizerSettings:
+        c = self.config
+        player_lr = {"generator": c.lr_generator, "discriminator": c.lr_discriminator, "info": c.lr_info}[player]
+        return OptimizerSettings(lr=player_lr or lr, betas=c.betas or betas, weight_decay=weight_decay)
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Every player's metrics (no update: BEGAN's k moves only in training), plus, on fully labelled
+        batches (digits), the code-vs-label confusion that ``summarize_metrics`` scores."""
+        metrics: dict[str, torch.Tensor] = {}
+        for player in self.players:
+            metrics.update(self(batch, player=player).metrics)
+        labels = batch.get("label")
+        if self.config.categorical and labels is not None and bool((labels >= 0).all()):
+            k = self.config.categorical[0]
+            codes = predicted_categories(self, batch["image"])
+            for i in range(k):  # every cell, zeros too, so every batch weighs the same in the epoch mean
+                for j in range(k):  # labels >= k cannot be matched one-to-one and count as misses
+                    metrics[f"confusion/{i}/{j}"] = ((codes == i) & (labels == j)).float().mean()
+        return metrics
+
+    def summarize_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        """Replaces the epoch's confusion fractions by ``label_code_acc``: the categorical code's accuracy
+        as a classifier under the best code-to-class assignment (only on labelled data)."""
+        cells = {k: v for k, v in means.items() if k.startswith("confusion/")}
+        out = {k: v for k, v in means.items() if k not in cells}
+        if cells:
+            k = self.config.categorical[0]
+            confusion = np.array([[cells.get(f"confusion/{i}/{j}", 0.0) for j in range(k)] for i in range(k)])
+            out["label_code_acc"] = matched_mass(confusion)  # cells are fractions of all labelled images
+        return out
+
+    # LatentModel
+    def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """images (N, 3, H, W) -> latent estimate (N, width) in ``latent_parts`` order."""
+        return self.codes.estimate(self.features(images))
+
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z)
