@@ -14,6 +14,7 @@ the continuous factors as float32 and the FairFace / hair / identity indices.
 Image ``i`` is drawn from ``default_rng([seed, i])``, its base factors from ``default_rng([seed, id, 1])``
 (id: its CelebA identity, or ``i`` for FairFace): the bytes depend on (seed, n, layout), never on workers.
 Output goes to ``<out>.tmp-<pid>``, renamed into place at the end; a non-empty ``out`` is refused.
+``--counterfactuals DATASET`` writes ground-truth counterfactual test sets instead (``counterfactual.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from facegen.data.attributes import CELEBA_ATTRIBUTES, FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES
+from facegen.attributes import CELEBA_ATTRIBUTES, FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES
 from facegen.data.synth_render import BEARD_FULL, BEARD_GOATEE, BEARD_NONE, render_face
 from facegen.errors import FacegenError
 
@@ -44,11 +45,12 @@ RENDERED_ATTRIBUTES: tuple[str, ...] = (
 _BASE_STREAM = 1  # third seed word of the identity generator, keeps it apart from the per-image ones
 _PLAN_STREAM = 2**31  # second seed word of the split/identity planner (image indices stay below it)
 # (size, face square (left, top, side)): CelebA's aligned centre crop is the 140x140 square at the centre.
-_CANVAS = {"celeba": ((178, 218), (19, 39, 140)), "fairface": ((224, 224), (36, 36, 152))}
-_IMAGE_DIR = {"celeba": "img_align_celeba", "fairface": ""}  # image path = join(out, dir, key)
+CANVAS = {"celeba": ((178, 218), (19, 39, 140)), "fairface": ((224, 224), (36, 36, 152))}
+IMAGE_DIR = {"celeba": "img_align_celeba", "fairface": ""}  # image path = join(out, dir, key)
+JPEG_QUALITY = 90  # of the saved images
 # Race (FAIRFACE_RACES order) -> skin tone band, face width, P(black, blond, brown hair). Each group is a
 # cluster of its own tone band, tint (synth_render), width and hair palette, so race is learnable.
-_RACES = (
+RACES = (
     ((0.76, 0.88), 0.93, (0.2, 0.5, 0.3)),  # White
     ((0.05, 0.18), 1.03, (1.0, 0.0, 0.0)),  # Black
     ((0.48, 0.55), 0.97, (0.5, 0.0, 0.5)),  # Latino_Hispanic
@@ -57,6 +59,7 @@ _RACES = (
     ((0.24, 0.34), 0.9, (0.9, 0.0, 0.1)),  # Indian
     ((0.57, 0.64), 0.86, (0.7, 0.0, 0.3)),  # Middle Eastern
 )
+PALE_TONE = (0.95, 1.0)  # skin tone band of Pale_Skin (White faces only)
 # CelebA is mostly White adults; FairFace is race-balanced and spans all ages (FAIRFACE_AGES order).
 _RACE_P = {"celeba": (0.4, 0.1, 0.1, 0.12, 0.08, 0.1, 0.1), "fairface": (1 / 7,) * 7}
 _AGE_P = {"celeba": (0, 0, 0.2, 0.35, 0.15, 0.12, 0.08, 0.06, 0.04),
@@ -67,11 +70,10 @@ _GRAY = 3  # synth_render.HAIR_COLORS index
 
 @dataclass(frozen=True)
 class Face:
-    """The labelled factors of one face (drawn by ``sample_face``, drawn on by ``render_face``).
-
-    attrs maps each of RENDERED_ATTRIBUTES to 0/1; race and age index FAIRFACE_RACES / FAIRFACE_AGES;
-    hair_color indexes synth_render.HAIR_COLORS (all hair drawn, brows and beard too, so bald heads have
-    one); beard is one of synth_render.BEARD_*."""
+    """The labelled factors of one face (drawn by ``sample_face``, drawn on by ``render_face``): attrs maps
+    each of RENDERED_ATTRIBUTES to 0/1; race and age index FAIRFACE_RACES / FAIRFACE_AGES; hair_color indexes
+    synth_render.HAIR_COLORS (all hair drawn, brows and beard too, so bald heads have one); beard is one of
+    synth_render.BEARD_*."""
 
     attrs: dict[str, int]
     race: int
@@ -89,7 +91,7 @@ class Face:
     service_test: bool
 
 
-class _Task(NamedTuple):
+class Task(NamedTuple):
     index: int  # global image index: the per-image seed word
     base_key: int  # identity seed word (the image index where there are no identities)
     identity: int  # CelebA identity, -1 for FairFace
@@ -102,9 +104,9 @@ def sample_face(seed: int, index: int, base_key: int, layout: str) -> tuple[Face
     b = np.random.default_rng([seed, base_key, _BASE_STREAM])
     male = int(b.random() < 0.5)
     race = int(b.choice(7, p=_RACE_P[layout]))
-    band, width, hair_p = _RACES[race]
+    band, width, hair_p = RACES[race]
     pale = int(race == 0 and b.random() < 0.55)
-    tone = b.uniform(0.95, 1.0) if pale else b.uniform(*band)
+    tone = b.uniform(*(PALE_TONE if pale else band))
     shape = width + 0.015 * b.standard_normal()
     age = int(b.choice(9, p=_AGE_P[layout]))
     hair = _GRAY if b.random() < _GRAY_P[age] else int(b.choice(3, p=hair_p))
@@ -134,12 +136,12 @@ def sample_face(seed: int, index: int, base_key: int, layout: str) -> tuple[Face
     return face, r
 
 
-def _plan(n: int, seed: int, layout: str) -> list[_Task]:
+def plan(n: int, seed: int, layout: str) -> list[Task]:
     """File names, splits and identities of all n images (cheap, done once in the parent)."""
     if layout == "fairface":
         n_train = round(0.85 * n)
-        return [_Task(i, i, -1, "train", f"train/{i + 1}.jpg") if i < n_train else
-                _Task(i, i, -1, "val", f"val/{i - n_train + 1}.jpg") for i in range(n)]
+        return [Task(i, i, -1, "train", f"train/{i + 1}.jpg") if i < n_train else
+                Task(i, i, -1, "val", f"val/{i - n_train + 1}.jpg") for i in range(n)]
     counts = {"val": round(0.1 * n), "test": round(0.1 * n)}
     counts = {"train": n - counts["val"] - counts["test"], **counts}
     digits = max(6, len(str(n)))
@@ -150,25 +152,24 @@ def _plan(n: int, seed: int, layout: str) -> list[_Task]:
         order = np.random.default_rng([seed, _PLAN_STREAM, code]).permutation(counts[split]) % n_ids
         for ident in order.tolist():
             name, person = f"{i + 1:0{digits}d}.jpg", first_id + ident
-            tasks.append(_Task(i, person, person, split, name))
+            tasks.append(Task(i, person, person, split, name))
             i += 1
         first_id += n_ids
     return tasks
 
 
-def _render_chunk(job: tuple[str, int, str, list[_Task]]) -> list[Face]:
+def _render_chunk(job: tuple[str, int, str, list[Task]]) -> list[Face]:
     """Worker: render and save one chunk of images, return their factors in task order."""
     root, seed, layout, tasks = job
-    size, box = _CANVAS[layout]
-    faces = []
+    folder, faces = os.path.join(root, IMAGE_DIR[layout]), []
     for t in tasks:
         face, rng = sample_face(seed, t.index, t.base_key, layout)
-        render_face(face, rng, size, box).save(os.path.join(root, _IMAGE_DIR[layout], t.key), quality=90)
+        render_face(face, rng, *CANVAS[layout]).save(os.path.join(folder, t.key), quality=JPEG_QUALITY)
         faces.append(face)
     return faces
 
 
-def _render_all(root: str, seed: int, layout: str, tasks: list[_Task], workers: int,
+def _render_all(root: str, seed: int, layout: str, tasks: list[Task], workers: int,
                 progress: bool) -> list[Face]:
     """Render all tasks in ordered chunks, in this process or a pool; returns the faces in task order."""
     chunk = max(1, min(64, -(-len(tasks) // (4 * workers))))  # small runs still spread over all workers
@@ -188,7 +189,7 @@ def _write_text(path: str, lines: list[str]) -> None:
         fh.write("\n".join(lines) + "\n")
 
 
-def _write_labels(root: str, layout: str, tasks: list[_Task], faces: list[Face]) -> list[str]:
+def _write_labels(root: str, layout: str, tasks: list[Task], faces: list[Face]) -> list[str]:
     """Write the layout's label files; returns their names."""
     if layout == "celeba":
         # Same style as the real file: count, names, then each value right-aligned in 3 columns.
@@ -197,8 +198,7 @@ def _write_labels(root: str, layout: str, tasks: list[_Task], faces: list[Face])
         _write_text(os.path.join(root, "list_attr_celeba.txt"),
                     [str(len(tasks)), " ".join(CELEBA_ATTRIBUTES) + " "] + rows)
         codes = {"train": 0, "val": 1, "test": 2}
-        _write_text(os.path.join(root, "list_eval_partition.txt"),
-                    [f"{t.key} {codes[t.split]}" for t in tasks])
+        _write_text(os.path.join(root, "list_eval_partition.txt"), [f"{t.key} {codes[t.split]}" for t in tasks])
         _write_text(os.path.join(root, "identity_CelebA.txt"), [f"{t.key} {t.identity}" for t in tasks])
         return ["list_attr_celeba.txt", "list_eval_partition.txt", "identity_CelebA.txt"]
     names = []
@@ -211,15 +211,14 @@ def _write_labels(root: str, layout: str, tasks: list[_Task], faces: list[Face])
     return names
 
 
-def _factor_table(tasks: list[_Task], faces: list[Face]) -> pa.Table:
+def _factor_table(tasks: list[Task], faces: list[Face]) -> pa.Table:
     """factors.parquet: one row per image, in file order."""
     cols: dict[str, pa.Array] = {"key": pa.array([t.key for t in tasks], pa.string()),
                                  "split": pa.array([t.split for t in tasks], pa.string()),
                                  "identity": pa.array([t.identity for t in tasks], pa.int32())}
     for a in CELEBA_ATTRIBUTES:
         cols[a] = pa.array([f.attrs.get(a, 0) for f in faces], pa.int8())
-    for name in ("yaw", "face_scale", "lighting", "lighting_angle", "background_hue", "skin_tone",
-                 "face_shape"):
+    for name in ("yaw", "face_scale", "lighting", "lighting_angle", "background_hue", "skin_tone", "face_shape"):
         cols[name] = pa.array([getattr(f, name) for f in faces], pa.float32())
     for name in ("race", "age", "hair_color", "beard"):  # indices, see Face
         cols[name] = pa.array([getattr(f, name) for f in faces], pa.int8())
@@ -248,18 +247,16 @@ def _check_args(out: str, n: int, seed: int, layout: str, workers: int | None) -
 def write_synthetic(out: str, n: int, seed: int = 0, layout: str = "celeba", workers: int | None = None,
                     progress: bool = True) -> dict:
     """Render n synthetic faces into a new folder ``out`` in the given layout; returns a summary dict.
-
-    Raises FacegenError for bad arguments or an existing non-empty ``out``.
-    """
+    Raises FacegenError for bad arguments or an existing non-empty ``out``."""
     _check_args(out, n, seed, layout, workers)
     workers = workers or min(2, os.cpu_count() or 1)
     out = os.path.normpath(out)
-    tasks = _plan(n, seed, layout)
+    tasks = plan(n, seed, layout)
     tmp = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)  # leftover of an earlier crashed run of this pid
     try:
         for folder in sorted({os.path.dirname(t.key) for t in tasks}):
-            os.makedirs(os.path.join(tmp, _IMAGE_DIR[layout], folder))
+            os.makedirs(os.path.join(tmp, IMAGE_DIR[layout], folder))
         faces = _render_all(tmp, seed, layout, tasks, workers, progress)
         labels = _write_labels(tmp, layout, tasks, faces)
         pq.write_table(_factor_table(tasks, faces), os.path.join(tmp, "factors.parquet"))
@@ -270,11 +267,10 @@ def write_synthetic(out: str, n: int, seed: int = 0, layout: str = "celeba", wor
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     splits = {s: sum(t.split == s for t in tasks) for s in ("train", "val", "test")}
-    return {"out": out, "layout": layout, "n": n, "seed": seed,
+    return {"out": out, "layout": layout, "n": n, "seed": seed, "factors": os.path.join(out, "factors.parquet"),
             "splits": {s: c for s, c in splits.items() if c or layout == "celeba"},
             "identities": len({t.identity for t in tasks}) if layout == "celeba" else 0,
-            "labels": [os.path.join(out, name) for name in labels],
-            "factors": os.path.join(out, "factors.parquet")}
+            "labels": [os.path.join(out, name) for name in labels]}
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -283,17 +279,21 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="new local folder to write the dataset into (must not exist or be empty)")
     parser.add_argument("--n", type=int, default=2000, help="number of images to render (default: 2000)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="random seed; the same seed, n and layout give byte-identical files "
-                             "(default: 0)")
+                        help="random seed: the same seed, n and layout give the same bytes (default: 0)")
     parser.add_argument("--layout", choices=LAYOUTS, default="celeba",
                         help="on-disk layout: 'celeba' (img_align_celeba/ + list_attr_celeba.txt ...) or "
                              "'fairface' (train/ val/ + fairface_label_*.csv) (default: celeba)")
     parser.add_argument("--workers", type=int, default=None,
                         help="rendering processes (default: min(2, CPU count)); does not change the output")
+    from facegen.data.counterfactual import add_counterfactual_arguments  # it imports synth
+    add_counterfactual_arguments(parser)
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    """CLI entry: write the dataset described by ``args`` and print a one-line summary."""
+    """CLI entry: write the dataset (or with --counterfactuals its test sets); print a one-line summary."""
+    if args.counterfactuals is not None or args.attributes is not None or args.resolution is not None:
+        from facegen.data.counterfactual import run_counterfactuals
+        return run_counterfactuals(args)
     s = write_synthetic(args.out, args.n, seed=args.seed, layout=args.layout, workers=args.workers)
     splits = ", ".join(f"{k} {v}" for k, v in s["splits"].items())
     print(f"wrote {s['n']} synthetic {s['layout']} faces to {s['out']} ({splits})")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from facegen.data import synth
-from facegen.data.attributes import CELEBA_ATTRIBUTES, FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES
+from facegen.attributes import CELEBA_ATTRIBUTES, FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES
 from facegen.data.synth import (RENDERED_ATTRIBUTES, add_synth_arguments, run_synth, sample_face,
                                 write_synthetic)
 from facegen.data.synth_render import BEARD_FULL, BEARD_GOATEE, BEARD_NONE, render_face
