@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m facegen.cli demo --out $(OUT) $(DEMO_ARGS)
+	$(PY) jobs/demo.py --out $(OUT) $(DEMO_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

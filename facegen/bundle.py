@@ -14,10 +14,10 @@ sees half a bundle.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,15 +66,11 @@ def write_bundle(dest: str, *, config: dict[str, Any], weights: dict[str, torch.
     if extras:
         files["extras.pt"] = _tensor_file(extras)
     local = fs.type_name == "local"
-    staging = f"{path}.tmp-{uuid.uuid4().hex}" if local else path
     if not local and fsio.exists(fs, fsio.join(path, "meta.json")):
         fs.delete_file(fsio.join(path, "meta.json"))  # unmark the old bundle before overwriting it
-    for name in sorted(files, key=lambda n: n == "meta.json"):  # meta.json last
-        fsio.write_atomic(fs, fsio.join(staging, name), files[name])
-    if local:
-        if fsio.exists(fs, path):
-            fs.delete_dir(path)
-        fs.move(staging, path)
+    with (fsio.staged_folder(path) if local else contextlib.nullcontext(path)) as folder:
+        for name in sorted(files, key=lambda n: n == "meta.json"):  # meta.json last
+            fsio.write_atomic(fs, fsio.join(folder, name), files[name])
     return dest
 
 

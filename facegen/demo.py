@@ -1,5 +1,8 @@
-"""``make demo``: synthetic faces -> Parquet shards -> VAE and attribute classifier on Ray Train (2 CPU
-workers each) -> pictures, quality report and latent analysis -> the Serve app, one edit over HTTP.
+"""``facegen demo``: synthetic faces -> Parquet shards -> VAE and attribute classifier on Ray Train (2 CPU
+workers each) -> pictures, quality report and latent analysis.
+
+``make demo`` (``jobs/demo.py``) runs this, then serves the result with the Serve app of ``serve/`` and sends one
+edit over HTTP: the serving step lives beside the service, outside the installed package.
 
 Every step is the product's own code path (the same functions ``facegen synth|prepare|train`` call), so the
 demo doubles as an end-to-end check. Steps whose output already exists are reused, so a second run only
@@ -11,10 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
+import torch
+
 from facegen import io as fsio
+from facegen.analysis.run import analyze
+from facegen.bundle import load_bundle
+from facegen.config import load_config
+from facegen.data.celeba import read_celeba
+from facegen.data.pipeline import read_examples
+from facegen.data.shards import write_shards
+from facegen.data.synth import write_synthetic
+from facegen.latent import grids
+from facegen.reporting.report import build_report
+from facegen.runtime import init_ray
+from facegen.training.trainer import fit
 
 DEFAULT_CONFIG = "configs/vae_synth64.yaml"
 CLASSIFIER_CONFIG = "configs/classifier_synth64.yaml"
@@ -28,10 +43,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     parser.add_argument("--classifier-epochs", type=int, default=6,
                         help="epochs of the attribute classifier that scores edits (default 6)")
-    parser.add_argument("--port", type=int, default=8000, help="port of the web page on 127.0.0.1 (default 8000)")
-    parser.add_argument("--no-wait", action="store_true",
-                        help="stop serving right after the demo edit (default: keep serving until Ctrl-C "
-                             "when run from a terminal)")
 
 
 def _step(title: str) -> float:
@@ -41,12 +52,6 @@ def _step(title: str) -> float:
 
 def draw_pictures(bundle_path: str, manifest, out: str) -> dict[str, str]:
     """Reconstruction, sample and traversal grids of the trained model, on held-out faces."""
-    import torch
-
-    from facegen.bundle import load_bundle
-    from facegen.data.pipeline import read_examples
-    from facegen.latent import grids
-
     model = load_bundle(bundle_path).model
     val = read_examples(manifest, "val", 256)["image"]
     torch.manual_seed(0)
@@ -58,17 +63,8 @@ def draw_pictures(bundle_path: str, manifest, out: str) -> dict[str, str]:
     }
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from facegen.config import load_config
-    from facegen.data.celeba import read_celeba
-    from facegen.data.shards import write_shards
-    from facegen.data.synth import write_synthetic
-    from serve.demo import best_edit_attribute, serve_and_edit, stop_serving, wait_for_ctrl_c
-    from facegen.analysis.run import analyze
-    from facegen.reporting.report import build_report
-    from facegen.runtime import init_ray
-    from facegen.training.trainer import fit
-
+def build_demo(args: argparse.Namespace) -> dict:
+    """Every step up to the latent analysis; returns (and writes to ``OUT/metrics.json``) what it made."""
     out = os.path.abspath(args.out)
     timings: dict[str, float] = {}
     raw, shards = f"{out}/synth-celeba", f"{out}/shards64"
@@ -110,34 +106,40 @@ def run_demo(args: argparse.Namespace) -> int:
     analysis = analyze(result.bundle, classifier=classifier.bundle, out=f"{out}/analysis")
     timings["analysis_s"] = time.perf_counter() - started
 
-    attribute = best_edit_attribute(analysis["json"])
-    started = _step(f"serving the VAE and the classifier with Ray Serve on 127.0.0.1:{args.port}, {attribute} +2 "
-                    "(the edit the analysis measured to work best) on held-out faces")
-    served = serve_and_edit(result.bundle, classifier.bundle, manifest, out, args.port, attribute)
-    timings["serve_s"] = time.perf_counter() - started
-
     metrics = {"family": cfg.family, "bundle": result.bundle, "final": result.metrics,
                "val_recon_mse": result.metrics.get("val/recon_mse_mean_z"),
                "classifier_bundle": classifier.bundle,
                "classifier_val_mean_accuracy": classifier.metrics.get("val/mean_accuracy"),
-               "timings_s": timings, "pictures": pictures, "analysis": analysis["md"], "served_edit": served}
-    with open(f"{out}/metrics.json", "w") as f:
+               "timings_s": timings, "pictures": pictures, "report": report_md, "analysis": analysis["md"],
+               "analysis_json": analysis["json"], "shards": shards, "out": out}
+    write_metrics(metrics)
+    return metrics
+
+
+def write_metrics(metrics: dict) -> str:
+    path = f"{metrics['out']}/metrics.json"
+    with open(path, "w") as f:
         json.dump(metrics, f, indent=2)
+    return path
+
+
+def print_summary(metrics: dict) -> None:
     print("\nDone.")
-    print(f"  model bundle       {result.bundle}")
+    print(f"  model bundle       {metrics['bundle']}")
     print(f"  val recon MSE      {metrics['val_recon_mse']:.5f} (per pixel, [0,1] scale)")
-    for name, path in pictures.items():
+    for name, path in metrics["pictures"].items():
         print(f"  {name:<18} {path}")
-    print(f"  quality report     {report_md}")
-    print(f"  latent analysis    {analysis['md']}")
-    print(f"  edit over HTTP     {served['picture']}  ({served['edit']}, the most moved of {served['faces_tried']} "
-          f"faces: score {served['scores_before']} -> {served['scores_after']})")
-    print(f"  metrics            {out}/metrics.json")
-    if args.no_wait or not sys.stdin.isatty():
-        stop_serving()
-        return 0
-    print(f"\nOpen {served['url']}/ to edit a face in your browser (API docs: {served['url']}/docs). "
-          "Ctrl-C stops the server.", flush=True)
-    wait_for_ctrl_c()
-    stop_serving()
+    print(f"  quality report     {metrics['report']}")
+    print(f"  latent analysis    {metrics['analysis']}")
+    served = metrics.get("served_edit")
+    if served:
+        print(f"  edit over HTTP     {served['picture']}  ({served['edit']}, the most moved of "
+              f"{served['faces_tried']} faces: score {served['scores_before']} -> {served['scores_after']})")
+    print(f"  metrics            {metrics['out']}/metrics.json")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    print_summary(build_demo(args))
+    print("\nServe it and edit a face in the browser: make demo (python jobs/demo.py), or "
+          "serve run serve/config.yaml with the bundles above.")
     return 0

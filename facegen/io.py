@@ -8,9 +8,11 @@ same way on a cluster. S3 credentials and endpoint come from the standard enviro
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import posixpath
+import shutil
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -113,6 +115,43 @@ def write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     with fs.open_output_stream(tmp) as stream:
         stream.write(data)
     fs.move(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """:func:`write_atomic` for a local writer that wants a file name (PIL ``save``, matplotlib ``savefig``,
+    ``torch.save``, ``open``): yields ``<path>.tmp-<uuid>`` (its folder created), renamed over ``path`` when the
+    block ends; deleted if the block raises.
+
+        with atomic_path("out/grid.png") as tmp:
+            image.save(tmp, format="PNG")
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def staged_folder(path: str) -> Iterator[str]:
+    """A new empty local folder ``<path>.tmp-<uuid>`` to fill; when the block ends it replaces the folder ``path``
+    (deleted first, with all it holds), if the block raises it is deleted. Readers of ``path`` never see a folder
+    half written: only the old one, none (for an instant) or the complete new one."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def missing_files(fs: pafs.FileSystem, root: str, rel_paths: list[str]) -> set[str]:

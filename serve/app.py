@@ -9,11 +9,10 @@ being answered (``tests/serve/test_rollout.py``).
 
 from __future__ import annotations
 
-import os
-
 from pydantic import BaseModel, Field, field_validator
 from ray.serve import Application
 
+from facegen.io import absolute_path
 from serve.deployments import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, Classifier, Decoder, Encoder
 from serve.editor import Editor
 from serve.images import MAX_BYTES, MAX_PIXELS
@@ -39,9 +38,7 @@ class AppArgs(BaseModel):
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         # Replicas run in Ray's own working folders: a relative local path must be made absolute here.
-        if value and "://" not in value:
-            return os.path.abspath(value)
-        return value
+        return absolute_path(value) if value else value
 
 
 def build_app(args: dict | AppArgs) -> Application:

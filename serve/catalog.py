@@ -13,7 +13,7 @@ import torch
 
 from facegen.bundle import load_bundle
 from facegen.latent.directions import METHODS
-from facegen.latent.edit import latent_slots
+from facegen.latent.edit import MAX_STRENGTH, latent_slots
 from facegen.latent.sampler import PCAKDESampler
 from facegen.latent.store import stored_directions
 from facegen.models import AttributeClassifier, LatentModel
@@ -106,7 +106,7 @@ class ModelCatalog:
         found = self.directions.get(self.default_method())
         for name in (found.names if found else ()):
             if name not in names:
-                out.append({"name": name, "kind": "direction", "min": -3.0, "max": 3.0, "step": 0.1,
+                out.append({"name": name, "kind": "direction", "min": -MAX_STRENGTH, "max": MAX_STRENGTH, "step": 0.1,
                             "default": 0.0})
         return out
 

@@ -8,15 +8,18 @@ the demo runs from the repository root, as ``make demo`` does.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import signal
 import sys
 import threading
 
 from PIL import Image
+from ray import serve as ray_serve
 
 from facegen.client import build_request, post_json
+from facegen.data.pipeline import read_examples
+from facegen.images import encode_png, open_rgb
+from serve.app import build_app
 
 
 def best_edit_attribute(analysis_json: str, method: str = "mean_diff", fallback: str = "Smiling") -> str:
@@ -40,27 +43,18 @@ def best_edit_attribute(analysis_json: str, method: str = "mean_diff", fallback:
 def held_out_photos(manifest, attribute: str | None = None, k: int = 8, search: int = 64) -> list[bytes]:
     """Up to ``k`` test-split faces of the demo data as PNG bytes (what a user would upload): those among the
     first ``search`` that lack ``attribute`` (by label), so that adding it is an edit one can see."""
-    from facegen.data.pipeline import read_examples
-    from facegen.latent.grids import to_pil
 
     examples = read_examples(manifest, "test", search)
     rows = list(range(len(examples["image"])))
     if attribute in manifest.attribute_names:
         column = examples["attrs"][:, list(manifest.attribute_names).index(attribute)]
         rows = [i for i in rows if column[i] < 0.5] or rows
-    photos = []
-    for i in rows[:k]:
-        out = io.BytesIO()
-        to_pil(examples["image"][i]).save(out, format="PNG")
-        photos.append(out.getvalue())
-    return photos
+    return [encode_png(examples["image"][i]) for i in rows[:k]]
 
 
 def before_after(photo: bytes, answer: dict, path: str, scale: int = 4) -> str:
     """Original | reconstruction | edit, side by side, enlarged ``scale`` times, saved as PNG at ``path``."""
-    frames = [Image.open(io.BytesIO(photo), formats=["PNG"]).convert("RGB")]
-    for field in ("reconstruction", "image"):
-        frames.append(Image.open(io.BytesIO(base64.b64decode(answer[field])), formats=["PNG"]).convert("RGB"))
+    frames = [open_rgb(photo)] + [open_rgb(base64.b64decode(answer[field])) for field in ("reconstruction", "image")]
     side = frames[1].size[0] * scale
     strip = Image.new("RGB", (3 * side + 2 * 8, side), (255, 255, 255))
     for i, frame in enumerate(frames):
@@ -74,12 +68,8 @@ def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port
     """Deploy the app on 127.0.0.1:``port`` (on the running local Ray), edit ``candidates`` held-out faces
     lacking ``attribute`` over HTTP and picture the one the edit moved most; returns
     ``{"url", "picture", "edit", "faces_tried", "scores_before", "scores_after"}``."""
-    from ray import serve
-
-    from serve.app import build_app
-
-    serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 30})
-    serve.run(build_app({"bundle": bundle, "classifier": classifier}), name="facegen", route_prefix="/")
+    ray_serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 30})
+    ray_serve.run(build_app({"bundle": bundle, "classifier": classifier}), name="facegen", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     tried = []
     for photo in held_out_photos(manifest, attribute, k=candidates):
@@ -106,7 +96,5 @@ def wait_for_ctrl_c() -> None:
 
 
 def stop_serving() -> None:
-    from ray import serve
-
-    serve.shutdown()
+    ray_serve.shutdown()
 

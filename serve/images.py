@@ -1,10 +1,10 @@
 """Untrusted uploads -> model input, the way training made its faces; model output -> PNG.
 
 :func:`decode_image` turns the bytes of a JPEG/PNG/WebP/BMP/GIF into a ``(3, R, R)`` float tensor in
-``[-1, 1]`` through the same crop and antialiased bicubic resize as the shards (``facegen.data.shards.
-preprocess``), after checks ordered so that a hostile file costs almost nothing: byte count, then the pixel
-count read from the header, and only then the pixels. Every failure is a :class:`BadImage` with a short
-``code``, a one-line message and the HTTP ``status`` to answer with.
+``[-1, 1]`` through the same crop, antialiased bicubic resize and scaling as the shards (:mod:`facegen.images`),
+after checks ordered so that a hostile file costs almost nothing: byte count, then the pixel count read from
+the header, and only then the pixels. Every failure is a :class:`BadImage` with a short ``code``, a one-line
+message and the HTTP ``status`` to answer with. Model output goes back with ``facegen.images.encode_png``.
 
 TIFF, AVIF, HEIC, ICO, PSD, SVG and friends are refused (415): no browser sends them for a face photo and
 each decoder is more attack surface. ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (Pillow's default):
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facegen.data.shards import preprocess
+from facegen.images import encode_png, from_uint8, preprocess
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -159,12 +159,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise BadImage("bad_mode", f"cannot convert a {mode} image to RGB ({exc})") from None
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> ``(3, H, W)`` float32 in [-1, 1], the training pipeline's ``x / 127.5 - 1``."""
-    pixels = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8))
-    return pixels.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-
-
 def _normalise_crop(crop) -> tuple:
     """``None`` -> ``("full",)``; a manifest's JSON list (``["center", 140]``) -> a tuple."""
     crop = ("full",) if crop is None else tuple(crop)
@@ -177,7 +171,7 @@ def decode_image(data: bytes, resolution: int, crop=None, *, max_bytes: int = MA
                  max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """Upload bytes -> ``(3, resolution, resolution)`` float32 in [-1, 1], preprocessed like training.
 
-    ``crop`` is the dataset's crop (``manifest.params["crop"]``, see ``shards.crop_box``): ``None`` or
+    ``crop`` is the dataset's crop (``manifest.params["crop"]``, see ``facegen.images.crop_box``): ``None`` or
     ``("full",)`` takes the largest centred square, the right thing for an arbitrary photo of a face;
     ``("center", side)`` cuts a fixed ``side``-pixel square, which only makes sense for images in the
     dataset's own layout (178x218 aligned CelebA). Raises :class:`BadImage`.
@@ -191,8 +185,7 @@ def decode_image(data: bytes, resolution: int, crop=None, *, max_bytes: int = MA
         # coefficients, was off by ~3 levels).
         scale = 8 * resolution / short
         image.draft(None, (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
-    face = preprocess(to_rgb(load_oriented(image)), crop, resolution)
-    return to_tensor(face)
+    return from_uint8(preprocess(to_rgb(load_oriented(image)), crop, resolution))
 
 
 def decode_base64_image(text: str, resolution: int, crop=None, *, max_bytes: int = MAX_BYTES,
@@ -213,16 +206,6 @@ def decode_base64_image(text: str, resolution: int, crop=None, *, max_bytes: int
     except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII characters
         raise BadImage("bad_base64", f"'image' is not valid base64 ({exc})") from None
     return decode_image(data, resolution, crop, max_bytes=max_bytes, max_pixels=max_pixels)
-
-
-def encode_png(image: torch.Tensor) -> bytes:
-    """``(3, H, W)`` in [-1, 1] (clamped) -> PNG bytes; inverse of :func:`to_tensor` on 8-bit pixels."""
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
-    pixels = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-    out = io.BytesIO()
-    Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy(), mode="RGB").save(out, format="PNG")
-    return out.getvalue()
 
 
 def png_base64(image: torch.Tensor) -> str:

@@ -23,18 +23,11 @@ import torch
 
 from facegen import io as fsio
 from facegen.attributes import CELEBA_ATTRIBUTES, FAIRFACE_LABELS
+from facegen.data.factors import CONTINUOUS_FACTORS, FACTOR_ATTRIBUTES, FACTORS_NAME, INDEX_FACTORS
 from facegen.data.pipeline import READ_COLUMNS, TrainCollate, decode_batch, shard_paths
 from facegen.data.shards import Manifest
 from facegen.errors import FacegenError
 
-FACTORS_NAME = "factors.parquet"
-CONTINUOUS_FACTORS = ("yaw", "face_scale", "lighting", "lighting_angle", "background_hue", "skin_tone",
-                      "face_shape")
-INDEX_FACTORS = ("race", "age", "hair_color", "beard")
-# Rendered attributes drawn on their own (hair colours, beards and Young are functions of the index factors).
-FACTOR_ATTRIBUTES = ("Male", "Bald", "Pale_Skin", "Smiling", "Mouth_Slightly_Open", "Eyeglasses", "Wearing_Hat",
-                     "Bangs", "Narrow_Eyes", "Rosy_Cheeks", "Wearing_Lipstick", "Mustache", "Sideburns",
-                     "5_o_Clock_Shadow")
 GROUP_HEADS = ("race", "gender", "age")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from facegen.latent import grids
-from facegen.latent.edit import latent_slots
+from facegen.latent.edit import edit_codes, latent_slots
 from facegen.latent.maps import MAX_CLASSES, project_2d, save_figure
 from facegen.latent.scoring import AttributeScorer, batched
 from facegen.models.base import LatentModel
@@ -121,7 +121,6 @@ def code_settings(model: LatentModel) -> list[Setting]:
 def setting_scores(model: LatentModel, codes: torch.Tensor, scorer: AttributeScorer,
                    settings: list[Setting]) -> np.ndarray:
     """Mean P(attribute) (S, A) over ``codes`` (N, D) decoded with each setting applied."""
-    from facegen.latent.edit import edit_codes
 
     out = []
     for setting in settings:

@@ -80,7 +80,7 @@ def choose_attributes(ctx: steps.Context, asked: list[str] | None, judges: dict,
     return list(dict.fromkeys(slots + ranked))[:count]
 
 
-def evaluation(ctx: steps.Context, attributes: list[str] | None, strength: float, count: int) -> Part:
+def evaluation(ctx: steps.Context, attributes: list[str] | None, gap_multiple: float, count: int) -> Part:
     part = Part("evaluation", "Edit evaluation (held-out images)")
     data = ctx.data
     if data.train.labels is None or not ctx.directions:
@@ -97,7 +97,7 @@ def evaluation(ctx: steps.Context, attributes: list[str] | None, strength: float
     chosen = choose_attributes(ctx, attributes, judges, count)
     slots = latent_slots(ctx.model)
     keep = {a: steps.correlated_attributes(data.train.labels, data.label_names, a) for a in chosen}
-    plans = direction_plans(ctx.directions, [a for a in chosen if a not in slots], strength, keep, ctx.codes_train,
+    plans = direction_plans(ctx.directions, [a for a in chosen if a not in slots], gap_multiple, keep, ctx.codes_train,
                             data.train.labels, data.label_names)
     if ctx.model.condition_part() is not None:
         own = {a: EditPlan({a: 1.0}, {a: 0.0}, note="condition slot") for a in chosen if a in slots}
@@ -115,11 +115,11 @@ def evaluation(ctx: steps.Context, attributes: list[str] | None, strength: float
                             keep=keep, groups=data.test.groups, group_names=data.group_names, cond=ctx.cond_test,
                             progress=ctx.say)
     part.data.update(result)
-    part.data.update({"judge_accuracy": trust, "strength": strength, "keep": keep, "n": len(data.test),
+    part.data.update({"judge_accuracy": trust, "gap_multiple": gap_multiple, "keep": keep, "n": len(data.test),
                       "group_source": data.group_source})
     mean_acc = {n: {k: float(np.mean(list(v.values()))) if v else None for k, v in t.items()} for n, t in trust.items()}
     lines = [f"{len(data.test)} held-out images, each edited away from its ground-truth label ({data.label_source}) "
-             f"along each direction by {strength:g} times the gap between the two classes' mean training codes along "
+             f"along each direction by {gap_multiple:g} times the gap between the two classes' mean training codes along "
              "it (so every method makes a comparable move, capped at 10 standard deviations; conditional: the "
              "boundary direction with the two attributes most correlated with the target projected out, its "
              "`keep` list), or by the "
@@ -158,12 +158,12 @@ def _pct(value: float | None) -> str:
 
 def analyze(bundle_path: str, classifier: str | None = None, shards: str | None = None, factors: str | None = None,
             out: str | None = None, n: int = 512, n_eval: int = 128, attributes: list[str] | None = None,
-            strength: float = 1.5, max_attributes: int = 5) -> dict[str, str]:
+            gap_multiple: float = 1.5, max_attributes: int = 5) -> dict[str, str]:
     """Run every section on one bundle; store directions (and an AE's sampler) in it; returns the report paths."""
     if n < 20 or n_eval < 8:
         raise FacegenError(f"--n must be >= 20 and --n-eval >= 8, got {n} and {n_eval}")
-    if not 0 < strength <= 5:
-        raise FacegenError(f"--strength must be in (0, 5], got {strength}")
+    if not 0 < gap_multiple <= 5:
+        raise FacegenError(f"--gap-multiple must be in (0, 5], got {gap_multiple}")
     if out is None and fsio.is_uri(bundle_path):
         raise FacegenError("--out is required when --bundle is a URI (the report is written to a local folder)")
     out = out or os.path.join(os.path.dirname(os.path.abspath(bundle_path)), "analysis")
@@ -203,7 +203,7 @@ def analyze(bundle_path: str, classifier: str | None = None, shards: str | None 
     parts = []
     sections = [("traversals", lambda: steps.traversals(ctx)), ("naming", lambda: steps.naming(ctx)),
                 ("directions", lambda: steps.directions(ctx)),
-                ("evaluation", lambda: evaluation(ctx, attributes, strength, max_attributes)),
+                ("evaluation", lambda: evaluation(ctx, attributes, gap_multiple, max_attributes)),
                 ("disentanglement", lambda: steps.disentanglement(ctx)), ("maps", lambda: steps.maps(ctx))]
     if ctx.sampler is not None:
         sections.append(("sampler", lambda: steps.sampler_part(ctx)))
@@ -241,14 +241,16 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-eval", type=int, default=128, help="held-out images to edit (default: 128)")
     parser.add_argument("--attributes", default=None, help="comma-separated attributes to evaluate edits of "
                         "(default: the 5 most balanced the judge knows)")
-    parser.add_argument("--strength", type=float, default=1.5,
-                        help="direction edit size, in multiples of the gap between the two classes' mean codes "
-                             "along the direction (default: 1.5: a typical negative moves past a typical positive)")
+    parser.add_argument("--gap-multiple", type=float, default=1.5,
+                        help="edit size per attribute and method: this multiple of the gap between the two classes' "
+                             "mean codes along the direction, in the edit strength's unit (standard deviations of "
+                             "the codes along it) and capped at its limit (default: 1.5: a typical negative moves "
+                             "past a typical positive)")
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     attributes = [a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None
     paths = analyze(args.bundle, args.classifier, args.shards, args.factors, args.out, args.n, args.n_eval,
-                    attributes, args.strength)
+                    attributes, args.gap_multiple)
     print(f"analysis: {paths['md']}\n          {paths['json']}\n          {paths['html']}")
     return 0

@@ -15,13 +15,15 @@ import torch
 
 from facegen.analysis import figures
 from facegen.analysis.data import AnalysisData
-from facegen.latent.edit import latent_slots
 from facegen.latent.directions import METHODS, Directions, fit_directions
+from facegen.latent.disentanglement import dci, mig, sap
+from facegen.latent.edit import latent_slots
+from facegen.latent.grids import image_grid, save_png
 from facegen.latent.naming import name_dimensions, naming_figure, naming_table_markdown
-from facegen.reporting.page import Part
-from facegen.latent.sampler import PCAKDESampler
+from facegen.latent.sampler import PCAKDESampler, sample_faces
 from facegen.latent.scoring import AttributeScorer
 from facegen.models.base import LatentModel
+from facegen.reporting.page import Part
 
 @dataclass
 class Context:
@@ -171,7 +173,6 @@ def disentanglement(ctx: Context) -> Part:
 def _disentanglement_part(part: Part, ctx: Context, dims: list[int], known: np.ndarray, codes: np.ndarray,
                           factors: np.ndarray) -> Part:
     """The metrics and their tables (see :func:`disentanglement`)."""
-    from facegen.latent.disentanglement import dci, mig, sap
 
     data, scores, skipped = ctx.data, {}, {}
     for name, metric in (("mig", mig), ("sap", sap)):
@@ -233,8 +234,6 @@ def maps(ctx: Context, tsne_points: int = 400, seed: int = 0) -> Part:
 
 def sampler_part(ctx: Context, n: int = 64) -> Part:
     """The AE's PCA+KDE sampler: what it kept and what it draws."""
-    from facegen.latent.grids import image_grid, save_png
-    from facegen.latent.sampler import sample_faces
 
     s = ctx.sampler
     part = Part("sampler", "PCA + KDE samples")

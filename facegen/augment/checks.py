@@ -11,6 +11,8 @@ import sys
 import torch
 
 from facegen.attributes import CELEBA_ATTRIBUTES
+from facegen.data.pipeline import read_examples
+from facegen.data.shards import read_manifest
 from facegen.errors import DatasetError, FacegenError
 from facegen.latent.directions import Directions
 from facegen.latent.edit import Slot, edit, latent_slots
@@ -63,8 +65,6 @@ def resolve_directions(bundle, edits: dict[str, float], keep: tuple[str, ...], m
                                f"(known: {', '.join(known) or 'none'})")
     if found is not None:
         return found
-    from facegen.data.pipeline import read_examples
-    from facegen.data.shards import read_manifest
 
     shards = bundle.config.data.shards
     try:

@@ -17,15 +17,18 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from facegen import io as fsio
+from facegen.augment.celeba import SourceLabels, read_source_labels, write_celeba_labels
+from facegen.augment.checks import check_model, resolve_directions, validate_edits
+from facegen.augment.variants import (LAYOUT_DIRS, MANIFEST_NAME, AugmentSpec, EditVariants, error_row, list_images,
+                                      manifest_rows, parse_edits, read_sources, write_manifest)
+from facegen.bundle import load_bundle
+from facegen.data import celeba, fairface
 from facegen.errors import FacegenError
-from facegen.augment.variants import LAYOUT_DIRS, MANIFEST_NAME, AugmentSpec, list_images, parse_edits
+from facegen.latent.directions import Directions
 from facegen.latent.edit import EDIT_METHODS
-
-if TYPE_CHECKING:
-    from facegen.augment.celeba import SourceLabels
-    from facegen.latent.directions import Directions
+from facegen.runtime import init_ray
 
 VARIANTS_HELP = ("variant k (1..K) moves each direction edit by strength * k/K (a ladder up to the full "
                  "strength), times 1 + J*u with u uniform in [-1, 1] drawn once per (seed, k, attribute) when "
@@ -105,8 +108,6 @@ class AugmentJob:
 
 
 def _crop(text: str, dataset: str) -> tuple:
-    from facegen.data import celeba, fairface
-
     if text == "auto":
         return {"celeba": celeba.CROP, "fairface": fairface.CROP}.get(dataset, ("full",))
     if text == "full":
@@ -118,9 +119,6 @@ def _crop(text: str, dataset: str) -> tuple:
 
 def plan_job(args: argparse.Namespace) -> AugmentJob:
     """Check everything and list the work; no Ray. Raises FacegenError naming the first problem."""
-    from facegen.bundle import load_bundle
-    from facegen import io as fsio
-    from facegen.augment.checks import check_model, resolve_directions, validate_edits
 
     images = list_images(args.images)
     fs, root = fsio.resolve(args.images)
@@ -132,8 +130,6 @@ def plan_job(args: argparse.Namespace) -> AugmentJob:
     keep = tuple(k.strip() for k in args.keep.split(",") if k.strip())
     labels = None
     if args.labels:
-        from facegen.augment.celeba import read_source_labels
-
         labels = read_source_labels(args.labels)
     slots = check_model(bundle, args.bundle, args.layout, edits, labels)
     directions = resolve_directions(bundle, edits, keep, args.method, slots, args.fit_rows, args.bundle)
@@ -150,8 +146,6 @@ def plan_job(args: argparse.Namespace) -> AugmentJob:
 def _add_items(job: AugmentJob, images: list[str], needs_attrs: bool) -> None:
     """One work item per listed image; unlabelled images become error rows, val/test ones are only copied
     (``--with-sources``) or left out. Output names that would collide are refused."""
-    from facegen import io as fsio
-    from facegen.augment.variants import error_row
 
     fs, root = fsio.resolve(job.images)
     spec, labels, seen = job.spec, job.labels, {}
@@ -184,7 +178,6 @@ def run_pipeline(job: AugmentJob, batch_size: int, actors: tuple[int, int], cpus
     import ray.data
     from ray.data.context import DataContext
 
-    from facegen.augment.variants import EditVariants, read_sources
 
     if not job.items:
         return []
@@ -201,13 +194,10 @@ def run_pipeline(job: AugmentJob, batch_size: int, actors: tuple[int, int], cpus
 
 def finish(job: AugmentJob, produced: list[dict]) -> int:
     """Label files (CelebA layout), then the manifest, last; a summary on stdout and errors on stderr."""
-    from facegen.augment.variants import manifest_rows, write_manifest
 
     rows = manifest_rows(job.rows + produced)
     written = [r for r in rows if r["output"] is not None]
     if job.spec.layout == "celeba":
-        from facegen.augment.celeba import write_celeba_labels
-
         write_celeba_labels(job.out, rows, job.labels, job.source_keys, job.spec.fixed)
     manifest = write_manifest(job.out, rows)
     errors = [r["error"] for r in rows if r["error"] is not None]
@@ -226,9 +216,6 @@ def finish(job: AugmentJob, produced: list[dict]) -> int:
 
 
 def run_augment(args: argparse.Namespace) -> int:
-    from facegen import io as fsio
-    from facegen.runtime import init_ray
-
     job = plan_job(args)
     fs, root = fsio.resolve(args.out)
     stale = fsio.join(root, MANIFEST_NAME)

@@ -10,7 +10,7 @@ What variant k (1..K) of an image applies, for ``--edits`` ``{attr: s}``:
   is a value, not a step: every variant sets it as given.
 
 Variant 0 is the unedited source at the model's resolution, written only when asked (``with_sources``).
-Images are read, cropped and resized like the training shards (:func:`facegen.data.shards.preprocess`), so
+Images are read, cropped and resized like the training shards (:func:`facegen.images.preprocess`), so
 an edit sees what the model was trained on. Outputs go to ``OUT/<layout dir>/<relative path stem>__v<k>.png``.
 
 Manifest (``OUT/manifest.jsonl``, one JSON object a line, sorted by source then variant): ``source`` (path or
@@ -23,7 +23,6 @@ URI of the source image), ``output`` (the written file relative to OUT, null on 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -32,14 +31,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import torch
-from PIL import Image
 
 from facegen import io as fsio
-from facegen.data.shards import preprocess
+from facegen.bundle import load_bundle
 from facegen.errors import FacegenError
+from facegen.images import DECODE_ERRORS, decode_face, encode_png, from_uint8
 from facegen.latent.directions import Directions
 from facegen.latent.edit import edit_codes
-from facegen.latent.grids import to_pil
 from facegen.latent.scoring import batched
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -47,7 +45,6 @@ LAYOUT_DIRS = {"images": "images", "celeba": "img_align_celeba"}
 MANIFEST_NAME = "manifest.jsonl"
 ROW_SCHEMA = pa.schema([("source", pa.string()), ("output", pa.string()), ("variant", pa.int32()),
                         ("edits", pa.string()), ("method", pa.string()), ("error", pa.string())])
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)  # truncated, not an image
 
 
 def parse_edits(text: str) -> dict[str, float]:
@@ -77,7 +74,7 @@ class AugmentSpec:
     """What to make of each image; see the module docstring for what variant k applies.
 
     edits: {attr: strength}. fixed: the names among them that are latent slots (set, never scaled).
-    crop: a :func:`facegen.data.shards.crop_box` crop. layout: a key of :data:`LAYOUT_DIRS`.
+    crop: a :func:`facegen.images.crop_box` crop. layout: a key of :data:`LAYOUT_DIRS`.
     """
 
     edits: dict[str, float]
@@ -152,19 +149,6 @@ def read_sources(batch: pa.Table, root: str) -> pa.Table:
     return batch.append_column("error", pa.array(errors, pa.string()))
 
 
-def decode_image(data: bytes, crop: tuple, resolution: int) -> np.ndarray:
-    """JPEG/PNG bytes -> (R, R, 3) uint8, cropped and resized like the training shards."""
-    with Image.open(io.BytesIO(data), formats=["JPEG", "PNG"]) as image:
-        return np.asarray(preprocess(image, crop, resolution))
-
-
-def png_bytes(image: torch.Tensor) -> bytes:
-    """(3, H, W) in [-1, 1] -> PNG file bytes."""
-    out = io.BytesIO()
-    to_pil(image).save(out, format="PNG")
-    return out.getvalue()
-
-
 class EditVariants:
     """Ray Data actor: loads the bundle once, then per batch decodes, edits, writes PNGs and returns manifest rows.
 
@@ -175,7 +159,6 @@ class EditVariants:
 
     def __init__(self, bundle: str, out: str, spec: AugmentSpec, directions: Directions | None,
                  threads: int = 1):
-        from facegen.bundle import load_bundle
 
         torch.set_num_threads(threads)  # the actor pool is the parallelism; one BLAS thread per actor
         self.model = load_bundle(bundle).model
@@ -184,7 +167,7 @@ class EditVariants:
         self.spec, self.directions = spec, directions
 
     def _write(self, rel_out: str, image: torch.Tensor) -> None:
-        fsio.write_atomic(self.fs, fsio.join(self.out, rel_out), png_bytes(image))
+        fsio.write_atomic(self.fs, fsio.join(self.out, rel_out), encode_png(image))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         spec, rows = self.spec, []
@@ -194,7 +177,7 @@ class EditVariants:
                 rows.append(error_row(row["source"], spec.method, row["error"]))
                 continue
             try:
-                pixels.append(decode_image(row["data"], spec.crop, self.resolution))
+                pixels.append(np.asarray(decode_face(row["data"], spec.crop, self.resolution)))
                 good.append(i)
             except DECODE_ERRORS as exc:
                 rows.append(error_row(row["source"], spec.method, f"{row['source']}: cannot decode image ({exc})"))
@@ -202,7 +185,7 @@ class EditVariants:
             return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
         rels = [batch.column("rel")[i].as_py() for i in good]
         sources = [batch.column("source")[i].as_py() for i in good]
-        images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        images = from_uint8(np.stack(pixels))
         cond = None
         if "attrs" in batch.column_names:
             attrs = torch.tensor([batch.column("attrs")[i].as_py() for i in good], dtype=torch.float32)

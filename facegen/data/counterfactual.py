@@ -40,19 +40,18 @@ from tqdm import tqdm
 from facegen import io as fsio
 from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.data.celeba import read_celeba
+from facegen.data.factors import FACTORS_NAME, RENDERED_ATTRIBUTES
 from facegen.data.fairface import read_fairface
-from facegen.data.shards import preprocess
-from facegen.data.synth import (CANVAS, JPEG_QUALITY, LAYOUTS, PALE_TONE, RACES, RENDERED_ATTRIBUTES, Face,
-                                plan, sample_face)
+from facegen.data.synth import CANVAS, JPEG_QUALITY, LAYOUTS, PALE_TONE, RACES, Face, plan, sample_face
 from facegen.data.synth_render import BEARD_FULL, BEARD_GOATEE, BEARD_NONE, render_face
 from facegen.errors import DatasetError, FacegenError
+from facegen.images import decode_face, encode_png
 
 _ADULT_AGE, _LIPSTICK_AGE = 3, 2  # first age bins with facial hair and baldness (20-29), lipstick (10-19)
 _YOUNG_AGE, _OLD_AGE = 3, 5  # Young=1 -> 20-29 (Young ends there), Young=0 -> 40-49 (crow's feet show)
 _HAIR = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")  # synth_render.HAIR_COLORS order
 _HAIR_INSTEAD = (2, 2, 0, 2)  # <Colour>_Hair=0: black, blond and gray hair turn brown, brown turns black
 _FACIAL_HAIR = ("Mustache", "Sideburns", "5_o_Clock_Shadow")
-_FACTORS = "factors.parquet"
 _SCHEMA = pa.schema([
     ("key", pa.string()), ("identity", pa.int32()), ("attribute", pa.string()), ("target_value", pa.int8()),
     ("original", pa.binary()), ("counterfactual", pa.binary()), ("attrs_original", pa.list_(pa.int8())),
@@ -172,14 +171,10 @@ def counterfactual(ref: SynthRef, attribute: str | None = None, value: int = 1) 
 
 def training_png(image: Image.Image, crop: tuple, resolution: int) -> bytes:
     """What ``facegen prepare`` stores for ``image`` saved in a synth dataset: the JPEG file decoded, cut
-    by ``shards.preprocess`` (``crop``, ``resolution``) and PNG-encoded."""
+    by ``facegen.images.preprocess`` (``crop``, ``resolution``) and PNG-encoded."""
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=JPEG_QUALITY)  # as synth saves its files
-    with Image.open(buf) as jpeg:
-        face = preprocess(jpeg, crop, resolution)
-    buf = io.BytesIO()
-    face.save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(decode_face(buf.getvalue(), crop, resolution))
 
 
 def _check_row(ref: SynthRef, row: Mapping) -> None:
@@ -194,9 +189,9 @@ def _check_row(ref: SynthRef, row: Mapping) -> None:
 
 def _test_faces(dataset: str, seed: int) -> tuple[str, tuple, str, list[tuple[SynthRef, int]]]:
     """(layout, crop, dataset URI, [(ref, identity)] of its test faces in file order) of a synth folder."""
-    root = (dataset[: -len(_FACTORS)].rstrip("/") or ".") if dataset.endswith(_FACTORS) else dataset
+    root = (dataset[: -len(FACTORS_NAME)].rstrip("/") or ".") if dataset.endswith(FACTORS_NAME) else dataset
     fs, folder = fsio.resolve(root)
-    path = fsio.join(folder, _FACTORS)
+    path = fsio.join(folder, FACTORS_NAME)
     try:
         rows = pq.read_table(pa.BufferReader(fsio.read_bytes(fs, path))).to_pylist()
     except FileNotFoundError:

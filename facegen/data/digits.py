@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import struct
 import zlib
 
 import numpy as np
 import pyarrow.fs as pafs
-from PIL import Image
 
 from facegen import io as fsio
 from facegen.data.records import FaceRecord, SourceDataset
 from facegen.errors import DatasetError
+from facegen.images import encode_png
 
 DIGIT_LABELS: dict[str, tuple[str, ...]] = {"label": tuple(str(d) for d in range(10))}
 DIGITS_SOURCE = "sklearn.datasets.load_digits"
@@ -43,13 +42,6 @@ MNIST_FILES = {"train": ("train-images", "train-labels"), "t10k": ("t10k-images"
 _IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    """(H, W) uint8 grayscale -> PNG bytes."""
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")  # 2-d uint8: mode "L"
-    return out.getvalue()
-
-
 def _dataset(name: str, root: str, filesystem: pafs.FileSystem, keys: list[str], splits: list[str],
              labels, pixels) -> SourceDataset:
     """A digits SourceDataset from keys, splits, N labels and N images, each (H, W) uint8."""
@@ -57,7 +49,7 @@ def _dataset(name: str, root: str, filesystem: pafs.FileSystem, keys: list[str],
                for key, split, label in zip(keys, splits, labels)]
     return SourceDataset(name=name, root=root, filesystem=filesystem, records=records,
                          label_names=dict(DIGIT_LABELS), crop=("full",),
-                         images={key: _png(image) for key, image in zip(keys, pixels)})
+                         images={key: encode_png(image) for key, image in zip(keys, pixels)})
 
 
 def read_digits() -> SourceDataset:

@@ -11,7 +11,6 @@ sees a row, so a run resumed from a checkpoint replays exactly the epochs an uni
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,10 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import torch
-from PIL import Image
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from facegen import io as fsio
+from facegen.images import decode_png, from_uint8
 
 LABEL_COLUMNS = ("race", "age", "gender", "label")
 READ_COLUMNS = ("key", "image", "attrs", *LABEL_COLUMNS)
@@ -46,8 +45,7 @@ def decode_batch(batch: pa.Table, resolution: int) -> dict[str, np.ndarray]:
     ok = np.ones(n, dtype=bool)
     for i, blob in enumerate(batch.column("image").to_pylist()):
         try:
-            with Image.open(io.BytesIO(blob), formats=["PNG"]) as img:
-                pixels = np.asarray(img.convert("RGB"))
+            pixels = decode_png(blob)
             if pixels.shape != images.shape[1:]:
                 raise ValueError(f"image is {pixels.shape}, expected {images.shape[1:]}")
             images[i] = pixels
@@ -90,8 +88,7 @@ class TrainCollate(NumpyBatchCollateFn):
             salt = np.uint64((self.seed * 1_000_003 + self.epoch) & 0xFFFFFFFFFFFFFFFF)
             flip = (_splitmix64(batch["row_hash"][ok].astype(np.uint64) ^ salt) & np.uint64(1)).astype(bool)
             images[flip] = images[flip, :, ::-1]
-        image = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        out = {"image": image, "attrs": torch.from_numpy(batch["attrs"][ok].astype(np.float32)),
+        out = {"image": from_uint8(images), "attrs": torch.from_numpy(batch["attrs"][ok].astype(np.float32)),
                "corrupt_rows": torch.tensor(int((~ok).sum()))}
         for name in LABEL_COLUMNS:
             out[name] = torch.from_numpy(batch[name][ok].astype(np.int64))

@@ -43,7 +43,7 @@ class SourceDataset:
     """A parsed dataset: its records, the filesystem holding the images, and its label vocabulary.
 
     name: ``"celeba"``, ``"fairface"``, ``"digits"`` or ``"mnist"``.
-    crop: how to cut the training square out of an image before resizing, see ``shards.crop_box``:
+    crop: how to cut the training square out of an image before resizing, see ``facegen.images.crop_box``:
         ``("center", side)`` for a centred square of ``side`` pixels, or ``("full",)`` for the largest centred
         square.
     images: encoded images (PNG/JPEG bytes) by ``image_path``, for datasets that come as arrays rather than

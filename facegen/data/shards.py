@@ -2,8 +2,8 @@
 
 Row schema (:data:`SCHEMA`, every dataset): ``key`` string, ``image`` PNG of an R x R RGB face, ``split``
 string, ``attrs`` list<int8> of 0/1 in ``attribute_names`` order (empty if none), ``identity`` int32,
-``race``/``age``/``gender`` int8 and ``label`` int16 (-1 when absent). :func:`preprocess` (crop, antialiased bicubic; serving
-should reuse it) makes the face; PNG is lossless, so a decoded row holds exactly the pixels training sees.
+``race``/``age``/``gender`` int8 and ``label`` int16 (-1 when absent). ``facegen.images.preprocess`` (crop,
+antialiased bicubic; serving reuses it) makes the face; PNG is lossless, so a row holds exactly what training sees.
 
 Shards go to temporary names then are renamed; an out-of-date manifest is deleted before any shard is
 rewritten and the new one written last, atomically: readers see no manifest or a complete, matching one.
@@ -12,7 +12,6 @@ rewritten and the new one written last, atomically: readers see no manifest or a
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
@@ -29,10 +28,9 @@ from dataclasses import dataclass, field, fields, replace
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from PIL import Image
 from tqdm import tqdm
 
-from facegen import io as fsio
+from facegen import images, io as fsio
 from facegen.attributes import SPLITS
 from facegen.data.records import FaceRecord, SourceDataset
 from facegen.errors import DatasetError, FacegenError
@@ -127,37 +125,16 @@ def read_manifest(uri: str, verify: bool = False) -> Manifest:
     return manifest
 
 
-def crop_box(width: int, height: int, crop: tuple) -> tuple[int, int, int, int]:
-    """``(left, top, right, bottom)`` of the training square in a ``width`` x ``height`` image.
-
-    ``("center", side)``: a centred ``side`` square (178x218 CelebA, 140 -> (19, 39, 159, 179)), shrunk to
-    fit smaller images; ``("full",)``: the largest centred square.
-    """
-    side = min(width, height) if crop[0] == "full" else min(int(crop[1]), width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    return left, top, left + side, top + side
-
-
-def preprocess(image: Image.Image, crop: tuple, resolution: int) -> Image.Image:
-    """Any PIL image -> RGB ``resolution`` x ``resolution``: crop per ``crop`` then antialiased bicubic."""
-    rgb = image.convert("RGB")
-    return rgb.resize((resolution, resolution), Image.Resampling.BICUBIC, box=crop_box(*rgb.size, crop))
-
-
 def _encode(fs: pafs.FileSystem, crop: tuple, resolution: int, path: str, data: bytes | None = None) -> bytes:
     """Read (unless ``data`` already holds the file's bytes), decode (JPEG/PNG only), crop, resize and
     PNG-encode one image."""
     try:
-        blob = fsio.read_bytes(fs, path) if data is None else data
-        with Image.open(io.BytesIO(blob), formats=["JPEG", "PNG"]) as image:
-            face = preprocess(image, crop, resolution)
+        face = images.decode_face(fsio.read_bytes(fs, path) if data is None else data, crop, resolution)
     except FileNotFoundError:
         raise DatasetError(f"{fsio.to_uri(fs, path)}: image is missing") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # truncated, not an image
+    except images.DECODE_ERRORS as exc:  # truncated, not an image
         raise DatasetError(f"{fsio.to_uri(fs, path)}: cannot decode image ({exc})") from None
-    out = io.BytesIO()
-    face.save(out, format="PNG")
-    return out.getvalue()
+    return images.encode_png(face)
 
 
 def fingerprint(source: SourceDataset) -> str:

@@ -13,7 +13,7 @@ the continuous factors as float32 and the FairFace / hair / identity indices.
 
 Image ``i`` is drawn from ``default_rng([seed, i])``, its base factors from ``default_rng([seed, id, 1])``
 (id: its CelebA identity, or ``i`` for FairFace): the bytes depend on (seed, n, layout), never on workers.
-Output goes to ``<out>.tmp-<pid>``, renamed into place at the end; a non-empty ``out`` is refused.
+Output goes to ``<out>.tmp-<uuid>``, renamed into place at the end; a non-empty ``out`` is refused.
 ``--counterfactuals DATASET`` writes ground-truth counterfactual test sets instead (``counterfactual.py``).
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -33,15 +32,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from facegen.attributes import CELEBA_ATTRIBUTES, FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES
+from facegen.data.factors import CONTINUOUS_FACTORS, FACTORS_NAME, INDEX_FACTORS
 from facegen.data.synth_render import BEARD_FULL, BEARD_GOATEE, BEARD_NONE, render_face
 from facegen.errors import FacegenError
+from facegen.io import is_uri, staged_folder
 
 LAYOUTS: tuple[str, ...] = ("celeba", "fairface")
-RENDERED_ATTRIBUTES: tuple[str, ...] = (
-    "5_o_Clock_Shadow", "Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses", "Goatee",
-    "Gray_Hair", "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Pale_Skin",
-    "Rosy_Cheeks", "Sideburns", "Smiling", "Wearing_Hat", "Wearing_Lipstick", "Young",
-)
 _BASE_STREAM = 1  # third seed word of the identity generator, keeps it apart from the per-image ones
 _PLAN_STREAM = 2**31  # second seed word of the split/identity planner (image indices stay below it)
 # (size, face square (left, top, side)): CelebA's aligned centre crop is the 140x140 square at the centre.
@@ -71,9 +67,9 @@ _GRAY = 3  # synth_render.HAIR_COLORS index
 @dataclass(frozen=True)
 class Face:
     """The labelled factors of one face (drawn by ``sample_face``, drawn on by ``render_face``): attrs maps
-    each of RENDERED_ATTRIBUTES to 0/1; race and age index FAIRFACE_RACES / FAIRFACE_AGES; hair_color indexes
-    synth_render.HAIR_COLORS (all hair drawn, brows and beard too, so bald heads have one); beard is one of
-    synth_render.BEARD_*."""
+    each of ``factors.RENDERED_ATTRIBUTES`` to 0/1; race and age index FAIRFACE_RACES / FAIRFACE_AGES;
+    hair_color indexes synth_render.HAIR_COLORS (all hair drawn, brows and beard too, so bald heads have one);
+    beard is one of synth_render.BEARD_*."""
 
     attrs: dict[str, int]
     race: int
@@ -218,9 +214,9 @@ def _factor_table(tasks: list[Task], faces: list[Face]) -> pa.Table:
                                  "identity": pa.array([t.identity for t in tasks], pa.int32())}
     for a in CELEBA_ATTRIBUTES:
         cols[a] = pa.array([f.attrs.get(a, 0) for f in faces], pa.int8())
-    for name in ("yaw", "face_scale", "lighting", "lighting_angle", "background_hue", "skin_tone", "face_shape"):
+    for name in CONTINUOUS_FACTORS:
         cols[name] = pa.array([getattr(f, name) for f in faces], pa.float32())
-    for name in ("race", "age", "hair_color", "beard"):  # indices, see Face
+    for name in INDEX_FACTORS:  # indices, see Face
         cols[name] = pa.array([getattr(f, name) for f in faces], pa.int8())
     cols["gender"] = pa.array([1 - f.attrs["Male"] for f in faces], pa.int8())  # FAIRFACE_GENDERS index
     return pa.table(cols)
@@ -235,7 +231,7 @@ def _check_args(out: str, n: int, seed: int, layout: str, workers: int | None) -
         raise FacegenError(f"synth: unknown --layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise FacegenError(f"synth: --workers must be a positive integer, got {workers!r}")
-    if not out or "://" in out:
+    if not out or is_uri(out):
         raise FacegenError(f"synth: --out must be a local folder path, got {out!r}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise FacegenError(f"synth: --out {out} exists and is not a folder")
@@ -252,22 +248,14 @@ def write_synthetic(out: str, n: int, seed: int = 0, layout: str = "celeba", wor
     workers = workers or min(2, os.cpu_count() or 1)
     out = os.path.normpath(out)
     tasks = plan(n, seed, layout)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)  # leftover of an earlier crashed run of this pid
-    try:
+    with staged_folder(out) as tmp:  # replaces an empty ``out`` (checked above)
         for folder in sorted({os.path.dirname(t.key) for t in tasks}):
-            os.makedirs(os.path.join(tmp, IMAGE_DIR[layout], folder))
+            os.makedirs(os.path.join(tmp, IMAGE_DIR[layout], folder), exist_ok=True)
         faces = _render_all(tmp, seed, layout, tasks, workers, progress)
         labels = _write_labels(tmp, layout, tasks, faces)
-        pq.write_table(_factor_table(tasks, faces), os.path.join(tmp, "factors.parquet"))
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty (checked above); rename cannot replace a folder that has files
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        pq.write_table(_factor_table(tasks, faces), os.path.join(tmp, FACTORS_NAME))
     splits = {s: sum(t.split == s for t in tasks) for s in ("train", "val", "test")}
-    return {"out": out, "layout": layout, "n": n, "seed": seed, "factors": os.path.join(out, "factors.parquet"),
+    return {"out": out, "layout": layout, "n": n, "seed": seed, "factors": os.path.join(out, FACTORS_NAME),
             "splits": {s: c for s, c in splits.items() if c or layout == "celeba"},
             "identities": len({t.identity for t in tasks}) if layout == "celeba" else 0,
             "labels": [os.path.join(out, name) for name in labels]}

@@ -31,7 +31,10 @@ from facegen.latent.scoring import AttributeScorer, batched
 from facegen.models.base import LatentModel
 
 EDIT_METHODS = ("mean_diff", "boundary", "conditional")
-MAX_STRENGTH = 10.0  # standard deviations (or slot value): beyond this decoders produce garbage, not edits
+# The one unit of an edit's strength: standard deviations of the training codes along the direction (a slot is
+# set to its value instead). The one limit, used by the API, the sliders, augmentation and the analysis: beyond
+# it decoders produce garbage, not edits.
+MAX_STRENGTH = 10.0
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,13 @@ All take and draw images (N, 3, H, W) in [-1, 1]; ``save_png`` writes atomically
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
 import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from facegen.images import to_pil
+from facegen.io import atomic_path
 from facegen.models.base import LatentModel
-
-
-def to_pil(grid: torch.Tensor) -> Image.Image:
-    """(3, H, W) in [-1, 1] -> an RGB PIL image."""
-    array = ((grid.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
 
 
 def image_grid(images: torch.Tensor, nrow: int, scale: int = 2) -> Image.Image:
@@ -28,10 +21,9 @@ def image_grid(images: torch.Tensor, nrow: int, scale: int = 2) -> Image.Image:
 
 
 def save_png(image: Image.Image, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    """Write ``image`` as a PNG file at the local ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 

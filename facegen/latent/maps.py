@@ -8,11 +8,12 @@ costs O(N log N) per iteration: subsample to a few thousand codes first. Figures
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from facegen.io import atomic_path
 
 MAP_METHODS = ("pca", "tsne")
 MAX_CLASSES = 20  # integer colours with more distinct values are drawn as a continuous scale
@@ -20,10 +21,8 @@ MAX_CLASSES = 20  # integer colours with more distinct values are drawn as a con
 
 def save_figure(fig, path: str) -> str:
     """Save a matplotlib figure as PNG atomically (temp name, then rename); returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     return path
 
 

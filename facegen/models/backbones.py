@@ -18,13 +18,15 @@ holds 120M of its 138M parameters) and end in global average pooling, so F = 512
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from facegen.errors import ConfigError
+from facegen.models.base import FaceModel
 from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvEncoder
 
 BACKBONES: tuple[str, ...] = ("small_cnn", "resnet18", "vgg16", "inception_v3")
@@ -219,3 +221,23 @@ def build_backbone(config: BackboneConfig, resolution: int) -> tuple[Backbone, i
     trunk = Backbone(body, blocks, features, size, imagenet_normalize=config.name in ("resnet18", "vgg16"))
     trunk.freeze_all_but_last(config.trainable_layers)
     return trunk, features
+
+
+class TrunkClassifier(FaceModel):
+    """Base of the classifier families: a ``trunk`` (``build_backbone``) built from ``config.backbone``, whose
+    ``weights`` file is loaded for training only and whose features other models may reuse."""
+
+    trunk: Backbone
+
+    def load_pretrained(self, loader: Any) -> None:
+        backbone = self.config.backbone
+        if backbone.weights:
+            loader.backbone_weights(self.trunk, backbone.weights, backbone.name, "model.backbone.weights")
+
+    @classmethod
+    def export_config(cls, config: Any) -> Any:
+        """The pretrained file is baked into the weights: loading the bundle does not need it."""
+        return replace(config, backbone=replace(config.backbone, weights=""))
+
+    def feature_trunk(self) -> nn.Module:
+        return self.trunk

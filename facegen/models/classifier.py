@@ -14,7 +14,7 @@ scikit-learn's ``zero_division=0``; balanced accuracy averages the rates of the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -23,8 +23,8 @@ from torch import nn
 
 from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import ConfigError
-from facegen.models.backbones import BackboneConfig, build_backbone
-from facegen.models.base import Batch, FaceModel, StepOutput
+from facegen.models.backbones import BackboneConfig, TrunkClassifier, build_backbone
+from facegen.models.base import Batch, StepOutput
 from facegen.models.blocks import SUPPORTED_RESOLUTIONS
 
 LOSSES = ("bce", "balanced")
@@ -88,7 +88,7 @@ def binary_scores(tp: float, fp: float, fn: float, tn: float) -> dict[str, float
     }
 
 
-class AttributeClassifier(FaceModel):
+class AttributeClassifier(TrunkClassifier):
     """images (N, 3, R, R) -> logits (N, A) over the chosen attributes, trained with (balanced) BCE."""
 
     family = "classifier"
@@ -106,18 +106,6 @@ class AttributeClassifier(FaceModel):
         weight = torch.tensor(config.pos_weight or (1.0,)).expand(len(self._names)).clone()
         self.register_buffer("pos_weight", weight, persistent=False)
 
-    def load_pretrained(self, loader) -> None:
-        if self.config.backbone.weights:
-            loader.backbone_weights(self.trunk, self.config.backbone.weights, self.config.backbone.name,
-                                    "model.backbone.weights")
-
-    @classmethod
-    def export_config(cls, config: ClassifierConfig) -> ClassifierConfig:
-        """The pretrained file is baked into the weights: loading the bundle does not need it."""
-        return replace(config, backbone=replace(config.backbone, weights=""))
-
-    def feature_trunk(self) -> nn.Module:
-        return self.trunk
 
     @property
     def attribute_names(self) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ class InfoGANConfig:
     continuous: number of continuous codes, uniform in [-1, 1] (e.g. 2 to 4).
     lambda_categorical, lambda_continuous, lambda_noise: weights of the info loss's cross-entropy,
         Gaussian negative log-likelihood and noise mean squared error.
-    lr_generator, lr_discriminator, lr_info: each player's learning rate; 0 = ``train.lr``.
+    lr_generator, lr_discriminator, lr_info: each player's learning rate; null = ``train.lr``.
     betas: Adam betas of every player, e.g. [0.5, 0.999] as usual for GANs; null = ``train.betas``.
     """
 
@@ -46,9 +46,9 @@ class InfoGANConfig:
     lambda_categorical: float = 1.0
     lambda_continuous: float = 0.5
     lambda_noise: float = 0.5
-    lr_generator: float = 0.0
-    lr_discriminator: float = 0.0
-    lr_info: float = 0.0
+    lr_generator: float | None = None
+    lr_discriminator: float | None = None
+    lr_info: float | None = None
     betas: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
@@ -60,10 +60,14 @@ class InfoGANConfig:
             raise ConfigError("model.categorical: sizes must be >= 2; model.continuous: must be >= 0")
         if not self.categorical and not self.continuous:
             raise ConfigError("model.categorical / model.continuous: an InfoGAN needs at least one code")
-        for key in ("lambda_categorical", "lambda_continuous", "lambda_noise", "lr_generator",
-                    "lr_discriminator", "lr_info"):
+        for key in ("lambda_categorical", "lambda_continuous", "lambda_noise"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"model.{key}: must be >= 0, got {getattr(self, key)}")
+        for key in ("lr_generator", "lr_discriminator", "lr_info"):
+            if getattr(self, key) == 0:  # bundles and checkpoints written before null said 0 for train.lr
+                object.__setattr__(self, key, None)
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise ConfigError(f"model.{key}: must be > 0 (or null for train.lr), got {getattr(self, key)}")
         if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"model.betas: each must be in [0, 1), got {list(self.betas)}")
 
@@ -189,7 +193,8 @@ class CodeGAN(LatentModel):
                            weight_decay: float) -> OptimizerSettings:
         c = self.config
         player_lr = {"generator": c.lr_generator, "discriminator": c.lr_discriminator, "info": c.lr_info}[player]
-        return OptimizerSettings(lr=player_lr or lr, betas=c.betas or betas, weight_decay=weight_decay)
+        return OptimizerSettings(lr=lr if player_lr is None else player_lr, betas=c.betas or betas,
+                                 weight_decay=weight_decay)
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:

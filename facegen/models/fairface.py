@@ -14,7 +14,7 @@ The epoch means of those rates are the global matrix up to scale, from which ``s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -24,8 +24,8 @@ from torch import nn
 
 from facegen.attributes import FAIRFACE_LABELS
 from facegen.errors import ConfigError
-from facegen.models.backbones import BackboneConfig, build_backbone
-from facegen.models.base import Batch, FaceModel, StepOutput
+from facegen.models.backbones import BackboneConfig, TrunkClassifier, build_backbone
+from facegen.models.base import Batch, StepOutput
 from facegen.models.blocks import SUPPORTED_RESOLUTIONS
 
 HEADS: tuple[str, ...] = tuple(FAIRFACE_LABELS)  # race, age, gender
@@ -96,7 +96,7 @@ def matrix_scores(head: str, matrix: np.ndarray) -> dict[str, float]:
     return out
 
 
-class FairFaceClassifier(FaceModel):
+class FairFaceClassifier(TrunkClassifier):
     """images (N, 3, R, R) -> {head: logits (N, C_head)} for race (7), age (9) and gender (2)."""
 
     family = "fairface"
@@ -109,18 +109,6 @@ class FairFaceClassifier(FaceModel):
         self.heads = nn.ModuleDict({head: nn.Linear(features, len(FAIRFACE_LABELS[head])) for head in HEADS})
         self.head_weights = {head: getattr(config, f"{head}_weight") for head in HEADS}
 
-    def load_pretrained(self, loader) -> None:
-        if self.config.backbone.weights:
-            loader.backbone_weights(self.trunk, self.config.backbone.weights, self.config.backbone.name,
-                                    "model.backbone.weights")
-
-    @classmethod
-    def export_config(cls, config: FairFaceConfig) -> FairFaceConfig:
-        """The pretrained file is baked into the weights: loading the bundle does not need it."""
-        return replace(config, backbone=replace(config.backbone, weights=""))
-
-    def feature_trunk(self) -> nn.Module:
-        return self.trunk
 
     def parameters_for(self, player: str) -> Iterator[nn.Parameter]:
         """Only the parameters that train: frozen trunk blocks stay out of the optimizer (and weight decay)."""

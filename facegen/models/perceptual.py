@@ -51,10 +51,9 @@ class PerceptualConfig:
     layers: the trunk blocks (0-based, input to output; see ``backbones.py``: one per conv stage of a small
         CNN, 5 for vgg16 / resnet18) whose outputs are compared; empty = all of them. Early blocks see edges
         and texture, late ones parts and identity.
-    weight: weight of the perceptual distance. Each layer term is in [0, 4]; with the trunk of
-        configs/classifier_synth64.yaml, trained AE / VAE reconstructions of 64 px synthetic faces score
-        0.4-0.6 where their pixel MSE (on the [0, 1] scale) is 0.007-0.01, about 55x less, so the default
-        0.02 gives the two terms roughly equal pull.
+    weight: weight of the perceptual distance. Each layer term is in [0, 4], while a pixel MSE on the [0, 1]
+        scale is typically a few thousandths: a weight of a few hundredths gives the two terms similar pull
+        (measure it on your data with a short run; configs/vae_perceptual_synth64.yaml records ours).
     pixel_loss: ``mse``, ``l1`` or ``ssim``: the pixel term mixed in, which keeps colour and brightness
         (the channel-normalised features barely see them).
     pixel_weight: weight of the pixel term; 0 = perceptual alone (expect colour drift).

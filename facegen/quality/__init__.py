@@ -5,6 +5,9 @@ mean/spread over seeds.
 
 Pure functions of tensors and arrays: PyTorch, numpy and scipy only; no Ray, no models, no I/O. Images are
 (N, 3, H, W) float in [-1, 1]; every image metric is measured on the [0, 1] scale.
+
+The benchmark built on them, ``facegen evaluate`` (:mod:`facegen.quality.benchmark`, with ``judge``,
+``sections``, ``edits`` and ``tables``), loads bundles and data; importing this package does not import it.
 """
 
 from facegen.quality.editing import counterfactual_fidelity, drift_of_others, drift_per_attribute, flip_rate

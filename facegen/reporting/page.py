@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from facegen.io import atomic_path
+
 
 @dataclass
 class Part:
@@ -29,10 +31,8 @@ class Part:
 
 
 def _write(path: str, text: str) -> str:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
-    os.replace(tmp, path)
     return path
 
 
@@ -100,14 +100,14 @@ def markdown_to_html(markdown: str, title: str) -> str:
 
 
 def write_analysis(title: str, header: dict[str, str], parts: list[Part], out: str,
-                   extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """Write ``out/analysis.{md,json,html}``; returns their paths by format."""
+                   extra: dict[str, Any] | None = None, name: str = "analysis") -> dict[str, str]:
+    """Write ``out/<name>.{md,json,html}`` (``analysis.*`` by default); returns their paths by format."""
     os.makedirs(out, exist_ok=True)
     markdown = report_markdown(title, header, parts, out)
     body = {**(extra or {}), "header": header,
             "sections": {p.key: {"title": p.title, **p.data,
                                  "pictures": {c: os.path.relpath(path, out) for c, path in p.pictures.items()}}
                          for p in parts}}
-    return {"md": _write(f"{out}/analysis.md", markdown),
-            "json": _write(f"{out}/analysis.json", json.dumps(_clean(body), indent=2) + "\n"),
-            "html": _write(f"{out}/analysis.html", markdown_to_html(markdown, title))}
+    return {"md": _write(f"{out}/{name}.md", markdown),
+            "json": _write(f"{out}/{name}.json", json.dumps(_clean(body), indent=2) + "\n"),
+            "html": _write(f"{out}/{name}.html", markdown_to_html(markdown, title))}

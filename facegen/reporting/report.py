@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from facegen.bundle import Bundle, load_bundle
 from facegen import io as fsio
+from facegen.bundle import Bundle, load_bundle
 from facegen.data.pipeline import read_examples
 from facegen.data.shards import read_manifest
+from facegen.errors import FacegenError
 from facegen.latent import grids
-from facegen.models import LatentModel
-from facegen.models.losses import mse_per_image, ssim_per_image
+from facegen.latent.sampler import fit_sampler, sample_faces
 from facegen.metrics import MetricMeans
+from facegen.models import LatentModel
+from facegen.models.code_gan import categorical_code_accuracy
+from facegen.models.losses import mse_per_image, ssim_per_image
+from facegen.reporting.confusion import save_confusion_matrices
 
 
 @dataclass
@@ -60,8 +64,6 @@ def evaluate(bundle: Bundle, batch: dict[str, torch.Tensor], batch_size: int = 6
     out = model.summarize_metrics(means.reduce())
     labels = batch.get("label")
     if labels is not None and (labels >= 0).any():
-        from facegen.models.code_gan import categorical_code_accuracy
-
         if isinstance(model, LatentModel) and any(p.kind == "categorical" for p in model.code_parts()):
             out["categorical_code_accuracy"] = categorical_code_accuracy(model, batch["image"], labels)
     return out
@@ -100,7 +102,6 @@ def draw(bundle: Bundle, batch: dict[str, torch.Tensor], metrics: dict[str, floa
     if isinstance(model, LatentModel):
         images, cond = batch["image"][:256], model.condition_of({k: v[:256] for k, v in batch.items()})
         if model.needs_fitted_sampler:  # the AE: PCA + kernel density fitted on the held-out codes
-            from facegen.latent.sampler import fit_sampler, sample_faces
 
             samples = sample_faces(model, fit_sampler(model, images, variance_share=0.95), 64)
             pictures["samples (PCA + KDE)"] = grids.save_png(grids.image_grid(samples, nrow=8),
@@ -119,8 +120,6 @@ def draw(bundle: Bundle, batch: dict[str, torch.Tensor], metrics: dict[str, floa
             pictures["every condition"] = grids.save_png(
                 grids.image_grid(grid.flatten(0, 1), nrow=grid.shape[1]), f"{out}/conditions.png")
     if any(k.startswith("cm/") for k in metrics):
-        from facegen.reporting.confusion import save_confusion_matrices
-
         for path in save_confusion_matrices(metrics, out):
             if path.endswith(".png"):
                 pictures[os.path.basename(path)[:-4].replace("_", " ")] = path
@@ -164,8 +163,6 @@ def write_report(sections: list[Section], out: str) -> tuple[str, str]:
 def build_report(folder: str, out: str, shards: str | None = None) -> tuple[str, str]:
     bundles = find_bundles(folder)
     if not bundles:
-        from facegen.errors import FacegenError
-
         raise FacegenError(f"{folder}: no model bundles found (a bundle folder holds meta.json and weights.pt)")
     sections = [report_bundle(b, f"{out}/{i:02d}-{load_family(b)}", shards) for i, b in enumerate(bundles)]
     return write_report(sections, out)

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from facegen.io import atomic_path
+
 STATE_FILE = "state.pt"
 
 
@@ -39,9 +41,8 @@ class TrainingState:
 def save_state(state: TrainingState, folder: str) -> str:
     """Write ``state`` into ``folder`` (temp name, then rename, so a crash never leaves half a file)."""
     path = os.path.join(folder, STATE_FILE)
-    tmp = path + ".tmp"
-    torch.save(vars(state), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(vars(state), tmp)
     return path
 
 

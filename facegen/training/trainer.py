@@ -14,15 +14,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from facegen import io as fsio
 from facegen.bundle import write_bundle
 from facegen.config import ExperimentConfig, from_dict, load_config
-from facegen import io as fsio
 from facegen.data.pipeline import load_split
 from facegen.data.shards import Manifest, read_manifest
 from facegen.errors import ConfigError, FacegenError
 from facegen.pretrained import export_config
 from facegen.runtime import init_ray
 from facegen.training.checkpoint import STATE_FILE, load_state
+from facegen.training.loop import train_loop_per_worker
 
 
 @dataclass
@@ -36,9 +37,8 @@ class FitResult:
 
 
 def storage_location(cfg: ExperimentConfig) -> str:
-    """Absolute ``storage_path`` (Ray Train wants absolute local paths; URIs pass through)."""
-    path = cfg.train.storage_path
-    return path if fsio.is_uri(path) else os.path.abspath(path)
+    """Absolute ``storage_path`` (Ray Train wants absolute local paths; URIs pass through; "" is this folder)."""
+    return fsio.absolute_path(cfg.train.storage_path or os.curdir)
 
 
 def check_compatible(cfg: ExperimentConfig, manifest: Manifest) -> None:
@@ -86,7 +86,6 @@ def build_trainer(cfg: ExperimentConfig, manifest: Manifest, *, callbacks: list 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from facegen.training.loop import train_loop_per_worker
 
     check_compatible(cfg, manifest)
     limit = cfg.data.max_rows

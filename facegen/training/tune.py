@@ -6,10 +6,13 @@ import argparse
 import json
 from typing import Any
 
-from facegen.config import apply_overrides, from_dict, read_yaml
 from facegen import io as fsio
+from facegen.config import apply_overrides, from_dict, read_yaml
+from facegen.data.shards import read_manifest
 from facegen.errors import FacegenError
+from facegen.runtime import init_ray
 from facegen.training.search_space import OBJECTIVE, SearchSpec, default_space_path, max_concurrent, read_search_spec
+from facegen.training.trainer import build_trainer, check_compatible, export_checkpoint, storage_location
 
 
 def _objective_callback(weights: dict[str, float] | None):
@@ -34,8 +37,6 @@ def run_trial(sample: dict[str, Any], base_raw: dict[str, Any], weights: dict[st
     """
     from ray import tune
 
-    from facegen.data.shards import read_manifest
-    from facegen.training.trainer import build_trainer
 
     cfg = from_dict(apply_overrides(base_raw, sample))
     trial_id = tune.get_context().get_trial_id()
@@ -51,7 +52,6 @@ def run_search(base_raw: dict[str, Any], spec: SearchSpec, num_samples: int, res
     from ray.tune.schedulers import ASHAScheduler
 
     cfg = from_dict(base_raw)
-    from facegen.training.trainer import storage_location
 
     storage = storage_location(cfg)
     name = f"{cfg.train.name}-search"
@@ -79,8 +79,6 @@ def export_best(results, spec: SearchSpec, base_raw: dict[str, Any], dest: str) 
     """Export the best trial's last checkpoint as a model bundle at ``dest``; returns a summary."""
     from ray.train import Checkpoint
 
-    from facegen.data.shards import read_manifest
-    from facegen.training.trainer import export_checkpoint
 
     best = results.get_best_result(metric=spec.metric_key, mode=spec.mode, scope="all")
     if best.metrics is None or "checkpoint_path" not in best.metrics:
@@ -101,15 +99,11 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from facegen.runtime import init_ray
-
     if args.num_samples < 1:
         raise FacegenError("--num-samples must be at least 1")
     base_raw = apply_overrides(read_yaml(args.config), args.overrides)
     cfg = from_dict(base_raw)
     spec = read_search_spec(args.space or default_space_path(args.config), cfg, base_raw)
-    from facegen.data.shards import read_manifest
-    from facegen.training.trainer import check_compatible
 
     check_compatible(cfg, read_manifest(cfg.data.shards))  # before Ray starts: mistakes cost no start-up
     init_ray(args.num_cpus)

@@ -1,17 +1,11 @@
-"""One thread per test process: these problems are tiny, and on a shared 2-core box OpenMP (t-SNE) and torch
-intra-op threads oversubscribed by other processes run 10-20x slower than a single thread."""
-
-from __future__ import annotations
+"""Every test of this package runs on one thread (see ``tests.conftest.one_thread``)."""
 
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
+
+from tests.conftest import one_thread
 
 
 @pytest.fixture(autouse=True, scope="package")
 def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
+    with one_thread():
         yield
-    torch.set_num_threads(previous)

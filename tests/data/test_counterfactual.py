@@ -18,9 +18,9 @@ from facegen.data.celeba import read_celeba
 from facegen.data.counterfactual import (NotRenderable, SynthRef, counterfactual, edit_face, training_png,
                                          write_counterfactuals)
 from facegen.data.fairface import read_fairface
+from facegen.data.factors import RENDERED_ATTRIBUTES
 from facegen.data.shards import write_shards
-from facegen.data.synth import (CANVAS, IMAGE_DIR, JPEG_QUALITY, PALE_TONE, RACES, RENDERED_ATTRIBUTES,
-                                sample_face, write_synthetic)
+from facegen.data.synth import CANVAS, IMAGE_DIR, JPEG_QUALITY, PALE_TONE, RACES, sample_face, write_synthetic
 from facegen.data.synth_render import BEARD_FULL, BEARD_GOATEE, BEARD_NONE, _Geom
 from facegen.errors import FacegenError
 

@@ -15,8 +15,9 @@ from facegen.data.celeba import read_celeba
 from facegen.data.fairface import read_fairface
 from facegen.data.prepare import add_prepare_arguments, run_prepare
 from facegen.data.records import FaceRecord, SourceDataset
-from facegen.data.shards import SCHEMA, balance_splits, preprocess, read_manifest, write_shards
+from facegen.data.shards import SCHEMA, balance_splits, read_manifest, write_shards
 from facegen.errors import DatasetError, FacegenError
+from facegen.images import preprocess
 
 
 def _rows(manifest, split=None):

@@ -16,8 +16,8 @@ from PIL import Image
 
 from facegen.data import synth
 from facegen.attributes import CELEBA_ATTRIBUTES, FAIRFACE_AGES, FAIRFACE_GENDERS, FAIRFACE_RACES
-from facegen.data.synth import (RENDERED_ATTRIBUTES, add_synth_arguments, run_synth, sample_face,
-                                write_synthetic)
+from facegen.data.factors import RENDERED_ATTRIBUTES
+from facegen.data.synth import add_synth_arguments, run_synth, sample_face, write_synthetic
 from facegen.data.synth_render import BEARD_FULL, BEARD_GOATEE, BEARD_NONE, render_face
 from facegen.errors import FacegenError
 

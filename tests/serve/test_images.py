@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from facegen.data.shards import preprocess
+from facegen.images import encode_png, from_uint8, preprocess
 from serve.images import (MAX_BYTES, BadImage, base64_limit, check_content_length, decode_base64_image,
-                          decode_image, encode_png, png_base64, read_limited, to_rgb, to_tensor)
+                          decode_image, png_base64, read_limited, to_rgb)
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -181,7 +181,7 @@ def test_exif_orientation_is_applied(orientation, top, bottom):
                                         ((60, 30), ("full",)), ((30, 61), None)])
 def test_non_square_images_are_cropped_and_resized_like_training(size, crop):
     image = noise(*size)
-    expected = to_tensor(preprocess(image, tuple(crop or ("full",)), 32))
+    expected = from_uint8(preprocess(image, tuple(crop or ("full",)), 32))
     assert torch.equal(decode_image(save(image, "PNG"), 32, crop), expected)
 
 
@@ -197,7 +197,7 @@ def test_centre_crop_keeps_the_middle():
 def test_big_jpeg_is_decoded_at_reduced_scale_with_the_same_result():
     image = noise(16, 12).resize((1600, 1200), Image.Resampling.BICUBIC)  # smooth, like a photo
     data = save(image, "JPEG", quality=95)
-    full = to_tensor(preprocess(Image.open(io.BytesIO(data)), ("full",), 32))
+    full = from_uint8(preprocess(Image.open(io.BytesIO(data)), ("full",), 32))
     assert (decode_image(data, 32) - full).abs().mean() < 0.004  # half a grey level
 
 

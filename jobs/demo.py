@@ -1,0 +1,53 @@
+"""The whole demo, what ``make demo`` runs: ``facegen demo`` (synthetic faces, Ray Train, pictures, report,
+latent analysis), then the Ray Serve app on 127.0.0.1 with one edit over HTTP, kept up until Ctrl-C when run
+from a terminal (``--no-wait`` exits).
+
+    python jobs/demo.py --out out/demo
+"""
+
+import argparse
+import sys
+import time
+
+import _bootstrap  # noqa: F401  (puts the repository on sys.path)
+
+from facegen.cli import run_guarded
+from facegen.data.shards import read_manifest
+from facegen.demo import add_demo_arguments, build_demo, print_summary, write_metrics
+from serve.demo import best_edit_attribute, serve_and_edit, stop_serving, wait_for_ctrl_c
+
+
+def run(args: argparse.Namespace) -> int:
+    metrics = build_demo(args)
+    attribute = best_edit_attribute(metrics["analysis_json"])
+    print(f"\n==> serving the VAE and the classifier with Ray Serve on 127.0.0.1:{args.port}, {attribute} +2 "
+          "(the edit the analysis measured to work best) on held-out faces", flush=True)
+    started = time.perf_counter()
+    metrics["served_edit"] = serve_and_edit(metrics["bundle"], metrics["classifier_bundle"],
+                                            read_manifest(metrics["shards"]), metrics["out"], args.port, attribute)
+    metrics["timings_s"]["serve_s"] = time.perf_counter() - started
+    write_metrics(metrics)
+    print_summary(metrics)
+    if args.no_wait or not sys.stdin.isatty():
+        stop_serving()
+        return 0
+    served = metrics["served_edit"]
+    print(f"\nOpen {served['url']}/ to edit a face in your browser (API docs: {served['url']}/docs). "
+          "Ctrl-C stops the server.", flush=True)
+    wait_for_ctrl_c()
+    stop_serving()
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].replace("``", ""))
+    add_demo_arguments(parser)
+    parser.add_argument("--port", type=int, default=8000, help="port of the web page on 127.0.0.1 (default 8000)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="stop serving right after the demo edit (default: keep serving until Ctrl-C "
+                             "when run from a terminal)")
+    return run_guarded(run, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
