@@ -11,6 +11,8 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
+from facegen.errors import FacegenError
+
 # name -> (module, add-arguments function, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "synth": ("facegen.data.synth", "add_synth_arguments", "run_synth",
@@ -25,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
              "send a photo to the editing service (--set Smiling=1.5), write the edited PNG"),
     "report": ("facegen.reporting.report", "add_report_arguments", "run_report",
                "evaluate every bundle in a run folder; write report.md + report.json with pictures"),
+    "evaluate": ("facegen.quality.benchmark", "add_evaluate_arguments", "run_evaluate",
+                 "quality benchmark of bundles on the test split, judged by an independent classifier (quality.md)"),
     "analyze": ("facegen.analysis.run", "add_analyze_arguments", "run_analyze",
                 "latent analysis of a bundle (traversals, named dims, directions, edit metrics); stores directions"),
     "augment": ("facegen.augment.job", "add_augment_arguments", "run_augment",
@@ -36,7 +40,6 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; a FacegenError (a user mistake) becomes ``error: <one line>`` and exit status 2."""
-    from facegen.errors import FacegenError
 
     try:
         return run(args) or 0

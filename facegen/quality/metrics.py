@@ -63,11 +63,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else -10 * math.log10(mse)
 
 
-def _gaussian_window(size: int, sigma: float, channels: int) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()  # (C, 1, size, size)
+    return g / g.sum()  # (size,)
 
 
 def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -83,16 +82,18 @@ def ssim_per_image(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: fl
     if min(x.shape[-2:]) < window:
         raise ValueError(f"SSIM with a {window}-pixel window needs images at least that size, "
                          f"got {tuple(x.shape[-2:])}")
-    channels = x.shape[1]
-    w = _gaussian_window(window, sigma, channels)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, w, groups=channels)  # (N, C, H - window + 1, W - window + 1)
+    channels = 5 * x.shape[1]
+    g = _gaussian_1d(window, sigma)
+    # The 2-D Gaussian window is the outer product g g^T: two 1-D passes (2 * window taps, not window^2),
+    # over the five maps at once.
+    maps = torch.cat([x, y, x * x, y * y, x * y], 1)  # (N, 5C, H, W)
+    maps = F.conv2d(maps, g.view(1, 1, 1, window).expand(channels, 1, 1, window).contiguous(), groups=channels)
+    maps = F.conv2d(maps, g.view(1, 1, window, 1).expand(channels, 1, window, 1).contiguous(), groups=channels)
+    mu_x, mu_y, xx, yy, xy = maps.chunk(5, 1)  # each (N, C, H - window + 1, W - window + 1)
 
     c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x, var_y = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    var_x, var_y = xx - mu_x**2, yy - mu_y**2
+    cov = xy - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.flatten(1).mean(1)
 
@@ -119,10 +120,19 @@ def frechet_distance(feats_a, feats_b) -> float:
     tr (S_a S_b)^(1/2) is taken as tr (S_a^(1/2) S_b S_a^(1/2))^(1/2): the same eigenvalues, but of a symmetric
     PSD matrix, so ``eigh`` gives real ones (rounding negatives clipped to 0). No complex parts arise, and
     singular covariances (N <= D) need no jitter. The result is clipped at 0 against rounding.
+
+    Wide features (D > min(N, M)) take the same value from the centred data instead of D x D matrices: with
+    S_a = A^T A and S_b = B^T B (A = centred a / sqrt(N - 1)), the eigenvalues of S_a S_b are the squared
+    singular values of A B^T (N, M), so tr (S_a S_b)^(1/2) is its nuclear norm; O(N M D) instead of O(D^3).
     """
     a, b = _array(feats_a), _array(feats_b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"need two feature sets (N, D) and (M, D) with N, M >= 2; got {a.shape} and {b.shape}")
+    if a.shape[1] > min(len(a), len(b)):
+        diff = a.mean(0) - b.mean(0)
+        ca, cb = (a - a.mean(0)) / np.sqrt(len(a) - 1), (b - b.mean(0)) / np.sqrt(len(b) - 1)
+        cross = np.linalg.svd(ca @ cb.T, compute_uv=False).sum()
+        return max(float(diff @ diff + (ca * ca).sum() + (cb * cb).sum() - 2 * cross), 0.0)
     cov_a = np.atleast_2d(np.cov(a, rowvar=False))  # (D, D)
     cov_b = np.atleast_2d(np.cov(b, rowvar=False))
     root_a = _psd_sqrt(cov_a)

@@ -1,0 +1,231 @@
+"""``facegen evaluate``: one quality benchmark for every family, on the held-out test split, scored by an
+independent judge (an attribute classifier no model trained against, :mod:`facegen.quality.judge`).
+
+Per bundle, by capability (never by family name; :mod:`facegen.quality.sections`, :mod:`facegen.quality.edits`):
+the training budget (every bundle); reconstruction, generation and, with counterfactual sets, editing (any
+``LatentModel``); categorical-code accuracy (a categorical code part, labelled data); classifier scores (a
+model with ``predict_proba``). Writes ``OUT/quality.{md,html,json}`` (:mod:`facegen.quality.tables`) and
+sample / reconstruction / edit grids under ``OUT/<NN>-<family>/``. Runs in-process: no Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from facegen import io as fsio
+from facegen.bundle import Bundle, load_bundle
+from facegen.data.shards import read_manifest
+from facegen.errors import FacegenError
+from facegen.latent import grids
+from facegen.models.base import LatentModel
+from facegen.quality import edits, sections
+from facegen.quality.judge import Judge, check_independent, load_judge, same_location
+from facegen.quality.tables import write_quality
+
+
+@dataclass
+class Settings:
+    n: int = 512  # test images (and samples, and training images for the floor, sampler and directions)
+    edit_n: int = 64  # counterfactual pairs per attribute
+    seed: int = 0
+    attributes: tuple[str, ...] | None = None  # judged (and edited) attributes; None: all the judge can score
+    counterfactuals: str | None = None
+
+
+@dataclass
+class Data:
+    """One shards folder's evaluation images: up to n rows of the held-out split and of train, and caches of
+    the judge's readings of them (shared by the bundles evaluated on it)."""
+
+    shards: str
+    manifest: Any
+    split: str
+    test: dict[str, torch.Tensor]
+    train: dict[str, torch.Tensor]
+    cache: dict = field(default_factory=dict)
+
+
+def load_data(shards: str, n: int) -> Data:
+    # Deferred: pipeline.py imports Ray Data (read_examples itself reads in-process and never starts Ray).
+    from facegen.data.pipeline import read_examples
+
+    manifest = read_manifest(shards)
+    split = "test" if manifest.rows("test") else "val"
+    if not manifest.rows(split) or not manifest.rows("train"):
+        raise FacegenError(f"{shards}: needs rows in train and in test (or val) to evaluate on")
+    test, train = read_examples(manifest, split, n), read_examples(manifest, "train", n)
+    if test["image"].shape[0] < 2:
+        raise FacegenError(f"{shards}: the {split} split has fewer than 2 readable rows")
+    return Data(shards, manifest, split, test, train)
+
+
+def _say(start: float, message: str) -> None:
+    print(f"[evaluate {time.time() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _train_rows(bundle: Bundle, data: Data) -> tuple[int | None, str]:
+    """Training rows of the bundle's own data.shards, else of the evaluation shards (said so), else None."""
+    try:
+        return read_manifest(bundle.config.data.shards).rows("train"), ""
+    except FacegenError:
+        if data.shards != bundle.config.data.shards:
+            return data.manifest.rows("train"), f"training rows of {data.shards} (data.shards not readable here)"
+        return None, ""
+
+
+def _grid(images: list[torch.Tensor], path: str) -> str:
+    return grids.save_png(grids.image_grid(torch.cat(images), nrow=images[0].shape[0]), path)
+
+
+def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, names: list[str], settings: Settings,
+                    folder: str) -> None:
+    """Reconstruction, generation, codes and editing of a LatentModel into ``result``."""
+    model: LatentModel = bundle.model
+    labels = list(data.manifest.attribute_names)
+    torch.manual_seed(settings.seed)
+    result["reconstruction"], recon = sections.reconstruction(model, judge, data.test, labels, names)
+    result["pictures"]["reconstructions"] = _grid([data.test["image"][:8], recon[:8]], f"{folder}/reconstructions.png")
+    n_samples = min(settings.n, data.train["image"].shape[0])  # as many as the floor's training images
+    samples, how = sections.draw_samples(model, n_samples, settings.seed, data.test, data.train)
+    result["generation"] = {"sampler": how, **sections.generation(judge, samples, data.test, data.train, labels,
+                                                                  names, data.cache)}
+    result["pictures"]["samples"] = grids.save_png(grids.image_grid(samples[:64], nrow=8), f"{folder}/samples.png")
+    result["codes"] = sections.code_accuracy(model, data.test)
+    folder_cf = settings.counterfactuals or edits.find_counterfactuals(data.shards, data.manifest.resolution)
+    if folder_cf is None:
+        result["notes"].append("editing skipped: no counterfactual sets given (--counterfactuals) or found")
+        return
+    available = [a for a in edits.counterfactual_attributes(folder_cf) if a in names]
+    if not available:
+        result["notes"].append(f"editing skipped: {folder_cf} holds no set of an attribute judged here")
+        return
+
+    def fit():  # called only when a bundle lacks stored directions for an edited attribute
+        return edits.fit_for(model, data.train, labels, available)
+
+    levers, rows, grid = edits.Levers(model, bundle.extras, fit), [], None
+    for attribute in available:
+        pairs = edits.read_pairs(folder_cf, attribute, settings.edit_n)
+        if pairs.originals.shape[0] == 0 or pairs.resolution != data.manifest.resolution:
+            result["notes"].append(f"editing {attribute}: skipped ({pairs.originals.shape[0]} pairs at "
+                                   f"{pairs.resolution} px; the model works at {data.manifest.resolution} px)")
+            continue
+        found, images = edits.editing(model, judge, levers, pairs, names)
+        rows += found
+        if grid is None and images is not None:
+            grid = images
+            result["pictures"][f"edits ({attribute}, {found[0]['method']})"] = _grid(list(images.values()),
+                                                                                     f"{folder}/edits.png")
+    result["editing"] = {"counterfactuals": folder_cf, "step": edits.EDIT_STEP, "rows": rows,
+                         "directions": dict(levers.sources), "slots": sorted(levers.slots)}
+
+
+def evaluate_bundle(index: int, location: str, bundle: Bundle, judge: Judge, data: Data, settings: Settings,
+                    out: str) -> dict:
+    started = time.time()
+    family = bundle.config.family
+    folder = f"{out}/{index:02d}-{family}"
+    labels = list(data.manifest.attribute_names)
+    names = sections.judged_attributes(judge, labels, data.test["attrs"], settings.attributes)
+    result: dict[str, Any] = {"name": f"{index:02d}-{family}", "bundle": location, "family": family,
+                              "shards": data.shards, "split": data.split, "n_test": int(data.test["image"].shape[0]),
+                              "judged_attributes": names, "notes": [], "pictures": {},
+                              "budget": sections.training_budget(bundle.meta, bundle.config,
+                                                                 *_train_rows(bundle, data))}
+    model, resolution = bundle.model, getattr(bundle.config.model, "resolution", data.manifest.resolution)
+    trained_on = bundle.meta.get("dataset", data.manifest.dataset)
+    if resolution != data.manifest.resolution or trained_on != data.manifest.dataset:
+        result["notes"].append(f"not evaluated: a {resolution} px model of {trained_on} data, but {data.shards} "
+                               f"holds {data.manifest.resolution} px {data.manifest.dataset} images")
+        return {**result, "classifier": None, "seconds": time.time() - started}
+    if not names:
+        result["notes"].append("the judge scores none of this data's attributes (none it knows varies in the test "
+                               "labels): judge-based metrics are left out")
+    if isinstance(model, LatentModel):
+        evaluate_latent(result, bundle, judge, data, names, settings, folder)
+    result["classifier"] = sections.classifier_scores(model, data.test, labels)
+    result["seconds"] = time.time() - started
+    return result
+
+
+def evaluate(locations: list[str], judge_location: str, out: str, shards: str | None = None,
+             settings: Settings | None = None) -> dict[str, str]:
+    """Evaluate the bundles at ``locations`` with the judge at ``judge_location``; write ``out/quality.*``."""
+    settings, start = settings or Settings(), time.time()
+    judge = load_judge(judge_location)
+    unknown = [a for a in settings.attributes or () if a not in judge.attribute_names]
+    if unknown:
+        raise FacegenError(f"--attributes: the judge does not know {unknown[0]!r} "
+                           f"(it knows: {', '.join(judge.attribute_names)})")
+    locations = [loc for loc in locations if not same_location(loc, judge_location)]
+    if not locations:
+        raise FacegenError("no bundle to evaluate (the judge itself is not evaluated)")
+    bundles = [(loc, load_bundle(loc)) for loc in locations]
+    check_independent(judge_location, bundles)
+    datasets: dict[str, Data] = {}
+    results = []
+    for index, (location, bundle) in enumerate(bundles):
+        source = shards or bundle.config.data.shards
+        if source not in datasets:
+            _say(start, f"reading {settings.n} test and train rows of {source}")
+            datasets[source] = load_data(source, settings.n)
+        _say(start, f"{index:02d}-{bundle.config.family}: {location}")
+        results.append(evaluate_bundle(index, location, bundle, judge, datasets[source], settings, out))
+    _say(start, f"writing {out}/quality.md")
+    return write_quality(results, judge, settings, out)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--bundles", metavar="B1,B2,...", help="comma-separated model bundle folders or URIs")
+    which.add_argument("--runs", metavar="RUN_FOLDER", help="evaluate every bundle under this folder")
+    parser.add_argument("--judge", required=True, metavar="BUNDLE",
+                        help="an attribute classifier bundle (family classifier) that no model trained against "
+                             "(e.g. one trained with configs/judge_synth64.yaml)")
+    parser.add_argument("--shards", default=None, help="held-out data (default: each bundle's data.shards)")
+    parser.add_argument("--counterfactuals", default=None, metavar="DIR",
+                        help="counterfactual sets (facegen synth --counterfactuals) for the editing section "
+                             "(default: SHARDS/counterfactuals, SHARDS/../counterfactuals or SHARDS/../cf<px>)")
+    parser.add_argument("--out", default=None, help="output folder (default: RUN_FOLDER/quality, or out/quality)")
+    parser.add_argument("--n", type=_positive, default=512,
+                        help="test images, samples and training images (default 512)")
+    parser.add_argument("--edit-n", type=_positive, default=64, help="counterfactual pairs per attribute (default 64)")
+    parser.add_argument("--attributes", default=None, metavar="A,B",
+                        help="attributes to judge and edit (default: every one the judge knows that varies in the "
+                             "test labels)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    if args.n < 2:
+        raise FacegenError("--n: the Fréchet distance needs at least 2 images")
+    if args.runs:
+        from facegen.reporting.report import find_bundles  # deferred: report.py imports pipeline (Ray Data)
+
+        locations = find_bundles(args.runs)
+        if not locations:
+            raise FacegenError(f"{args.runs}: no model bundles found (a bundle folder holds meta.json and weights.pt)")
+    else:
+        locations = [b.strip() for b in args.bundles.split(",") if b.strip()]
+        if not locations:
+            raise FacegenError("--bundles: give at least one bundle")
+    out = args.out or (fsio.join(args.runs.rstrip("/"), "quality") if args.runs else "out/quality")
+    attributes = tuple(a.strip() for a in args.attributes.split(",") if a.strip()) if args.attributes else None
+    settings = Settings(n=args.n, edit_n=args.edit_n, seed=args.seed, attributes=attributes,
+                        counterfactuals=args.counterfactuals)
+    paths = evaluate(locations, args.judge, out, args.shards, settings)
+    print(f"quality: {paths['md']}\n         {paths['html']}\n         {paths['json']}")
+    return 0

@@ -1,0 +1,227 @@
+"""Editing scored against ground truth: the synthetic renderer's counterfactuals (``facegen synth
+--counterfactuals``, :mod:`facegen.data.counterfactual`) give, for a test face, the same face with one attribute
+flipped to ``target_value``.
+
+For each pair the original is encoded and edited toward ``target_value`` by every lever the model has for the
+attribute, then decoded:
+
+* ``slot``: the model's own latent slot (:func:`facegen.latent.edit.latent_slots`, a CVAE's condition entry)
+  set to ``target_value``;
+* otherwise ``mean_diff`` and ``boundary`` directions (the bundle's stored ones, else fitted on its training
+  shards as :func:`facegen.latent.store.fit_bundle_directions` fits them, :func:`fit_for`), strength
+  ``+EDIT_STEP`` toward 1 and ``-EDIT_STEP`` toward 0, in standard deviations of the training codes along
+  the direction (the unit of :func:`facegen.latent.edit.edit_codes`). A fixed step keeps methods and models
+  comparable; it is not tuned per attribute, so a model whose classes lie further apart than 2 std flips less.
+
+:func:`score_edits` then reports, by the judge: flip rate (edits read as ``target_value``, among faces whose
+label differs from it: all of them here), drift of the other judged attributes (reconstruction vs edit, so
+reconstruction error is not counted as drift), and by pixels: fidelity (PSNR/SSIM of the edit vs the
+counterfactual), next to the reconstruction's PSNR/SSIM vs the original (the model's blur, which also caps
+fidelity) and the unedited reconstruction vs the counterfactual (what doing nothing scores).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from facegen import io as fsio
+from facegen.attributes import CELEBA_ATTRIBUTES
+from facegen.errors import FacegenError
+from facegen.images import decode_png, from_uint8
+from facegen.latent.directions import Directions, fit_directions
+from facegen.latent.edit import edit_codes, latent_slots
+from facegen.latent.scoring import batched
+from facegen.latent.store import encode_batch, stored_directions
+from facegen.models.base import LatentModel
+from facegen.quality.editing import counterfactual_fidelity, drift_of_others, drift_per_attribute, flip_rate
+from facegen.quality.judge import BATCH
+from facegen.quality.metrics import psnr, ssim
+from facegen.quality.sections import judge_reading
+
+EDIT_STEP = 2.0  # direction edits: this many standard deviations of the training codes, signed by the target
+DIRECTION_METHODS = ("mean_diff", "boundary")
+_COLUMNS = ("attribute", "target_value", "original", "counterfactual", "attrs_original", "attrs_counterfactual")
+
+
+@dataclass
+class PairSet:
+    """One ``<attribute>.parquet``: originals, counterfactuals (N, 3, H, W), target values (N,) int64 and both
+    faces' 40 CelebA labels (N, 40) float, in ``CELEBA_ATTRIBUTES`` order."""
+
+    attribute: str
+    originals: torch.Tensor
+    counterfactuals: torch.Tensor
+    targets: torch.Tensor
+    attrs_original: torch.Tensor
+    attrs_counterfactual: torch.Tensor
+    resolution: int
+
+
+def find_counterfactuals(shards: str, resolution: int) -> str | None:
+    """A folder of counterfactual sets near the shards, if any: ``<shards>/counterfactuals``,
+    ``<shards>/../counterfactuals`` or ``<shards>/../cf<resolution>`` (the README's ``out/cf64``)."""
+    fs, root = fsio.resolve(shards)
+    parent = posixpath.dirname(root)
+    for folder in (fsio.join(root, "counterfactuals"), fsio.join(parent, "counterfactuals"),
+                   fsio.join(parent, f"cf{resolution}")):
+        if any(p.endswith(".parquet") for p in fsio.list_files(fs, folder)):
+            return fsio.to_uri(fs, folder)
+    return None
+
+
+def counterfactual_attributes(folder: str) -> list[str]:
+    """The attributes with a ``<attribute>.parquet`` in ``folder``, sorted."""
+    fs, root = fsio.resolve(folder)
+    names = [p[:-len(".parquet")] for p in fsio.list_files(fs, root) if p.endswith(".parquet") and "/" not in p]
+    return sorted(n for n in names if n in CELEBA_ATTRIBUTES)
+
+
+def _images(blobs: list[bytes]) -> torch.Tensor:
+    return from_uint8(np.stack([decode_png(b) for b in blobs]))
+
+
+def read_pairs(folder: str, attribute: str, limit: int) -> PairSet:
+    """The first ``limit`` pairs of ``folder/<attribute>.parquet``; FacegenError when it is not such a file."""
+    fs, root = fsio.resolve(folder)
+    path = fsio.join(root, f"{attribute}.parquet")
+    try:
+        table = pq.read_table(pa.BufferReader(fsio.read_bytes(fs, path)))
+    except (FileNotFoundError, pa.ArrowException, OSError) as exc:
+        raise FacegenError(f"{fsio.to_uri(fs, path)}: not a readable counterfactual set ({exc})") from None
+    missing = [c for c in _COLUMNS if c not in table.column_names]
+    if missing:
+        raise FacegenError(f"{fsio.to_uri(fs, path)}: not a counterfactual set (no column {missing[0]!r})")
+    rows = table.slice(0, limit).to_pydict()
+    meta = table.schema.metadata or {}
+    resolution = int(meta.get(b"resolution", b"0")) if rows["original"] else 0
+    if rows["original"]:
+        originals, counterfactuals = _images(rows["original"]), _images(rows["counterfactual"])
+        resolution = resolution or originals.shape[-1]
+    else:
+        originals = counterfactuals = torch.zeros(0, 3, 1, 1)
+    return PairSet(attribute, originals, counterfactuals, torch.tensor(rows["target_value"], dtype=torch.int64),
+                   torch.tensor(rows["attrs_original"], dtype=torch.float32).reshape(-1, len(CELEBA_ATTRIBUTES)),
+                   torch.tensor(rows["attrs_counterfactual"], dtype=torch.float32).reshape(-1, len(CELEBA_ATTRIBUTES)),
+                   resolution)
+
+
+def baseline(originals: torch.Tensor, reconstructions: torch.Tensor, counterfactuals: torch.Tensor) -> dict:
+    """What every method of one attribute is compared with: the reconstruction vs the counterfactual (doing
+    nothing) and vs the original (the model's blur)."""
+    return {"unedited_psnr": psnr(reconstructions, counterfactuals),
+            "unedited_ssim": ssim(reconstructions, counterfactuals),
+            "recon_psnr": psnr(reconstructions, originals), "recon_ssim": ssim(reconstructions, originals)}
+
+
+@torch.no_grad()
+def score_edits(judge, names: Sequence[str], attribute: str, originals: torch.Tensor, reconstructions: torch.Tensor,
+                edited: torch.Tensor, counterfactuals: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
+                before: torch.Tensor | None = None, reference: dict | None = None) -> dict[str, Any]:
+    """Edit metrics of one attribute (see the module docstring). ``names``: the judged attributes (``attribute``
+    among them), ``labels`` (N, len(names)) the originals' ground truth, ``targets`` (N,) the asked values.
+    ``before`` (the judge on the reconstructions) and ``reference`` (:func:`baseline`) may be passed in when
+    several methods share them."""
+    column = list(names).index(attribute)
+    before = judge_reading(judge, reconstructions, names) if before is None else before
+    after = judge_reading(judge, edited, names)
+    flips, counts = [], []
+    for value in (0, 1):
+        rows = targets == value
+        eligible = int((labels[rows, column].round() != value).sum()) if rows.any() else 0
+        if eligible:
+            flips.append(flip_rate(after[rows], labels[rows], column, value))
+            counts.append(eligible)
+    fidelity = counterfactual_fidelity(edited, counterfactuals)
+    drift = drift_per_attribute(before, after, column)
+    return {"n": int(edited.shape[0]),
+            "flip_rate": float(np.average(flips, weights=counts)) if counts else float("nan"),
+            "drift": drift_of_others(before, after, column),
+            "drift_per_attribute": {n: float(d) for n, d in zip(names, drift) if n != attribute},
+            "fidelity_psnr": fidelity["psnr"], "fidelity_ssim": fidelity["ssim"],
+            **(baseline(originals, reconstructions, counterfactuals) if reference is None else reference)}
+
+
+def fit_for(model: LatentModel, batch: dict[str, torch.Tensor], label_names: Sequence[str],
+            wanted: Sequence[str]) -> dict[str, Directions]:
+    """:func:`facegen.latent.store.fit_bundle_directions` restricted to the ``wanted`` attributes (those that
+    vary in ``batch``): the same codes and fits, without fitting attributes nobody edits."""
+    varying = [a for a in wanted if batch["attrs"][:, list(label_names).index(a)].unique().numel() > 1]
+    if not varying:
+        return {}
+    codes = encode_batch(model, batch)
+    labels = batch["attrs"][:, [list(label_names).index(a) for a in varying]].round().long()
+    return {method: fit_directions(codes, labels, varying, method=method) for method in DIRECTION_METHODS}
+
+
+class Levers:
+    """The edit levers of one bundle: its slots, and directions stored in it or fitted on demand by ``fit``
+    (a callable ``() -> {method: Directions}``, called at most once)."""
+
+    def __init__(self, model: LatentModel, extras: dict, fit) -> None:
+        self.model, self.extras, self._fit, self._fitted = model, extras, fit, None
+        self.slots = {n: s for n, s in latent_slots(model).items() if s.kind == "value"}
+        self.sources: dict[str, str] = {}
+
+    def methods(self, attribute: str) -> list[tuple[str, Any]]:
+        """``[(method, Directions or None)]`` that can edit ``attribute`` (slot first; it wins over directions)."""
+        if attribute in self.slots:
+            return [("slot", None)]
+        found = []
+        for method in DIRECTION_METHODS:
+            directions = stored_directions(self.extras, method)
+            source = "stored in the bundle"
+            if directions is None or attribute not in directions.names:
+                if self._fitted is None:
+                    self._fitted = self._fit()
+                directions, source = self._fitted.get(method), "fitted on training shards"
+            if directions is not None and attribute in directions.names:
+                found.append((method, directions))
+                self.sources[method] = source
+        return found
+
+
+@torch.no_grad()
+def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str, method: str,
+               directions) -> torch.Tensor:
+    """Edited codes: each row moved toward its ``targets`` value (see the module docstring)."""
+    edited = codes.clone()
+    for value in (0, 1):
+        rows = targets == value
+        if rows.any():
+            strength = float(value) if method == "slot" else (EDIT_STEP if value else -EDIT_STEP)
+            edited[rows] = edit_codes(model, codes[rows], {attribute: strength},
+                                      method="mean_diff" if method == "slot" else method, directions=directions)
+    return edited
+
+
+@torch.no_grad()
+def editing(model: LatentModel, judge, levers: Levers, pairs: PairSet, names: Sequence[str]
+            ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor] | None]:
+    """One row per method that can edit ``pairs.attribute`` (with ``score_edits``' metrics), and images for a
+    grid of the first method (originals, counterfactuals, reconstructions, edits), or None."""
+    attribute = pairs.attribute
+    batch = {"image": pairs.originals, "attrs": pairs.attrs_original,
+             "label": torch.full((pairs.originals.shape[0],), -1, dtype=torch.int64)}
+    codes = batched(model.encode, pairs.originals, BATCH, model.condition_of(batch))
+    recon = batched(model.decode, codes, BATCH)
+    labels = pairs.attrs_original[:, [CELEBA_ATTRIBUTES.index(n) for n in names]]
+    rows, grid, before, reference = [], None, judge_reading(judge, recon, names), None
+    for method, directions in levers.methods(attribute):
+        edited = batched(model.decode, edit_pairs(model, codes, pairs.targets, attribute, method, directions), BATCH)
+        reference = reference or baseline(pairs.originals, recon, pairs.counterfactuals)
+        scores = score_edits(judge, names, attribute, pairs.originals, recon, edited, pairs.counterfactuals, labels,
+                             pairs.targets, before, reference)
+        rows.append({"attribute": attribute, "method": method,
+                     "step": None if method == "slot" else EDIT_STEP, **scores})
+        if grid is None:
+            grid = {"original": pairs.originals[:8], "counterfactual": pairs.counterfactuals[:8],
+                    "reconstruction": recon[:8], "edit": edited[:8]}
+    return rows, grid
