@@ -25,8 +25,10 @@ from facegen.config import load_config
 from facegen.data.celeba import read_celeba
 from facegen.data.pipeline import read_examples
 from facegen.data.shards import write_shards
+from facegen.data.counterfactual import write_counterfactuals
 from facegen.data.synth import write_synthetic
 from facegen.latent import grids
+from facegen.quality.benchmark import Settings, evaluate
 from facegen.reporting.report import build_report
 from facegen.runtime import init_ray
 from facegen.training.trainer import fit
@@ -106,14 +108,42 @@ def build_demo(args: argparse.Namespace) -> dict:
     analysis = analyze(result.bundle, classifier=classifier.bundle, out=f"{out}/analysis")
     timings["analysis_s"] = time.perf_counter() - started
 
-    metrics = {"family": cfg.family, "bundle": result.bundle, "final": result.metrics,
+    started = _step("quality benchmark: reconstruction, samples and edits against the renderer's counterfactuals")
+    quality = benchmark(out, raw, result.bundle, classifier.bundle)
+    timings["quality_s"] = time.perf_counter() - started
+
+    metrics = {"family": cfg.family, "config": args.config, "bundle": result.bundle, "final": result.metrics,
                "val_recon_mse": result.metrics.get("val/recon_mse_mean_z"),
                "classifier_bundle": classifier.bundle,
                "classifier_val_mean_accuracy": classifier.metrics.get("val/mean_accuracy"),
                "timings_s": timings, "pictures": pictures, "report": report_md, "analysis": analysis["md"],
+               "quality": quality,
                "analysis_json": analysis["json"], "shards": shards, "out": out}
     write_metrics(metrics)
     return metrics
+
+
+def benchmark(out: str, raw: str, bundle: str, classifier: str) -> dict:
+    """``facegen evaluate`` of the demo model against 32 counterfactual pairs per attribute; returns the page's
+    paths and headline figures. The demo's classifier judges: no model of the demo trains against it (the
+    full benchmark, bench/quality.sh, trains a judge of its own)."""
+    counterfactuals = f"{out}/counterfactuals"
+    if not fsio.exists(*fsio.resolve(counterfactuals)):
+        write_counterfactuals(raw, counterfactuals, n=32, seed=0)
+    paths = evaluate([bundle], classifier, f"{out}/quality",
+                     settings=Settings(n=256, edit_n=32, counterfactuals=counterfactuals))
+    with open(paths["json"]) as f:
+        result = json.load(f)["bundles"][0]
+    recon, generation = result.get("reconstruction", {}), result.get("generation", {})
+    rows = result.get("editing", {}).get("rows", [])
+    best = {}
+    for row in rows:  # the method that flips each attribute most often
+        if row["flip_rate"] is not None and row["flip_rate"] > best.get(row["attribute"], {}).get("flip_rate", -1):
+            best[row["attribute"]] = row
+    reliable = sorted(a for a, row in best.items() if row["flip_rate"] >= 0.9 and (row["drift"] or 0) <= 0.05)
+    return {"md": paths["md"], "psnr": recon.get("psnr"), "agreement": recon.get("agreement"),
+            "fd": generation.get("fd"), "fd_floor": generation.get("fd_floor"),
+            "attribute_tv": generation.get("attribute_tv"), "reliable_edits": reliable}
 
 
 def write_metrics(metrics: dict) -> str:
@@ -131,11 +161,21 @@ def print_summary(metrics: dict) -> None:
         print(f"  {name:<18} {path}")
     print(f"  quality report     {metrics['report']}")
     print(f"  latent analysis    {metrics['analysis']}")
+    q = metrics["quality"]
+    print(f"  quality benchmark  {q['md']}")
+    print(f"    {metrics['family']} from {metrics['config']}: PSNR {_fmt(q['psnr'])} dB, attribute agreement "
+          f"{_fmt(q['agreement'])}, sample Fréchet distance {_fmt(q['fd'])} (floor {_fmt(q['fd_floor'])}), "
+          f"attribute TV {_fmt(q['attribute_tv'])}")
+    print(f"    edits flipping >= 90% with <= 5% drift: {', '.join(q['reliable_edits']) or 'none'}")
     served = metrics.get("served_edit")
     if served:
         print(f"  edit over HTTP     {served['picture']}  ({served['edit']}, the most moved of "
               f"{served['faces_tried']} faces: score {served['scores_before']} -> {served['scores_after']})")
     print(f"  metrics            {metrics['out']}/metrics.json")
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -47,15 +47,31 @@ class ConvEncoder(nn.Module):
         return self.net(images)
 
 
+class ResBlock(nn.Module):
+    """x + conv(act(norm(conv(act(norm(x)))))) at a fixed width and resolution (pre-activation, He et al. 2016);
+    the residual branch starts at zero, so a new block begins as the identity."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.branch = nn.Sequential(_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+                                    _norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
+        nn.init.zeros_(self.branch[-1].weight)
+        nn.init.zeros_(self.branch[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H, W)
+        return x + self.branch(x)
+
+
 class ConvDecoder(nn.Module):
     """z (N, latent_dim) -> images (N, 3, R, R) in [-1, 1]; the mirror of :class:`ConvEncoder`.
 
     Upsampling is nearest-neighbour + 3x3 conv rather than transposed convs, which avoids checkerboard
-    artefacts in reconstructions and samples.
+    artefacts in reconstructions and samples. ``res_blocks`` residual blocks after each upsampling stage add
+    depth where the image is drawn (0 = one conv per stage).
     """
 
     def __init__(self, resolution: int, latent_dim: int, base_channels: int = 32, max_channels: int = 256,
-                 out_channels: int = 3):
+                 out_channels: int = 3, res_blocks: int = 0):
         super().__init__()
         widths = stage_channels(resolution, base_channels, max_channels)[::-1]
         self.start_channels = widths[0]
@@ -64,6 +80,7 @@ class ConvDecoder(nn.Module):
         for width, next_width in zip(widths, widths[1:] + [base_channels]):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"),
                        nn.Conv2d(width, next_width, 3, padding=1), _norm(next_width), nn.SiLU()]
+            layers += [ResBlock(next_width) for _ in range(res_blocks)]
         self.net = nn.Sequential(*layers, nn.Conv2d(base_channels, out_channels, 3, padding=1), nn.Tanh())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

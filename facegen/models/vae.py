@@ -38,6 +38,7 @@ class VAEConfig:
     resolution: image side (32, 64 or 128); must match the shards.
     latent_dim: width of z.
     base_channels, max_channels: width of the first conv stage, doubling per stage up to the cap.
+    decoder_res_blocks: residual blocks after each of the decoder's upsampling stages (0 = one conv each).
     beta: KL weight; 1 = VAE, > 1 = beta-VAE (see the module docstring).
     decoder_std: standard deviation of the Gaussian decoder on the [0, 1] pixel scale; smaller = sharper
         reconstructions, weaker prior matching. ``0`` = calibrated (the "optimal sigma" sigma-VAE): sigma^2 is
@@ -54,6 +55,7 @@ class VAEConfig:
     latent_dim: int = 64
     base_channels: int = 32
     max_channels: int = 256
+    decoder_res_blocks: int = 0
     beta: float = 1.0
     decoder_std: float = 0.1
     kl_warmup_epochs: int = 0
@@ -61,6 +63,8 @@ class VAEConfig:
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
 
     def __post_init__(self) -> None:
+        if self.decoder_res_blocks < 0:
+            raise ConfigError(f"model.decoder_res_blocks: must be >= 0, got {self.decoder_res_blocks}")
         if self.decoder_std < 0:
             raise ConfigError(f"model.decoder_std: must be > 0, or 0 for a calibrated decoder, got {self.decoder_std}")
         if self.decoder_std == 0:
@@ -87,7 +91,8 @@ class VAE(LatentModel):
         super().__init__(config)
         self.encoder = ConvEncoder(config.resolution, config.base_channels, config.max_channels)
         self.to_posterior = nn.Linear(self.encoder.feature_dim, 2 * config.latent_dim)
-        self.decoder = ConvDecoder(config.resolution, config.latent_dim, config.base_channels, config.max_channels)
+        self.decoder = ConvDecoder(config.resolution, config.latent_dim, config.base_channels, config.max_channels,
+                                   res_blocks=config.decoder_res_blocks)
         # None when calibrated: the weight D / (2 sigma^2) is then recomputed from every batch.
         self.recon_scale = None if config.calibrated else 3 * config.resolution**2 / (2 * config.decoder_std**2)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
