@@ -1,6 +1,6 @@
 """Does latent-edit augmentation help an attribute classifier trained on few labels? Measured in one run.
 
-    flock /tmp/facegen-ray.lock python bench/augment_gain.py --bundle out/demo/runs/vae_synth64/bundle \\
+    flock /tmp/facegen-ray.lock python bench/augment_gain.py --bundle out/demo/runs/vae_demo64/bundle \\
         [--subset 200] [--variants 2] [--edits "Smiling:+2,Eyeglasses:+2"] [--epochs 6] [--work DIR]
 
 1. Renders a fresh synthetic CelebA (``write_synthetic``, its own seed: faces the VAE never saw) and keeps a
@@ -76,7 +76,7 @@ def train_classifier(shards: str, name: str, work: str, epochs: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True, help="VAE bundle, e.g. out/demo/runs/vae_synth64/bundle")
+    parser.add_argument("--bundle", required=True, help="VAE bundle, e.g. out/demo/runs/vae_demo64/bundle")
     parser.add_argument("--work", default="out/bench/augment_gain", help="scratch folder (replaced)")
     parser.add_argument("--n", type=int, default=2000, help="synthetic faces rendered (10%% val, 10%% test)")
     parser.add_argument("--synth-seed", type=int, default=1, help="seed of the synthetic faces (demo uses 0)")

@@ -1,7 +1,7 @@
 """Load sweep of POST /v1/edit: p50/p99 latency and throughput per concurrency, Serve batching on and off,
 beside the same model called in-process, all measured in one run.
 
-    python bench/serve_load.py --bundle out/demo/runs/vae_synth64/bundle \
+    python bench/serve_load.py --bundle out/demo/runs/vae_demo64/bundle \
         --classifier out/demo/runs/classifier_synth64/bundle --concurrency 1,8,32 --requests 128
 
 It starts a local Ray and the app on 127.0.0.1 (stop any other local Ray first), deploys the app once with

@@ -40,11 +40,14 @@ def main() -> int:
     parser.add_argument("--out", default="out/sbs", help="storage_path of the runs and the benchmark's folder")
     parser.add_argument("--judge", default=None, help="judge bundle for facegen evaluate (default: skip it)")
     parser.add_argument("--n", type=int, default=512, help="test images of the benchmark (default 512)")
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="logical CPUs of the local Ray (default: 2 per variant + 2 for Ray Data's readers, "
+                             "which would otherwise starve behind the workers' reservations)")
     args = parser.parse_args()
     variants = [parse_variant(v) for v in args.variant]
     configs = {name: load_config(args.config, [*args.set, *overrides, f"train.storage_path={args.out}",
                                                f"train.name={name}"]) for name, overrides in variants}
-    init_ray()
+    init_ray(args.num_cpus or 2 * len(configs) + 2)
     started = time.time()
     with ThreadPoolExecutor(max_workers=len(configs)) as pool:
         results = dict(zip(configs, pool.map(fit, configs.values())))

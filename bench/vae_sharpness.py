@@ -227,8 +227,8 @@ def main() -> int:
         for result in train_variant(name, overrides, args, train, test):
             results.append(result)
             print(ROW.format(**result), flush=True)
-    with open(f"{args.out}/results.json", "w") as f:
-        json.dump({"command": " ".join(sys.argv), "threads": args.threads, "results": results}, f, indent=2)
+            with open(f"{args.out}/results.json", "w") as f:  # after every row: a stopped run keeps its rows
+                json.dump({"command": " ".join(sys.argv), "threads": args.threads, "results": results}, f, indent=2)
     print(f"\n{HEADER}")
     for result in sorted(results, key=lambda r: (r["epochs"], r["variant"])):
         print(ROW.format(**result))

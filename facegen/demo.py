@@ -33,7 +33,7 @@ from facegen.reporting.report import build_report
 from facegen.runtime import init_ray
 from facegen.training.trainer import fit
 
-DEFAULT_CONFIG = "configs/vae_synth64.yaml"
+DEFAULT_CONFIG = "configs/vae_demo64.yaml"
 CLASSIFIER_CONFIG = "configs/classifier_synth64.yaml"
 
 

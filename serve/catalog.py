@@ -75,6 +75,14 @@ class ModelCatalog:
             return None
         return ConditionSpec(part.size, self.generator.condition_attributes())
 
+    def domain(self) -> str:
+        """What the generator was trained on, said to the user: a model reproduces faces like its training data,
+        and turns anything else (a real photo, for a model trained on synthetic faces) into a blurred guess."""
+        dataset = self.meta.get("dataset") or "unnamed"
+        return (f"{self.name} was trained on {dataset}-layout faces at {self.resolution} px (the demo's are "
+                "synthetic cartoons); photos unlike its training faces come back as the nearest face it knows, "
+                "usually blurred.")
+
     # ---- what can be edited ----
 
     def methods(self) -> list[str]:

@@ -102,7 +102,7 @@ class Editor:
 
     @app.get(f"/{API_VERSION}/attributes")
     async def attributes(self) -> dict:
-        return {"model": self.catalog.name, "attributes": self.catalog.editable(),
+        return {"model": self.catalog.name, "domain": self.catalog.domain(), "attributes": self.catalog.editable(),
                 "classifier_attributes": self.catalog.classifier_attributes,
                 "methods": self.catalog.methods(), "max_strength": MAX_STRENGTH}
 

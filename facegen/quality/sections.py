@@ -91,14 +91,16 @@ def reconstruction(model: LatentModel, judge, batch: Batch, label_names: Sequenc
 
 
 @torch.no_grad()
-def draw_samples(model: LatentModel, n: int, seed: int, test: Batch, train: Batch) -> tuple[torch.Tensor, str]:
-    """n new images and how they were drawn. A model with ``needs_fitted_sampler`` decodes codes of a PCA + KDE
-    sampler fitted on its training codes; the others sample their prior. A conditional model samples under the
-    test rows' conditions (cycled), so attribute frequencies can be compared with the test set's."""
+def draw_samples(model: LatentModel, n: int, seed: int, test: Batch, train: Batch,
+                 fitted: bool = False) -> tuple[torch.Tensor, str]:
+    """n new images and how they were drawn. A model with ``needs_fitted_sampler`` (or ``fitted``: an ex-post
+    density, Ghosh et al. 2020) decodes codes of a PCA + KDE sampler fitted on its training codes; the others
+    sample their prior. A conditional model samples under the test rows' conditions (cycled), so attribute
+    frequencies can be compared with the test set's."""
     cond = model.condition_of(test) if model.condition_part() is not None else None
     if cond is not None:
         cond = cond[torch.arange(n) % cond.shape[0]]
-    if model.needs_fitted_sampler:
+    if model.needs_fitted_sampler or fitted:
         codes = batched(model.encode, train["image"], BATCH, model.condition_of(train))
         sampler = PCAKDESampler.fit(codes, variance_share=SAMPLER_SHARE, seed=seed)
         how = (f"PCA+KDE sampler fitted on {codes.shape[0]} training codes ({sampler.n_components} components, "

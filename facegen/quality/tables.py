@@ -84,11 +84,12 @@ def _reconstruction(results: list[dict]) -> Part:
 def _generation(results: list[dict]) -> Part:
     rows, part = [], Part("generation", "Generation (samples vs the test split)")
     for r in results:
-        gen = r.get("generation")
-        if gen:
-            rows.append([f"`{r['name']}`", gen["sampler"], gen["n_samples"], gen["fd"], gen["fd_floor"],
-                         gen.get("attribute_tv"), gen.get("attribute_tv_floor")])
-            part.pictures[f"samples {r['name']}"] = r["pictures"]["samples"]
+        for key, picture in (("generation", "samples"), ("generation_fitted", "samples_fitted")):
+            gen = r.get(key)
+            if gen:
+                rows.append([f"`{r['name']}`", gen["sampler"], gen["n_samples"], gen["fd"], gen["fd_floor"],
+                             gen.get("attribute_tv"), gen.get("attribute_tv_floor")])
+                part.pictures[f"{picture.replace('_', ' ')} {r['name']}"] = r["pictures"][picture]
     part.markdown = table(["bundle", "drawn from", "n", "FD (judge features)", "FD floor (test vs train)",
                            "attribute TV", "TV floor (judge on test)"], rows)
     return part

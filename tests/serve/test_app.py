@@ -50,6 +50,7 @@ def test_health_models_and_attributes(serve_url):
     names = [a["name"] for a in attributes["attributes"]]
     assert names == ["Smiling", "Eyeglasses", "Male", "Bangs"]
     assert attributes["methods"] == ["mean_diff", "boundary", "conditional"]
+    assert "trained on" in attributes["domain"] and "32 px" in attributes["domain"]  # the page says it
     assert "/v1/edit" in httpx.get(serve_url + "/openapi.json").json()["paths"]
 
 
