@@ -28,6 +28,7 @@ from facegen.data.shards import write_shards
 from facegen.data.counterfactual import write_counterfactuals
 from facegen.data.synth import write_synthetic
 from facegen.latent import grids
+from facegen.latent.sampler import fit_sampler, sample_faces
 from facegen.quality.benchmark import Settings, evaluate
 from facegen.reporting.report import build_report
 from facegen.runtime import init_ray
@@ -53,14 +54,17 @@ def _step(title: str) -> float:
 
 
 def draw_pictures(bundle_path: str, manifest, out: str) -> dict[str, str]:
-    """Reconstruction, sample and traversal grids of the trained model, on held-out faces."""
+    """Reconstruction, sample and traversal grids of the trained model, on held-out faces. Samples decode codes
+    of a PCA + KDE density fitted on training codes: the prior's draws fall between the faces the encoder uses."""
     model = load_bundle(bundle_path).model
     val = read_examples(manifest, "val", 256)["image"]
+    train = read_examples(manifest, "train", 512)["image"]
     torch.manual_seed(0)
     dims = grids.most_active_dims(model, val, k=8)
     return {
         "reconstructions": grids.save_png(grids.reconstruction_grid(model, val[:32]), f"{out}/reconstructions.png"),
-        "samples": grids.save_png(grids.sample_grid(model, 64), f"{out}/samples.png"),
+        "samples": grids.save_png(grids.image_grid(sample_faces(model, fit_sampler(model, train, variance_share=0.95),
+                                                                64), nrow=8), f"{out}/samples.png"),
         "traversals": grids.save_png(grids.traversal_grid(model, val[0], dims, val), f"{out}/traversals.png"),
     }
 

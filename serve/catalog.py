@@ -129,14 +129,14 @@ class ModelCatalog:
     # ---- codes ----
 
     def prior_codes(self, n: int, seed: int) -> torch.Tensor:
-        """(n, D) codes from the model's prior, or from the AE's stored PCA+KDE sampler."""
-        generator = torch.Generator().manual_seed(seed)
-        if self.generator.needs_fitted_sampler:
-            if self.sampler is None:
-                raise ApiError(409, "no_sampler", "this autoencoder bundle has no fitted sampler; run "
-                               "`facegen analyze --bundle ...` once to store one")
+        """(n, D) new codes: from the bundle's stored PCA+KDE sampler when it has one (an AE needs it; for a VAE
+        it is an ex-post density that draws better faces than the prior), else from the model's prior."""
+        if self.sampler is not None:
             return self.sampler.sample(n, seed)
-        return self.generator.prior_codes(n, generator)  # a condition part is all-zero: set it by name
+        if self.generator.needs_fitted_sampler:
+            raise ApiError(409, "no_sampler", "this autoencoder bundle has no fitted sampler; run "
+                           "`facegen analyze --bundle ...` once to store one")
+        return self.generator.prior_codes(n, torch.Generator().manual_seed(seed))  # a condition part is all-zero
 
     def check_range(self, value: Any) -> tuple[float, float]:
         if not isinstance(value, (list, tuple)) or len(value) != 2:

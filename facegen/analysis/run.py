@@ -196,6 +196,10 @@ def analyze(bundle_path: str, classifier: str | None = None, shards: str | None 
     if model.needs_fitted_sampler:
         ctx.sampler = PCAKDESampler.fit(ctx.codes_train, variance_share=0.95)
         extras.update(ctx.sampler.state_dict())
+    elif model.condition_part() is None and not model.code_parts():
+        # An ex-post density of the codes draws faces where the prior falls into holes the encoder never fills
+        # (`facegen evaluate` scores both); the service samples from it when a bundle has one.
+        extras.update(PCAKDESampler.fit(ctx.codes_train, variance_share=0.95).state_dict())
     if model.code_parts() and scorer is not None:
         ctx.settings = steps.figures.code_settings(model)
         ctx.setting_scores = steps.figures.setting_scores(model, ctx.codes_train[:16], scorer, ctx.settings)
