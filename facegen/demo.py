@@ -138,7 +138,8 @@ def benchmark(out: str, raw: str, bundle: str, classifier: str) -> dict:
                      settings=Settings(n=256, edit_n=32, counterfactuals=counterfactuals))
     with open(paths["json"]) as f:
         result = json.load(f)["bundles"][0]
-    recon, generation = result.get("reconstruction", {}), result.get("generation", {})
+    recon = result.get("reconstruction", {})
+    generation = result.get("generation_fitted") or result.get("generation", {})  # what samples.png shows
     rows = result.get("editing", {}).get("rows", [])
     best = {}
     for row in rows:  # the method that flips each attribute most often
