@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 OUT    ?= out/demo
 DEMO_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,15 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) jobs/demo.py --out $(OUT) $(DEMO_ARGS)
 
-test: $(VENV)/.installed
+# The web-page tests drive Debian's headless Chromium; install it when missing (as root), else say what to do.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the web-page tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "error: the web-page tests need chromium and chromedriver: sudo apt-get install chromium chromium-driver" >&2; exit 2; fi
+
+test: $(VENV)/.installed browser
 	$(PY) -m pytest -q tests
 
 clean:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 
 import pytest
 
@@ -13,20 +12,12 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
 
 
-@contextmanager
 def one_thread():
-    """One torch and one BLAS/OpenMP thread: the in-process problems of the tests are tiny, and on a shared
-    2-core box oversubscribed OpenMP (t-SNE) and torch intra-op threads run 10-20x slower than one thread."""
-    import torch
-    from threadpoolctl import threadpool_limits
+    """One torch and one BLAS/OpenMP thread (the analysis's own guard): the in-process problems of the tests
+    are tiny, and on a shared 2-core box oversubscribed threads run 10-20x slower than one."""
+    from facegen.analysis.run import single_threaded
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(previous)
+    return single_threaded()
 
 
 @pytest.fixture(scope="session")
