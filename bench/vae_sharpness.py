@@ -1,6 +1,6 @@
 """Why are the demo VAE's faces blurred, and what fixes it? Decoder likelihoods and widths, measured in one run.
 
-    python bench/vae_sharpness.py [--variants std0.25,std0.1,calibrated,calibrated-wide] \\
+    python bench/vae_sharpness.py [--variants before,std0.1,calibrated,calibrated-wide] \\
         [--minutes-per-variant 9] [--images 0] [--eval-epochs 10] [--out out/bench/vae_sharpness] [--seed 0]
 
 A VAE's Gaussian decoder with a fixed ``decoder_std`` weighs the reconstruction against the KL term by
@@ -55,18 +55,22 @@ from facegen.models.losses import gaussian_kl  # noqa: E402
 from facegen.quality.metrics import psnr, ssim  # noqa: E402
 from facegen.training.loop import epoch_seed, make_optimizers, train_one_epoch  # noqa: E402
 
-NARROW = ["model.base_channels=16", "model.max_channels=128"]
-WIDE = ["model.base_channels=32", "model.max_channels=256"]
+# Widths pinned with no residual decoder blocks, so a row means the same whatever --config sets.
+NARROW = ["model.base_channels=16", "model.max_channels=128", "model.decoder_res_blocks=0"]
+WIDE = ["model.base_channels=32", "model.max_channels=256", "model.decoder_res_blocks=0"]
+BEFORE = ["model.latent_dim=64", "model.beta=1.0", "model.kl_warmup_epochs=2", "data.batch_size=64", "train.lr=0.001"]
 VARIANTS = {
-    "std0.25": ["model.decoder_std=0.25", *NARROW],  # the demo config before this bench
+    "before": ["model.decoder_std=0.25", *NARROW, *BEFORE],  # configs/vae_synth64.yaml before this bench
+    "std0.25": ["model.decoder_std=0.25", *NARROW],
     "std0.1": ["model.decoder_std=0.1", *NARROW],
     "std0.05": ["model.decoder_std=0.05", *NARROW],
     "calibrated": ["model.decoder_std=0", *NARROW],
     "calibrated-nowarmup": ["model.decoder_std=0", "model.kl_warmup_epochs=0", *NARROW],
-    "calibrated-w24": ["model.decoder_std=0", "model.base_channels=24", "model.max_channels=192"],
+    "calibrated-w24": ["model.decoder_std=0", "model.base_channels=24", "model.max_channels=192",
+                       "model.decoder_res_blocks=0"],
     "calibrated-wide": ["model.decoder_std=0", *WIDE],
 }
-DEFAULT_VARIANTS = "std0.25,std0.1,calibrated,calibrated-wide"
+DEFAULT_VARIANTS = "before,std0.1,calibrated,calibrated-wide"
 ACTIVE_VARIANCE = 0.01
 SAMPLES = 32
 
