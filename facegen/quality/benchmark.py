@@ -25,7 +25,9 @@ from facegen.errors import FacegenError
 from facegen.latent import grids
 from facegen.models.base import LatentModel
 from facegen.quality import edits, sections
-from facegen.quality.judge import Judge, check_independent, load_judge, same_location
+from facegen.latent.guided import Guide, code_scale
+from facegen.latent.store import encode_batch
+from facegen.quality.judge import Judge, check_independent, load_guide, load_judge, same_location
 from facegen.quality.tables import write_quality
 
 
@@ -36,6 +38,7 @@ class Settings:
     seed: int = 0
     attributes: tuple[str, ...] | None = None  # judged (and edited) attributes; None: all the judge can score
     counterfactuals: str | None = None
+    guide: str | None = None  # an attribute classifier bundle steering the ``guided`` edits (never the judge)
 
 
 @dataclass
@@ -84,7 +87,7 @@ def _grid(images: list[torch.Tensor], path: str) -> str:
 
 
 def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, names: list[str], settings: Settings,
-                    folder: str) -> None:
+                    folder: str, guide: Guide | None = None) -> None:
     """Reconstruction, generation, codes and editing of a LatentModel into ``result``."""
     model: LatentModel = bundle.model
     labels = list(data.manifest.attribute_names)
@@ -116,7 +119,11 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
     def fit():  # called only when a bundle lacks stored directions for an edited attribute
         return edits.fit_for(model, data.train, labels, available)
 
-    levers, rows, grid = edits.Levers(model, bundle.extras, fit), [], None
+    def guided():  # the step unit: the spread of this model's training codes
+        return edits.Guided(guide, code_scale(encode_batch(model, data.train)))
+
+    levers = edits.Levers(model, bundle.extras, fit, guided if guide is not None else None)
+    rows, grid = [], None
     for attribute in available:
         pairs = edits.read_pairs(folder_cf, attribute, settings.edit_n)
         if pairs.originals.shape[0] == 0 or pairs.resolution != data.manifest.resolution:
@@ -134,7 +141,7 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
 
 
 def evaluate_bundle(index: int, location: str, bundle: Bundle, judge: Judge, data: Data, settings: Settings,
-                    out: str) -> dict:
+                    out: str, guide: Guide | None = None) -> dict:
     started = time.time()
     family = bundle.config.family
     folder = f"{out}/{index:02d}-{family}"
@@ -155,7 +162,7 @@ def evaluate_bundle(index: int, location: str, bundle: Bundle, judge: Judge, dat
         result["notes"].append("the judge scores none of this data's attributes (none it knows varies in the test "
                                "labels): judge-based metrics are left out")
     if isinstance(model, LatentModel):
-        evaluate_latent(result, bundle, judge, data, names, settings, folder)
+        evaluate_latent(result, bundle, judge, data, names, settings, folder, guide)
     result["classifier"] = sections.classifier_scores(model, data.test, labels)
     result["seconds"] = time.time() - started
     return result
@@ -175,6 +182,7 @@ def evaluate(locations: list[str], judge_location: str, out: str, shards: str | 
         raise FacegenError("no bundle to evaluate (the judge itself is not evaluated)")
     bundles = [(loc, load_bundle(loc)) for loc in locations]
     check_independent(judge_location, bundles)
+    guide = load_guide(settings.guide, judge_location) if settings.guide else None
     datasets: dict[str, Data] = {}
     results = []
     for index, (location, bundle) in enumerate(bundles):
@@ -183,7 +191,7 @@ def evaluate(locations: list[str], judge_location: str, out: str, shards: str | 
             _say(start, f"reading {settings.n} test and train rows of {source}")
             datasets[source] = load_data(source, settings.n)
         _say(start, f"{index:02d}-{bundle.config.family}: {location}")
-        results.append(evaluate_bundle(index, location, bundle, judge, datasets[source], settings, out))
+        results.append(evaluate_bundle(index, location, bundle, judge, datasets[source], settings, out, guide))
     _say(start, f"writing {out}/quality.md")
     return write_quality(results, judge, settings, out)
 
@@ -213,6 +221,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attributes", default=None, metavar="A,B",
                         help="attributes to judge and edit (default: every one the judge knows that varies in the "
                              "test labels)")
+    parser.add_argument("--guide", default=None, metavar="BUNDLE",
+                        help="an attribute classifier bundle (not the judge) that steers a 'guided' edit method "
+                             "in the editing section: gradient steps on each code until the guide reads the target")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
 
 
@@ -232,7 +243,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = args.out or (fsio.join(args.runs.rstrip("/"), "quality") if args.runs else "out/quality")
     attributes = tuple(a.strip() for a in args.attributes.split(",") if a.strip()) if args.attributes else None
     settings = Settings(n=args.n, edit_n=args.edit_n, seed=args.seed, attributes=attributes,
-                        counterfactuals=args.counterfactuals)
+                        counterfactuals=args.counterfactuals, guide=args.guide)
     paths = evaluate(locations, args.judge, out, args.shards, settings)
     print(f"quality: {paths['md']}\n         {paths['html']}\n         {paths['json']}")
     return 0

@@ -11,7 +11,10 @@ attribute, then decoded:
   shards as :func:`facegen.latent.store.fit_bundle_directions` fits them, :func:`fit_for`), strength
   ``+EDIT_STEP`` toward 1 and ``-EDIT_STEP`` toward 0, in standard deviations of the training codes along
   the direction (the unit of :func:`facegen.latent.edit.edit_codes`). A fixed step keeps methods and models
-  comparable; it is not tuned per attribute, so a model whose classes lie further apart than 2 std flips less.
+  comparable; it is not tuned per attribute, so a model whose classes lie further apart than 2 std flips less;
+* ``guided`` (with ``facegen evaluate --guide``): :func:`facegen.latent.guided.guided_codes`, gradient steps
+  on each face's code until a guidance classifier (never the judge) reads ``target_value``, holding its reading
+  of the other attributes; at most ``Guidance.steps * Guidance.lr`` standard deviations per face.
 
 :func:`score_edits` then reports, by the judge: flip rate (edits read as ``target_value``, among faces whose
 label differs from it: all of them here), drift of the other judged attributes (reconstruction vs edit, so
@@ -38,6 +41,7 @@ from facegen.errors import FacegenError
 from facegen.images import decode_png, from_uint8
 from facegen.latent.directions import Directions, fit_directions
 from facegen.latent.edit import edit_codes, latent_slots
+from facegen.latent.guided import Guidance, Guide, guided_codes
 from facegen.latent.scoring import batched
 from facegen.latent.store import encode_batch, stored_directions
 from facegen.models.base import LatentModel
@@ -161,14 +165,30 @@ def fit_for(model: LatentModel, batch: dict[str, torch.Tensor], label_names: Seq
     return {method: fit_directions(codes, labels, varying, method=method) for method in DIRECTION_METHODS}
 
 
-class Levers:
-    """The edit levers of one bundle: its slots, and directions stored in it or fitted on demand by ``fit``
-    (a callable ``() -> {method: Directions}``, called at most once)."""
+@dataclass
+class Guided:
+    """What a guided edit needs beside the model: the guide and the codes' spread per dimension (D,)."""
 
-    def __init__(self, model: LatentModel, extras: dict, fit) -> None:
+    guide: Guide
+    scale: torch.Tensor
+    guidance: Guidance = Guidance()
+
+
+class Levers:
+    """The edit levers of one bundle: its slots, directions stored in it or fitted on demand by ``fit``
+    (a callable ``() -> {method: Directions}``, called at most once), and guidance when ``guided`` is given
+    (a callable ``() -> Guided``, called at most once)."""
+
+    def __init__(self, model: LatentModel, extras: dict, fit, guided=None) -> None:
         self.model, self.extras, self._fit, self._fitted = model, extras, fit, None
+        self._guided, self._guided_made = guided, None
         self.slots = {n: s for n, s in latent_slots(model).items() if s.kind == "value"}
         self.sources: dict[str, str] = {}
+
+    def guided(self) -> Guided | None:
+        if self._guided is not None and self._guided_made is None:
+            self._guided_made = self._guided()
+        return self._guided_made
 
     def methods(self, attribute: str) -> list[tuple[str, Any]]:
         """``[(method, Directions or None)]`` that can edit ``attribute`` (slot first; it wins over directions)."""
@@ -185,13 +205,22 @@ class Levers:
             if directions is not None and attribute in directions.names:
                 found.append((method, directions))
                 self.sources[method] = source
+        guided = self.guided()
+        if guided is not None and attribute in guided.guide.attribute_names:
+            found.append(("guided", guided))
+            self.sources["guided"] = f"guide {guided.guide.location}"
         return found
 
 
 @torch.no_grad()
 def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str, method: str,
                directions) -> torch.Tensor:
-    """Edited codes: each row moved toward its ``targets`` value (see the module docstring)."""
+    """Edited codes: each row moved toward its ``targets`` value (see the module docstring); for ``guided``,
+    ``directions`` is the :class:`Guided`."""
+    if method == "guided":
+        return torch.cat([guided_codes(model.decode, directions.guide, codes[i:i + BATCH], attribute,
+                                       targets[i:i + BATCH], directions.scale, guidance=directions.guidance)
+                          for i in range(0, codes.shape[0], BATCH)])
     edited = codes.clone()
     for value in (0, 1):
         rows = targets == value
@@ -220,7 +249,7 @@ def editing(model: LatentModel, judge, levers: Levers, pairs: PairSet, names: Se
         scores = score_edits(judge, names, attribute, pairs.originals, recon, edited, pairs.counterfactuals, labels,
                              pairs.targets, before, reference)
         rows.append({"attribute": attribute, "method": method,
-                     "step": None if method == "slot" else EDIT_STEP, **scores})
+                     "step": EDIT_STEP if method in DIRECTION_METHODS else None, **scores})
         if grid is None:
             grid = {"original": pairs.originals[:8], "counterfactual": pairs.counterfactuals[:8],
                     "reconstruction": recon[:8], "edit": edited[:8]}

@@ -7,7 +7,8 @@ its convolutional trunk, the input of its linear head (:meth:`Judge.features`), 
 are measured.
 
 A judge must be independent: a model that used a classifier's trunk as its perceptual loss
-(``model.perceptual.path``) or as its encoder (``model.encoder_bundle``) has been optimised to look right to
+(``model.perceptual.path``), as its encoder (``model.encoder_bundle``) or as the reader of its edits
+(a CVAE's ``model.constraint.classifier``) has been optimised to look right to
 that very network, so scoring it with the same network would flatter it. :func:`check_independent` refuses
 that case. (A trained AE bundle records ``encoder_bundle`` as "" once the trunk's weights are baked in, so
 only the paths a bundle's config still names can be checked.)
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from facegen import io as fsio
 from facegen.bundle import Bundle, load_bundle
 from facegen.errors import FacegenError
+from facegen.latent.guided import Guide
 from facegen.latent.scoring import AttributeScorer, batched
 
 BATCH = 128
@@ -51,6 +53,9 @@ def classifiers_used(bundle: Bundle) -> list[tuple[str, str]]:
         used.append(("model.perceptual.path", perceptual.path))
     if getattr(model, "encoder_bundle", ""):
         used.append(("model.encoder_bundle", model.encoder_bundle))
+    constraint = getattr(model, "constraint", None)  # a CVAE's frozen reader of changed-condition decodes
+    if constraint is not None and constraint.classifier_weight and constraint.classifier:
+        used.append(("model.constraint.classifier", constraint.classifier))
     return used
 
 
@@ -105,6 +110,21 @@ def load_judge(location: str) -> Judge:
         raise FacegenError(f"--judge {location}: needs an attribute classifier bundle (predict_proba over named "
                            f"attributes and a feature trunk), got a {bundle.config.family!r} bundle")
     return Judge(model, int(bundle.config.model.resolution), location, bundle.config.family)
+
+
+def load_guide(location: str, judge_location: str) -> Guide:
+    """The attribute classifier bundle at ``location`` as the guide of guided edits; FacegenError when it is the
+    judge (an edit steered by the referee would be scored by the network it was optimised against) or not a
+    differentiable attribute classifier."""
+    if same_location(location, judge_location):
+        raise FacegenError(f"--guide {location}: is the judge; guide edits with another classifier "
+                           f"(e.g. the demo's classifier bundle)")
+    bundle = load_bundle(location)
+    model = bundle.model
+    if not isinstance(model, AttributeScorer) or not callable(getattr(model, "logits", None)):
+        raise FacegenError(f"--guide {location}: needs an attribute classifier bundle (logits over named "
+                           f"attributes), got a {bundle.config.family!r} bundle")
+    return Guide(model, int(bundle.config.model.resolution), location)
 
 
 def judge_columns(judge: AttributeScorer, names: Sequence[str]) -> list[int]:

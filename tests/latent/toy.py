@@ -59,9 +59,12 @@ class LinearProbe(nn.Module):
     def attribute_names(self) -> tuple[str, ...]:
         return self.names
 
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.read(images.flatten(1))
+
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.read(images.flatten(1)))
+        return torch.sigmoid(self.logits(images))
 
 
 @dataclass

@@ -239,6 +239,25 @@ def test_refuses_a_judge_a_model_trained_against(judge_dir, tiny_shards, tmp_pat
     assert rc == 2 and len(err) == 1 and "attribute classifier" in err[0]
 
 
+def test_guided_edits_are_steered_by_a_guide_that_is_not_the_judge(run_folder, judge_dir, tiny_shards, tmp_path,
+                                                                   capsys):
+    runs, cf = run_folder
+    guide = _bundle(str(tmp_path / "guide"), "classifier", seed=23, model_overrides={"attributes": JUDGED})
+    common = ["--bundles", f"{runs}/vae/bundle", "--judge", judge_dir, "--shards", tiny_shards,
+              "--counterfactuals", cf, "--n", "16", "--edit-n", "4", "--attributes", "Smiling"]
+    rc = main(["evaluate", *common, "--guide", judge_dir, "--out", str(tmp_path / "refused")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: --guide") and "is the judge" in err[0]
+    rc = main(["evaluate", *common, "--guide", guide, "--out", str(tmp_path / "q")])
+    assert rc == 0, capsys.readouterr().err
+    (bundle,) = json.loads((tmp_path / "q" / "quality.json").read_text())["bundles"]
+    rows = {r["method"]: r for r in bundle["editing"]["rows"]}
+    assert set(rows) == {"mean_diff", "boundary", "guided"}
+    assert 0 <= rows["guided"]["flip_rate"] <= 1 and rows["guided"]["step"] is None
+    assert bundle["editing"]["directions"]["guided"] == f"guide {guide}"
+    assert "guided" in (tmp_path / "q" / "quality.md").read_text()
+
+
 def test_a_bundle_of_other_data_is_listed_not_evaluated(judge_dir, tiny_shards, tmp_path):
     from facegen.quality.benchmark import Settings, evaluate
 

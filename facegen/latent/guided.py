@@ -1,0 +1,108 @@
+"""Classifier-guided edits: a few gradient steps on the codes that make a guidance classifier read the target
+attribute, while its reading of the other attributes and the distance from the start stay put.
+
+Where a direction edit moves every face by the same vector, guidance moves each face as far as *that* face
+needs, along whatever path the decoder and the guide agree on. Per face, in the whitened offset
+``u = (z - z0) / scale`` (``scale`` (D,): the training codes' standard deviation per dimension, so one unit means
+what it means for :mod:`facegen.latent.edit`'s strength), descend
+
+    loss = -s * logit_t(decode(z))                                      push the target
+         + keep_weight * mean_j BCE(logit_j(decode(z)), p_j(decode(z0)))   hold every other attribute's reading
+         + prox_weight * mean(u ** 2)                                  stay near the start
+
+with ``s = +1`` toward present and ``-1`` toward absent, by steps of a fixed length ``lr`` (the gradient
+normalised per face, so the step means the same whatever the guide's logit scale). A face stops moving once the
+guide reads the target past ``margin``, so each face moves only as far as it needs; ``steps * lr`` bounds the
+distance. Only ``u`` gets gradients (``torch.autograd.grad``): the decoder and the guide are read, never changed. The guide must not be the judge that scores the edits
+(:mod:`facegen.quality.judge` keeps them apart); the benchmark's guide is an ordinary attribute classifier bundle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """How hard and how long a guided edit pushes."""
+
+    steps: int = 40
+    """Steps on the codes at most (the whole batch at once); ``steps * lr`` bounds how far a face moves."""
+    lr: float = 0.25
+    """Length of one step, in standard deviations of the codes (whitened units)."""
+    margin: float = 0.9
+    """Target probability at which a face stops moving (toward absent: 1 - margin)."""
+    keep_weight: float = 1.0
+    """Weight of holding the other attributes' readings at their start values."""
+    prox_weight: float = 0.02
+    """Weight of the squared whitened distance from the start codes."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or not self.lr > 0 or not 0.5 < self.margin < 1:
+            raise ValueError(f"guidance needs steps >= 1, lr > 0 and 0.5 < margin < 1, got {self}")
+        if self.keep_weight < 0 or self.prox_weight < 0:
+            raise ValueError(f"guidance weights must be >= 0, got {self}")
+
+
+class Guide:
+    """A differentiable attribute reader for guidance: a classifier with ``logits(images)`` (N, A) and
+    ``attribute_names``, fed images resized to its ``resolution``."""
+
+    def __init__(self, model: torch.nn.Module, resolution: int, location: str = "") -> None:
+        self.model, self.resolution, self.location = model.eval(), resolution, location
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return tuple(self.model.attribute_names)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, H, W) in [-1, 1] -> logits (N, A), differentiable in the images."""
+        if images.shape[-1] != self.resolution or images.shape[-2] != self.resolution:
+            images = F.interpolate(images, size=(self.resolution, self.resolution), mode="bilinear",
+                                   align_corners=False)
+        return self.model.logits(images)
+
+
+def guided_codes(decode: Callable[[torch.Tensor], torch.Tensor], guide: Guide, codes: torch.Tensor,
+                 attribute: str, targets: torch.Tensor, scale: torch.Tensor,
+                 keep: Sequence[str] | None = None, guidance: Guidance = Guidance()) -> torch.Tensor:
+    """Codes (N, D) moved so that ``guide`` reads ``attribute`` as ``targets`` (N,) (0 or 1 per face).
+
+    keep: the attributes whose readings are held (default: every other attribute the guide knows).
+    scale: (D,) the codes' standard deviation per dimension (the unit of a step).
+    """
+    names = list(guide.attribute_names)
+    if attribute not in names:
+        raise ValueError(f"the guide does not read {attribute!r} (it reads: {', '.join(names)})")
+    column = names.index(attribute)
+    held = [names.index(n) for n in (keep if keep is not None else names) if n != attribute]
+    scale = scale.to(codes).clamp(min=1e-6)  # (D,)
+    sign = targets.to(codes) * 2 - 1  # (N,) +1 toward present, -1 toward absent
+    threshold = math.log(guidance.margin / (1 - guidance.margin))
+    with torch.no_grad():
+        start = torch.sigmoid(guide.logits(decode(codes))[:, held])  # (N, K) readings to hold
+    u = torch.zeros_like(codes, requires_grad=True)  # (N, D) whitened offset from the start
+    for _ in range(guidance.steps):
+        with torch.enable_grad():  # callers evaluate under no_grad; this loop needs the graph to the codes
+            logits = guide.logits(decode(codes + u * scale))  # (N, A)
+            reached = sign * logits[:, column].detach() >= threshold  # (N,) these faces stop moving
+            if reached.all():
+                break
+            hold = (F.binary_cross_entropy_with_logits(logits[:, held], start, reduction="none").mean(1)
+                    if held else torch.zeros_like(sign))
+            loss = -sign * logits[:, column] + guidance.keep_weight * hold + guidance.prox_weight * u.pow(2).mean(1)
+            (grad,) = torch.autograd.grad(loss.sum(), [u])  # only the codes move: no parameter sees a gradient
+        with torch.no_grad():
+            step = grad / grad.norm(dim=1, keepdim=True).clamp(min=1e-12)  # (N, D) unit length per face
+            u -= guidance.lr * step * (~reached).unsqueeze(1).to(u)
+    return (codes + u.detach() * scale).detach()
+
+
+def code_scale(codes: torch.Tensor) -> torch.Tensor:
+    """(D,) the standard deviation of codes (N, D) per dimension: guidance's unit of step."""
+    return codes.float().std(0, unbiased=True) if codes.shape[0] > 1 else torch.ones(codes.shape[1])

@@ -1,0 +1,73 @@
+"""Classifier-guided edits on a latent space whose answers are known (tests/latent/toy.py): the probe reads
+attribute k as sigmoid(3 * z . Q[k]), so the shortest move that makes it read "present" with probability p is
+(logit(p) - 3 z . Q[k]) / 3 along Q[k], and nothing else should move."""
+
+import math
+
+import pytest
+import torch
+
+from facegen.latent.guided import Guidance, Guide, code_scale, guided_codes
+from tests.latent.toy import SIDE, make_space
+
+GAIN = 3.0
+
+
+@pytest.fixture(scope="module")
+def space():
+    return make_space(n=400, dim=8, correlation=0.6)
+
+
+def _guide(space):
+    return Guide(space.scorer, resolution=SIDE)
+
+
+def test_guided_edit_reaches_the_target_by_the_shortest_move_and_holds_the_others(space):
+    codes = space.codes[:64]
+    targets = 1 - space.labels[:64, 0]  # every face asks for the smile it does not have
+    guidance = Guidance(steps=200, lr=0.05, margin=0.9)
+    edited = guided_codes(space.model.decode, _guide(space), codes, "Smiling", targets,
+                          scale=torch.ones(codes.shape[1]), guidance=guidance)
+    before, after = space.scorer.predict_proba(space.model.decode(codes)), space.scorer.predict_proba(
+        space.model.decode(edited))
+    toward = targets.bool()
+    assert (after[toward, 0] >= 0.9 - 1e-4).all() and (after[~toward, 0] <= 0.1 + 1e-4).all()
+    assert (after[:, 1:] - before[:, 1:]).abs().max() < 0.02  # Male and Eyeglasses read as before
+    # The move is the shortest one: along the true direction, its length what the margin needs (+ one step).
+    move = edited - codes  # (N, D)
+    sign = targets * 2 - 1
+    cosine = torch.nn.functional.cosine_similarity(move, sign[:, None] * space.true_directions[0], dim=1)
+    assert cosine.min() > 0.99
+    needed = (math.log(9) - sign * GAIN * (codes @ space.true_directions[0])).clamp(min=0) / GAIN
+    assert ((move.norm(dim=1) - needed).abs() <= guidance.lr + 1e-4).all()
+
+
+def test_faces_that_already_read_as_the_target_do_not_move(space):
+    codes = space.codes[:64]
+    probs = space.scorer.predict_proba(space.model.decode(codes))[:, 0]
+    sure = (probs > 0.95) | (probs < 0.05)
+    assert sure.sum() >= 5
+    targets = (probs > 0.5).float()  # ask each face for what it already is
+    edited = guided_codes(space.model.decode, _guide(space), codes, "Smiling", targets, scale=code_scale(space.codes))
+    assert torch.equal(edited[sure], codes[sure])
+
+
+def test_guidance_changes_no_parameter_and_the_step_count_bounds_the_distance(space):
+    codes = space.codes[:16]
+    guidance = Guidance(steps=3, lr=0.25)
+    scale = code_scale(space.codes)
+    with torch.no_grad():  # as the benchmark calls it: guidance builds its own graph to the codes
+        edited = guided_codes(space.model.decode, _guide(space), codes, "Male", torch.ones(16), scale=scale,
+                              guidance=guidance)
+    assert all(p.grad is None for p in space.scorer.parameters())
+    assert all(b.grad is None for b in space.model.buffers())
+    whitened = ((edited - codes) / scale).norm(dim=1)
+    assert (whitened <= guidance.steps * guidance.lr + 1e-4).all()
+
+
+def test_bad_requests_name_the_problem(space):
+    with pytest.raises(ValueError, match="does not read 'Bald'"):
+        guided_codes(space.model.decode, _guide(space), space.codes[:2], "Bald", torch.ones(2),
+                     scale=torch.ones(8))
+    with pytest.raises(ValueError, match="margin"):
+        Guidance(margin=0.4)
