@@ -17,10 +17,18 @@ TINY_MODEL = {
     "fairface": {"resolution": 32, "backbone": {"base_channels": 8, "max_channels": 32}},
 }
 
+# Options that change what a family trains (players, losses), named "<family>+<option>"; the registry tests run
+# them next to the families. An option that needs a file (a CVAE's constraint classifier) is tested on its own.
+TINY_OPTIONS = {
+    "cvae+adversary": ("cvae", {"constraint": {"adversary_weight": 1.0}}),
+}
+
 
 def tiny_config(family: str, **sections) -> ExperimentConfig:
-    """``sections`` are extra ``data=``/``train=`` dicts merged over small defaults."""
-    raw = {"model": {"family": family, **TINY_MODEL[family]},
+    """``family``: a registry name or a :data:`TINY_OPTIONS` name; ``sections`` are extra ``data=``/``train=``
+    dicts merged over small defaults."""
+    family, option = TINY_OPTIONS.get(family, (family, {}))
+    raw = {"model": {"family": family, **TINY_MODEL[family], **option},
            "data": {"batch_size": 8, "shuffle_buffer": 0, **sections.get("data", {})},
            "train": {"epochs": 1, "num_workers": 1, "cpus_per_worker": 0.5, **sections.get("train", {})}}
     return from_dict(raw)

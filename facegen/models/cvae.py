@@ -10,6 +10,10 @@ to carry what c does not say (pose, lighting, handwriting style). The loss is th
 As a :class:`LatentModel` the latent vector is ``[z, c]`` (parts ``z`` and ``condition``): ``encode`` needs
 c and appends it, ``decode`` reads c from the vector unless given explicitly, so decoding the same z under
 other conditions is one call (:meth:`~facegen.models.base.LatentModel.decode_all_conditions`).
+
+Left alone, the encoder also writes the attributes into z and the decoder learns to read them there, ignoring
+the condition slot; ``model.constraint`` (``condition_constraint.py``) adds an attribute-classification
+constraint on decodes under changed conditions and an adversary on z that make it obey.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import ConfigError
 from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder, check_vae_fields
+from facegen.models.condition_constraint import (ConstraintConfig, FrozenAttributeReader, ZAdversary,
+                                                 changed_conditions, classification_constraint)
 from facegen.models.losses import gaussian_kl, mse_per_image, reconstruction_loss, warmed_up_beta
 from facegen.models.perceptual import PerceptualConfig, load_perceptual_trunk, make_perceptual_loss
 
@@ -46,6 +52,9 @@ class CVAEConfig:
         ``label`` (one-hot of ``batch["label"]``; a missing label, -1, is the all-zero condition).
     condition_attributes: ``attrs`` only: the CelebA attribute names to condition on, in this order.
     num_classes: ``label`` only: number of classes (10 for digits).
+    constraint: the ``model.constraint.*`` settings that make the decoder obey the condition (``attrs``
+        only): a frozen classifier reading decodes under changed conditions, an adversary on z (see
+        ``condition_constraint.py``); all weights 0 (the default) = the plain CVAE.
     """
 
     resolution: int = 64
@@ -60,6 +69,7 @@ class CVAEConfig:
     condition: str = "attrs"
     condition_attributes: tuple[str, ...] = ("Male", "Smiling", "Eyeglasses", "Young")
     num_classes: int = 10
+    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
 
     def __post_init__(self) -> None:
         check_vae_fields(self)
@@ -73,6 +83,8 @@ class CVAEConfig:
                     raise ConfigError(f"model.condition_attributes: unknown CelebA attribute {name!r}")
         elif self.num_classes < 2:
             raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
+        if self.constraint.active and self.condition != "attrs":
+            raise ConfigError("model.constraint: only for condition: attrs (the classifier reads attributes)")
 
     @property
     def condition_dim(self) -> int:
@@ -98,6 +110,12 @@ class CVAE(LatentModel):
         self._attr_index = [CELEBA_ATTRIBUTES.index(name) for name in config.condition_attributes]
         self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
+        constraint = config.constraint
+        # Like the perceptual network, the frozen classifier is a plain object outside the module tree.
+        self.reader = FrozenAttributeReader() if constraint.classifier_weight else None
+        self.adversary = ZAdversary(config.latent_dim, c) if constraint.adversary_weight else None
+        if self.adversary is not None:
+            self.players = ("main", "adversary")
 
     def condition_of(self, batch: Batch) -> torch.Tensor:
         """The batch's condition vectors: (N, condition_dim) float."""
@@ -128,20 +146,48 @@ class CVAE(LatentModel):
         return mu, logvar.clamp(-10, 10)  # keeps exp(logvar) finite early in training
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:
+        if player not in self.players:
+            raise ValueError(f"cvae: unknown player {player!r} (players: {', '.join(self.players)})")
         x, cond = batch["image"], self.condition_of(batch)
+        if player == "adversary":  # learns to read the condition from codes it cannot change
+            with torch.no_grad():
+                mu = self.posterior(x, cond)[0]
+            loss, metrics = self.adversary.step(mu, cond)
+            return StepOutput(loss, metrics)
         mu, logvar = self.posterior(x, cond)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_hat = self.decoder(torch.cat([z, cond], 1))
         recon = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
         kl = gaussian_kl(mu, logvar)
-        loss = (self.recon_scale * recon + self._beta_now * kl).mean()
-        return StepOutput(loss, {"loss": loss.detach(), "recon_mse": mse_per_image(x_hat, x).mean().detach(),
-                                 "kl": kl.mean().detach()})
+        per_image = self.recon_scale * recon + self._beta_now * kl
+        metrics = {"recon_mse": mse_per_image(x_hat, x).mean().detach(), "kl": kl.mean().detach()}
+        constraint = self.config.constraint
+        if self.reader is not None:  # the same z under changed conditions must read as those conditions
+            target = changed_conditions(cond)
+            bce, agree = classification_constraint(self.reader, self.decoder(torch.cat([z, target], 1)), target)
+            per_image = per_image + constraint.classifier_weight * bce
+            metrics.update(edit_bce=bce.mean().detach(), edit_acc=agree)
+        if self.adversary is not None:  # and z must not tell the adversary the condition
+            confusion = self.adversary.confusion_loss(mu)
+            per_image = per_image + constraint.adversary_weight * confusion
+            metrics["z_confusion"] = confusion.mean().detach()
+        loss = per_image.mean()
+        return StepOutput(loss, {"loss": loss.detach(), **metrics})
+
+    def parameters_for(self, player: str):
+        """The adversary player trains its head alone; the main player everything else."""
+        if player == "adversary":
+            return self.adversary.parameters()
+        skip = {id(p) for p in self.adversary.parameters()} if self.adversary is not None else set()
+        return (p for p in self.parameters() if id(p) not in skip)
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Sampled-z loss plus the posterior-mean reconstruction error (what a user sees)."""
+        """Sampled-z loss plus the posterior-mean reconstruction error (what a user sees), and the z
+        adversary's recovery of the condition when there is one."""
         metrics = self(batch).metrics
+        if self.adversary is not None:
+            metrics.update(self(batch, player="adversary").metrics)
         x, cond = batch["image"], self.condition_of(batch)
         metrics["recon_mse_mean_z"] = mse_per_image(self.decode(self.encode(x, cond)), x).mean()
         return metrics
@@ -151,6 +197,10 @@ class CVAE(LatentModel):
 
     def load_pretrained(self, loader) -> None:
         load_perceptual_trunk(self.perceptual, self.config, loader)
+        if self.reader is not None:
+            key = "model.constraint.classifier"
+            bundle = loader.feature_bundle(self.config.constraint.classifier, key, self.config.resolution)
+            self.reader.set_classifier(bundle.model, self.config.condition_attributes, key)
 
     # LatentModel
     def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -23,7 +23,7 @@ from facegen.training.loop import make_optimizers
 from tests.models.test_models import fixed_batch
 from tests.tiny import TINY_MODEL, tiny_config
 
-MULTI_PLAYER = sorted(f for f in MODELS if len(MODELS[f].players) > 1)
+MULTI_PLAYER = sorted(f for f in MODELS if len(MODELS[f].players) > 1) + ["cvae+adversary"]  # tests/tiny.py
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,12 +7,13 @@ import torch
 
 from facegen.bundle import load_bundle, write_bundle
 from facegen.models import MODELS, LatentModel, build_model
-from tests.tiny import TINY_MODEL, tiny_config
+from tests.tiny import TINY_MODEL, TINY_OPTIONS, tiny_config
 
 FAMILIES = sorted(MODELS)
 # Adversarial families' losses do not fall by design (each player undoes the other's progress); their
 # learning checks are in test_generative.py.
 SINGLE_PLAYER = [f for f in FAMILIES if MODELS[f].players == ("main",)]
+CONFIGS = FAMILIES + sorted(TINY_OPTIONS)  # every family, and the options that change its players
 
 
 def condition_for(model, n: int) -> torch.Tensor | None:
@@ -40,7 +41,7 @@ def fixed_batch(resolution: int = 32, n: int = 8) -> dict[str, torch.Tensor]:
             "gender": torch.randint(0, 2, (n,), generator=g), "label": torch.full((n,), -1)}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CONFIGS)
 def test_step_outputs_and_shapes(family):
     torch.manual_seed(0)
     model = build_model(tiny_config(family).model)
@@ -74,7 +75,7 @@ def test_loss_falls_on_a_tiny_fixed_batch(family):
     assert last < 0.5 * first, f"{family}: loss {first:.4g} -> {last:.4g}"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CONFIGS)
 def test_bundle_round_trip_gives_identical_outputs(family, tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config(family)

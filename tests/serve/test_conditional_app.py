@@ -20,8 +20,9 @@ def cvae_url(serve_url, tiny_bundles, tiny_shards, tmp_path_factory):
 
     from serve.app import build_app
 
-    bundle = write_tiny_bundle("cvae", str(tmp_path_factory.mktemp("cvae") / "bundle"), tiny_shards)
-    serve.run(build_app({"bundle": bundle, "classifier": tiny_bundles["classifier"]}), name=APP,
+    # The constrained option (an adversary head in the bundle) is served by the same app as a plain CVAE.
+    bundle = write_tiny_bundle("cvae+adversary", str(tmp_path_factory.mktemp("cvae") / "bundle"), tiny_shards)
+    serve.run(build_app({"bundle": bundle, "classifier": tiny_bundles["classifier"], "align": False}), name=APP,
               route_prefix="/cvae")
     yield serve_url + "/cvae"
     serve.delete(APP)
