@@ -215,9 +215,9 @@ class Levers:
 @torch.no_grad()
 def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str, method: str,
                directions) -> torch.Tensor:
-    """Edited codes: each row moved toward its ``targets`` value (see the module docstring); for ``guided``,
-    ``directions`` is the :class:`Guided`."""
-    if method == "guided":
+    """Edited codes: each row moved toward its ``targets`` value (see the module docstring); ``directions`` is
+    a :class:`Guided` for guided edits."""
+    if isinstance(directions, Guided):
         return torch.cat([guided_codes(model.decode, directions.guide, codes[i:i + BATCH], attribute,
                                        targets[i:i + BATCH], directions.scale, guidance=directions.guidance)
                           for i in range(0, codes.shape[0], BATCH)])

@@ -45,7 +45,7 @@ def test_guided_edit_reaches_the_target_by_the_shortest_move_and_holds_the_other
 def test_faces_that_already_read_as_the_target_do_not_move(space):
     codes = space.codes[:64]
     probs = space.scorer.predict_proba(space.model.decode(codes))[:, 0]
-    sure = (probs > 0.95) | (probs < 0.05)
+    sure = (probs > 0.99) | (probs < 0.01)  # past the default margin (0.98) already
     assert sure.sum() >= 5
     targets = (probs > 0.5).float()  # ask each face for what it already is
     edited = guided_codes(space.model.decode, _guide(space), codes, "Smiling", targets, scale=code_scale(space.codes))
