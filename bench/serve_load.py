@@ -123,7 +123,8 @@ def main() -> int:
     url, rows, ladder = f"http://127.0.0.1:{args.port}", [], []
     try:
         for label, max_batch in (("serve, batching on (16)", 16), ("serve, batching off", 1)):
-            serve.run(build_app({"bundle": args.bundle, "classifier": args.classifier,
+            # align False: the load's flat-colour photos have no face, and the sweep measures Serve's hops.
+            serve.run(build_app({"bundle": args.bundle, "classifier": args.classifier, "align": False,
                                  "max_batch_size": max_batch, "batch_wait_timeout_s": 0.01}),
                       name="facegen", route_prefix="/")
             asyncio.run(sweep_http(url, args.attribute, 4, 16))  # warm-up: replicas, JIT paths, connections

@@ -42,11 +42,15 @@ def parse_edit(text: str) -> tuple[str, float]:
     return name.strip(), strength
 
 
-def build_request(image: bytes, edits: dict[str, float], keep: list[str], method: str | None) -> dict:
-    """The JSON body of ``POST /v1/edit`` (``method`` left out when None: the server's default)."""
+def build_request(image: bytes, edits: dict[str, float], keep: list[str], method: str | None,
+                  align: bool | None = None) -> dict:
+    """The JSON body of ``POST /v1/edit`` (``method`` and ``align`` left out when None: the server's default;
+    ``align=False`` sends a face already framed like the model's training faces as it is)."""
     body = {"image": base64.b64encode(image).decode("ascii"), "edits": edits, "keep": keep}
     if method:
         body["method"] = method
+    if align is not None:
+        body["align"] = align
     return body
 
 
@@ -165,6 +169,9 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="append", default=[], metavar="NAME",
                         help="attribute to hold fixed while editing (repeatable)")
     parser.add_argument("--method", default=None, help="edit method (server default if omitted)")
+    parser.add_argument("--no-align", dest="align", action="store_false", default=None,
+                        help="send the photo as it is framed (its centre square), without the server's face "
+                             "detection and alignment; for faces already cropped like the model's training faces")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the editing service (default {DEFAULT_URL})")
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help="where to write the edited PNG (default: IMAGE's name + '-edited.png', here)")
@@ -190,7 +197,7 @@ def run_edit(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise FacegenError(f"{args.image}: cannot read ({exc.strerror or exc})") from None
     url = args.url.rstrip("/") + "/v1/edit"
-    answer = post_json(url, build_request(image, edits, list(args.keep), args.method), args.timeout)
+    answer = post_json(url, build_request(image, edits, list(args.keep), args.method, args.align), args.timeout)
     png = png_from_answer(answer, "image", url)
     out = args.out or Path(f"{args.image.stem}-edited.png")
     write_atomic(out, png)

@@ -71,11 +71,16 @@ class TrainConfig:
     storage_path: folder or URI where Ray Train keeps checkpoints; the run lives in ``storage_path/name``.
     name: run name; re-running with an existing name resumes from its latest checkpoint.
     checkpoints_to_keep: most recent checkpoints kept by Ray Train.
-    torch_threads: intra-op threads per worker (0 = leave PyTorch's default).
+    torch_threads: intra-op threads per worker; 0 (default) derives them from ``cpus_per_worker``, rounded up
+        (``training.loop.worker_threads``): 2 workers at 0.5 CPU run 1 thread each, 1 worker at 2 CPUs runs 2.
     monitor: the reported metric that defines the best epoch, e.g. ``val/loss`` or ``val/mean_accuracy``.
     monitor_mode: ``min`` or ``max``: which direction of ``monitor`` is better.
     early_stopping_patience: stop after this many epochs without a better ``monitor`` (0 = never); the
         exported bundle then holds the best epoch's weights.
+    tracking: log the run to MLflow (resolved config, per-epoch metrics, the bundle) and write TensorBoard
+        event files to ``storage_path/name/tensorboard``; ``false`` turns both off.
+    tracking_uri: the MLflow tracking store; "" is a SQLite store ``storage_path/mlflow.db`` with artefacts in
+        ``storage_path/mlartifacts`` (a non-local ``storage_path`` then needs an explicit URI, e.g. a server).
     """
 
     epochs: int = 10
@@ -92,10 +97,12 @@ class TrainConfig:
     storage_path: str = "runs"
     name: str = "run"
     checkpoints_to_keep: int = 2
-    torch_threads: int = 1
+    torch_threads: int = 0
     monitor: str = "val/loss"
     monitor_mode: str = "min"
     early_stopping_patience: int = 0
+    tracking: bool = True
+    tracking_uri: str = ""
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "train.epochs", "must be positive")
@@ -107,6 +114,7 @@ class TrainConfig:
         _check(bool(self.name) and "/" not in self.name, "train.name", "must be a non-empty name without '/'")
         _check(self.monitor_mode in ("min", "max"), "train.monitor_mode", "must be min or max")
         _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
+        _check(self.torch_threads >= 0, "train.torch_threads", "must be >= 0 (0 derives it from cpus_per_worker)")
 
 
 @dataclass(frozen=True)

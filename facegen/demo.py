@@ -31,7 +31,8 @@ from facegen.latent import grids
 from facegen.latent.sampler import fit_sampler, sample_faces
 from facegen.quality.benchmark import Settings, evaluate
 from facegen.reporting.report import build_report
-from facegen.runtime import init_ray
+from facegen.runtime import init_ray, ray_logs_dir
+from facegen.training.tracking import ui_command
 from facegen.training.trainer import fit
 
 DEFAULT_CONFIG = "configs/vae_demo64.yaml"
@@ -122,7 +123,8 @@ def build_demo(args: argparse.Namespace) -> dict:
                "classifier_val_mean_accuracy": classifier.metrics.get("val/mean_accuracy"),
                "timings_s": timings, "pictures": pictures, "report": report_md, "analysis": analysis["md"],
                "quality": quality,
-               "analysis_json": analysis["json"], "shards": shards, "out": out}
+               "analysis_json": analysis["json"], "shards": shards, "out": out, "ray_logs": ray_logs_dir(),
+               "tracking_uri": result.tracking_uri}
     write_metrics(metrics)
     return metrics
 
@@ -177,6 +179,9 @@ def print_summary(metrics: dict) -> None:
         print(f"  edit over HTTP     {served['picture']}  ({served['edit']}, the most moved of "
               f"{served['faces_tried']} faces: score {served['scores_before']} -> {served['scores_after']})")
     print(f"  metrics            {metrics['out']}/metrics.json")
+    print(f"  Ray's own logs     {metrics['ray_logs']}  (Train workers, Ray Data, Serve replicas)")
+    if metrics.get("tracking_uri"):
+        print(f"  tracked runs       {ui_command(metrics['tracking_uri'])}  (params, per-epoch metrics, bundles)")
 
 
 def _fmt(value) -> str:

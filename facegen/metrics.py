@@ -12,17 +12,30 @@ class MetricMeans:
     """Accumulates ``{name: scalar}`` per batch, weighted by batch size; ``reduce`` gives global means."""
 
     def __init__(self) -> None:
-        self._sums: dict[str, float] = defaultdict(float)
+        self._sums: dict[str, float | torch.Tensor] = defaultdict(float)
         self._weights: dict[str, float] = defaultdict(float)
 
-    def add(self, metrics: dict[str, torch.Tensor], weight: int) -> None:
+    def add(self, metrics: dict[str, torch.Tensor | float], weight: int) -> None:
         for name, value in metrics.items():
-            self._sums[name] += float(value) * weight
+            if isinstance(value, torch.Tensor):
+                # Summed where it lives: float(value) here would make the host wait for a GPU every step.
+                value = value.detach().to(torch.float32 if value.device.type == "mps" else torch.float64)
+            self._sums[name] = self._sums[name] + value * weight
             self._weights[name] += weight
+
+    def _host_sums(self) -> dict[str, float]:
+        """The sums as Python floats, with one device-to-host copy for all the tensor sums."""
+        tensors = {name: v.reshape(()) for name, v in self._sums.items() if isinstance(v, torch.Tensor)}
+        out = {name: float(v) for name, v in self._sums.items() if name not in tensors}
+        if tensors:
+            device = next(iter(tensors.values())).device
+            out.update(zip(tensors, torch.stack([v.to(device) for v in tensors.values()]).tolist()))
+        return out
 
     def reduce(self) -> dict[str, float]:
         """Means over every worker's batches. A collective: every rank must call it."""
-        local = {name: (self._sums[name], self._weights[name]) for name in self._sums}
+        host = self._host_sums()
+        local = {name: (host[name], self._weights[name]) for name in host}
         gathered = all_gather_objects(local)
         sums: dict[str, float] = defaultdict(float)
         weights: dict[str, float] = defaultdict(float)

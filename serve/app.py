@@ -24,6 +24,8 @@ class AppArgs(BaseModel):
     max_batch_size / batch_wait_timeout_s: the model deployments' ``@serve.batch`` settings (1 = off).
     max_bytes / max_pixels: caps on an uploaded image's size in bytes and in pixels.
     gpus_per_replica: fraction of a GPU for each model replica (0: CPU); several replicas share one GPU.
+    align: whether an upload's face is found and framed like the training faces when the request does not say
+        (``align`` field); false suits clients that send crops already in the model's own framing.
     """
 
     bundle: str
@@ -33,6 +35,7 @@ class AppArgs(BaseModel):
     max_bytes: int = Field(MAX_BYTES, ge=1024)
     max_pixels: int = Field(MAX_PIXELS, ge=64 * 64)
     gpus_per_replica: float = Field(0.0, ge=0, le=1)
+    align: bool = True
 
     @field_validator("bundle", "classifier")
     @classmethod
@@ -51,4 +54,5 @@ def build_app(args: dict | AppArgs) -> Application:
     encoder = Encoder.options(**options).bind(args.bundle)
     decoder = Decoder.options(**options).bind(args.bundle)
     classifier = Classifier.options(**options).bind(args.classifier) if args.classifier else None
-    return Editor.bind(encoder, decoder, classifier, args.bundle, args.classifier, args.max_bytes, args.max_pixels)
+    return Editor.bind(encoder, decoder, classifier, args.bundle, args.classifier, args.max_bytes, args.max_pixels,
+                       args.align)

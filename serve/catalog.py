@@ -18,10 +18,11 @@ from facegen.latent.sampler import PCAKDESampler
 from facegen.latent.store import stored_directions
 from facegen.models import AttributeClassifier, LatentModel
 from serve.requests import ApiError, get_float
+from serve.showcase import load_showcase
 
 MAX_TRAVERSE_ABS = 10.0
-# Uploads are centre-cropped to their largest square: right for a phone photo or a FairFace-style crop.
-# (CelebA's fixed 140 px crop fits only 178x218 aligned frames, not arbitrary photos.)
+# Uploads are face-aligned (serve/showcase.py's frame); with align=false they are centre-cropped to their
+# largest square instead. (CelebA's fixed 140 px crop fits only 178x218 aligned frames, not arbitrary photos.)
 UPLOAD_CROP = ("full",)
 
 
@@ -66,6 +67,8 @@ class ModelCatalog:
             self.classifier_name = scorer.config.train.name or scorer.config.family
             self.classifier_attributes = list(scorer.model.attribute_names)
         self.condition = self._condition_spec()
+        # Held-out faces, training data, measured edit reliability and the face frame uploads are aligned to.
+        self.showcase = load_showcase(bundle, loaded.config.data.shards, loaded.meta, self.default_method())
 
     crop = UPLOAD_CROP
 
@@ -122,7 +125,10 @@ class ModelCatalog:
         return {"generator": {"name": self.name, "family": self.config.family, "bundle": self.location,
                               "resolution": self.resolution, "latent_width": self.latent_width,
                               "latent_parts": [vars(p) for p in self.generator.latent_parts],
-                              "directions": sorted(self.directions), "sampler": self.sampler is not None},
+                              "directions": sorted(self.directions), "sampler": self.sampler is not None,
+                              "training": self.showcase.training, "edit_reliability": self.showcase.reliability,
+                              "edit_reliability_source": self.showcase.reliability_source,
+                              "face_frame": {**vars(self.showcase.frame), "source": self.showcase.frame_source}},
                 "classifier": ({"name": self.classifier_name, "attributes": self.classifier_attributes}
                                if self.classifier_name else None)}
 

@@ -1,25 +1,21 @@
 """The demo's last step: serve the trained bundles with Ray Serve, send one edit over HTTP, save the picture.
 
-It uses the product's own pieces: ``serve.app.build_app`` (the same app ``serve run serve/config.yaml``
-deploys) and the ``facegen edit`` client's request code. ``serve`` is the repository's Serve package, so
-the demo runs from the repository root, as ``make demo`` does.
+It uses the product's own pieces: ``serve/config.yaml`` deployed by ``serve.launch`` (what ``facegen serve``
+runs, with the demo's bundles and port) and the ``facegen edit`` client's request code. ``serve`` is the
+repository's Serve package, so the demo runs from the repository root, as ``make demo`` does.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import signal
-import sys
-import threading
 
 from PIL import Image
-from ray import serve as ray_serve
 
 from facegen.client import build_request, post_json
 from facegen.data.pipeline import read_examples
 from facegen.images import encode_png, open_rgb
-from serve.app import build_app
+from serve.launch import serving_config, start_serving
 
 
 def best_edit_attribute(analysis_json: str, method: str = "mean_diff", fallback: str = "Smiling") -> str:
@@ -68,12 +64,13 @@ def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port
     """Deploy the app on 127.0.0.1:``port`` (on the running local Ray), edit ``candidates`` held-out faces
     lacking ``attribute`` over HTTP and picture the one the edit moved most; returns
     ``{"url", "picture", "edit", "faces_tried", "scores_before", "scores_after"}``."""
-    ray_serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 30})
-    ray_serve.run(build_app({"bundle": bundle, "classifier": classifier}), name="facegen", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
+    url = start_serving(serving_config(bundle=bundle, classifier=classifier, no_classifier=not classifier,
+                                       host="127.0.0.1", port=port))
     tried = []
     for photo in held_out_photos(manifest, attribute, k=candidates):
-        answer = post_json(f"{url}/v1/edit", build_request(photo, {attribute: strength}, [], None), timeout=60)
+        # Held-out faces are already framed like the training faces: no face detection (align=False).
+        request = build_request(photo, {attribute: strength}, [], None, align=False)
+        answer = post_json(f"{url}/v1/edit", request, timeout=60)
         scores = {k: (answer.get(k) or {}).get(attribute) for k in ("scores_before", "scores_after")}
         gain = (scores["scores_after"] - scores["scores_before"]) if None not in scores.values() else 0.0
         tried.append((gain, photo, answer, scores))
@@ -81,20 +78,4 @@ def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port
     gain, photo, answer, scores = max(tried, key=lambda t: t[0])
     picture = before_after(photo, answer, f"{out}/edit_before_after.png")
     return {"url": url, "picture": picture, "edit": {attribute: strength}, "faces_tried": len(tried), **scores}
-
-
-def wait_for_ctrl_c() -> None:
-    """Block until Ctrl-C (or SIGTERM), so the printed URL keeps working while someone tries it."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        pass
-    print("\nstopping the server", file=sys.stderr)
-
-
-def stop_serving() -> None:
-    ray_serve.shutdown()
 

@@ -12,6 +12,7 @@ directions, and codes drawn from the prior for ``generate``/``traverse``.
 # No `from __future__ import annotations`: Serve re-creates the routes in the replica, where FastAPI must
 # resolve the parameter annotations (Request) as real types, not strings.
 
+import base64
 import os
 from typing import Any
 
@@ -27,7 +28,7 @@ from facegen.latent.edit import EDIT_METHODS, MAX_STRENGTH, check_edits, edit_co
 from serve.catalog import ModelCatalog
 from serve.deployments import ROLLOUT_SURGE_PERCENT
 from serve.images import MAX_BYTES, MAX_PIXELS, png_base64
-from serve.requests import (ApiError, error_response, get_int, get_number_map, get_str, get_str_list,
+from serve.requests import (ApiError, error_response, get_bool, get_int, get_number_map, get_str, get_str_list,
                             image_from, parse_request)
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -74,10 +75,11 @@ class Editor:
     """HTTP ingress. encoder / decoder / classifier: DeploymentHandles (classifier may be None)."""
 
     def __init__(self, encoder, decoder, classifier, bundle: str, classifier_bundle: str | None = None,
-                 max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> None:
+                 max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, align: bool = True) -> None:
         self.encoder, self.decoder, self.classifier = encoder, decoder, classifier
         self.catalog = ModelCatalog(bundle, classifier_bundle)
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
+        self.align = align  # for requests that do not say: find and frame the face like the training faces
 
     # ---- pages and metadata ----
 
@@ -104,13 +106,30 @@ class Editor:
     async def attributes(self) -> dict:
         return {"model": self.catalog.name, "domain": self.catalog.domain(), "attributes": self.catalog.editable(),
                 "classifier_attributes": self.catalog.classifier_attributes,
-                "methods": self.catalog.methods(), "max_strength": MAX_STRENGTH}
+                "methods": self.catalog.methods(), "max_strength": MAX_STRENGTH, "align_default": self.align,
+                "edit_reliability": self.catalog.showcase.reliability,
+                "edit_reliability_source": self.catalog.showcase.reliability_source}
+
+    @app.get(f"/{API_VERSION}/gallery")
+    async def gallery(self) -> dict:
+        """Held-out faces of the model's own domain (its training data's test split) as base64 PNGs: already
+        framed like the training faces, so send them back with ``align: false``."""
+        show = self.catalog.showcase
+        return {"model": self.catalog.name, "training": show.training, "note": show.note,
+                "faces": [base64.b64encode(face).decode("ascii") for face in show.faces]}
 
     # ---- model calls ----
 
     async def _image(self, request: Request):
         parsed = await parse_request(request, self.max_bytes)
-        return parsed, image_from(parsed, self.catalog.resolution, self.catalog.crop, self.max_bytes, self.max_pixels)
+        return parsed, self._decode_upload(parsed)
+
+    def _decode_upload(self, parsed) -> torch.Tensor:
+        """The upload as model input: its face found and framed like the training faces unless ``align`` is
+        false (a photo without a face is then a 422), else its centre square."""
+        frame = self.catalog.showcase.frame if get_bool(parsed.fields, "align", self.align) else None
+        return image_from(parsed, self.catalog.resolution, self.catalog.crop, self.max_bytes, self.max_pixels,
+                          frame)
 
     async def _encode(self, image: torch.Tensor) -> torch.Tensor:
         """image (3, R, R) -> code (D,)."""
@@ -178,7 +197,7 @@ class Editor:
         _, image = await self._image(request)
         code = await self._encode(image)
         (reconstruction,) = await self._decode(code[None])
-        return {"model": self.catalog.name, "image": png_base64(reconstruction)}
+        return {"model": self.catalog.name, "image": png_base64(reconstruction), "input": png_base64(image)}
 
     @app.post(f"/{API_VERSION}/generate")
     async def generate(self, request: Request) -> dict:
@@ -211,8 +230,7 @@ class Editor:
         steps = get_int(parsed.fields, "steps", 8, 2, MAX_TRAVERSE_STEPS)
         lo, hi = self.catalog.check_range(parsed.fields.get("range", [-3.0, 3.0]))
         if parsed.image is not None:
-            image = image_from(parsed, self.catalog.resolution, self.catalog.crop, self.max_bytes, self.max_pixels)
-            code = await self._encode(image)
+            code = await self._encode(self._decode_upload(parsed))
         else:
             code = self.catalog.prior_codes(1, get_int(parsed.fields, "seed", 0, 0, 2**31 - 1))[0]
         values = torch.linspace(lo, hi, steps)

@@ -3,7 +3,8 @@
 :func:`decode_image` turns the bytes of a JPEG/PNG/WebP/BMP/GIF into a ``(3, R, R)`` float tensor in
 ``[-1, 1]`` through the same crop, antialiased bicubic resize and scaling as the shards (:mod:`facegen.images`),
 after checks ordered so that a hostile file costs almost nothing: byte count, then the pixel count read from
-the header, and only then the pixels. Every failure is a :class:`BadImage` with a short ``code``, a one-line
+the header, and only then the pixels. With a :class:`facegen.align.Frame` the face is first found and framed
+like the training faces; no face found is a 422. Every failure is a :class:`BadImage` with a short ``code``, a one-line
 message and the HTTP ``status`` to answer with. Model output goes back with ``facegen.images.encode_png``.
 
 TIFF, AVIF, HEIC, ICO, PSD, SVG and friends are refused (415): no browser sends them for a face photo and
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facegen.align import Frame, NoFace, align_face
 from facegen.images import encode_png, from_uint8, preprocess
 
 MAX_BYTES = 10 * 1024 * 1024
@@ -35,7 +37,7 @@ ACCEPTED = "JPEG, PNG, WebP, BMP or GIF"
 WHITE = (255, 255, 255)
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
-_STATUS = {"too_large": 413, "unsupported_format": 415}
+_STATUS = {"too_large": 413, "unsupported_format": 415, "no_face": 422}
 # Magic numbers of the formats above (to call a damaged one "truncated") and of image formats we refuse
 # (to answer 415 "unsupported" rather than 400 "not an image").
 _OURS = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP"}
@@ -168,28 +170,38 @@ def _normalise_crop(crop) -> tuple:
 
 
 def decode_image(data: bytes, resolution: int, crop=None, *, max_bytes: int = MAX_BYTES,
-                 max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+                 max_pixels: int = MAX_PIXELS, frame: Frame | None = None) -> torch.Tensor:
     """Upload bytes -> ``(3, resolution, resolution)`` float32 in [-1, 1], preprocessed like training.
 
-    ``crop`` is the dataset's crop (``manifest.params["crop"]``, see ``facegen.images.crop_box``): ``None`` or
-    ``("full",)`` takes the largest centred square, the right thing for an arbitrary photo of a face;
-    ``("center", side)`` cuts a fixed ``side``-pixel square, which only makes sense for images in the
-    dataset's own layout (178x218 aligned CelebA). Raises :class:`BadImage`.
+    With a ``frame`` the face is found and framed like the training faces (:func:`facegen.align.align_face`);
+    a photo without a detectable face is BadImage ``no_face`` (422). Without one, ``crop`` is the dataset's
+    crop (``manifest.params["crop"]``, see ``facegen.images.crop_box``): ``None`` or ``("full",)`` takes the
+    largest centred square; ``("center", side)`` cuts a fixed ``side``-pixel square, which only makes sense
+    for images in the dataset's own layout (178x218 aligned CelebA). Raises :class:`BadImage`.
     """
     crop = _normalise_crop(crop)
     image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
     short = min(image.size)
-    if image.format in ("JPEG", "MPO") and crop[0] == "full" and short >= 16 * resolution:
+    # Aligning, the face may fill only a quarter of the photo's side: keep 4x more pixels for it.
+    keep = (8 if frame is None else 32) * resolution
+    if image.format in ("JPEG", "MPO") and crop[0] == "full" and short >= 2 * keep:
         # Let libjpeg decode at 1/2 or 1/4 scale, keeping >= 8x the output side: a 12 Mpx photo then costs
         # ~20x less time for a face within 0.1 grey level of the full decode (1/8 scale, only DC
         # coefficients, was off by ~3 levels).
-        scale = 8 * resolution / short
+        scale = keep / short
         image.draft(None, (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
-    return from_uint8(preprocess(to_rgb(load_oriented(image)), crop, resolution))
+    rgb = to_rgb(load_oriented(image))
+    if frame is None:
+        return from_uint8(preprocess(rgb, crop, resolution))
+    try:
+        return from_uint8(align_face(rgb, resolution, frame))
+    except NoFace as exc:
+        raise BadImage("no_face", f"{exc}: send a photo of one face seen from the front, or set align=false "
+                                  "to skip face alignment (the centre square is then used)") from None
 
 
 def decode_base64_image(text: str, resolution: int, crop=None, *, max_bytes: int = MAX_BYTES,
-                        max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+                        max_pixels: int = MAX_PIXELS, frame: Frame | None = None) -> torch.Tensor:
     """Like :func:`decode_image` for a JSON field: base64 (standard or URL-safe alphabet, padding and line
     breaks optional) with an optional ``data:image/...;base64,`` prefix. Bad base64: BadImage ``bad_base64``."""
     if not isinstance(text, str):
@@ -205,7 +217,7 @@ def decode_base64_image(text: str, resolution: int, crop=None, *, max_bytes: int
         data = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII characters
         raise BadImage("bad_base64", f"'image' is not valid base64 ({exc})") from None
-    return decode_image(data, resolution, crop, max_bytes=max_bytes, max_pixels=max_pixels)
+    return decode_image(data, resolution, crop, max_bytes=max_bytes, max_pixels=max_pixels, frame=frame)
 
 
 def png_base64(image: torch.Tensor) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,9 @@ from starlette.responses import JSONResponse
 
 from serve.images import (MAX_BYTES, MAX_PIXELS, BadImage, base64_limit, decode_base64_image, decode_image,
                           read_limited)
+
+_INTEGER = re.compile(r"-?[0-9]{1,30}")
+
 
 class ApiError(Exception):
     """A request the API refuses: HTTP ``status`` (4xx, or 503 when a model replica is unavailable)."""
@@ -61,8 +65,8 @@ async def parse_request(request: Request, max_bytes: int = MAX_BYTES) -> ParsedR
         raise ApiError(400, "empty_body", "the request body is empty: send JSON or a multipart form")
     try:
         fields = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"the body is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # + numbers over Python's 4300 digits, nesting past the stack
+        raise ApiError(400, "bad_json", f"the body is not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(fields, dict):
         raise ApiError(400, "bad_json", "the JSON body must be an object")
     image = fields.pop("image", None)
@@ -87,7 +91,7 @@ async def _parse_multipart(request: Request, body: bytes) -> ParsedRequest:
         elif key in ("edits", "keep", "range", "attributes"):
             try:
                 fields[key] = json.loads(value)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 raise ApiError(400, "bad_json", f"form field {key!r} must be JSON, got {value[:80]!r}") from None
         else:
             fields[key] = value
@@ -95,14 +99,16 @@ async def _parse_multipart(request: Request, body: bytes) -> ParsedRequest:
 
 
 def image_from(parsed: ParsedRequest, resolution: int, crop, max_bytes: int = MAX_BYTES,
-               max_pixels: int = MAX_PIXELS):
-    """The request's image as a model input (3, R, R) in [-1, 1]; a missing or bad image is an ApiError."""
+               max_pixels: int = MAX_PIXELS, frame=None):
+    """The request's image as a model input (3, R, R) in [-1, 1], its face aligned to ``frame`` (a
+    ``facegen.align.Frame``) when one is given; a missing or bad image (no face included) is an ApiError."""
     if parsed.image is None:
         raise ApiError(400, "missing_image", "no image: send a file field 'image' or a JSON 'image' (base64)")
+    limits = {"max_bytes": max_bytes, "max_pixels": max_pixels, "frame": frame}
     try:
         if isinstance(parsed.image, str):
-            return decode_base64_image(parsed.image, resolution, crop, max_bytes=max_bytes, max_pixels=max_pixels)
-        return decode_image(parsed.image, resolution, crop, max_bytes=max_bytes, max_pixels=max_pixels)
+            return decode_base64_image(parsed.image, resolution, crop, **limits)
+        return decode_image(parsed.image, resolution, crop, **limits)
     except BadImage as exc:
         raise bad_image_error(exc) from None
 
@@ -118,9 +124,22 @@ def get_str(fields: dict, key: str, default: str | None = None, choices: tuple[s
     return value
 
 
+def get_bool(fields: dict, key: str, default: bool) -> bool:
+    """A JSON boolean, or a form value "true"/"false" (also 1/0, yes/no, on/off)."""
+    value = fields.get(key, default)
+    if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+        value = _BOOLEANS[value.strip().lower()]
+    if not isinstance(value, bool):
+        raise ApiError(400, "bad_field", f"{key!r} must be true or false, got {_short(value)}")
+    return value
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def get_int(fields: dict, key: str, default: int | None, lo: int, hi: int) -> int:
     value = fields.get(key, default)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):  # ASCII only: "²".isdigit() but int() fails
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ApiError(400, "bad_field", f"{key!r} must be an integer")
@@ -130,14 +149,20 @@ def get_int(fields: dict, key: str, default: int | None, lo: int, hi: int) -> in
 
 
 def get_float(value: Any, what: str) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ApiError(400, "bad_field", f"{what} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ApiError(400, "bad_field", f"{what} must be a finite number, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ApiError(400, "bad_field", f"{what} must be a number, got {_short(value)}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):  # OverflowError: a JSON integer beyond a float's range
+        raise ApiError(400, "bad_field", f"{what} must be a finite number, got {_short(value)}") from None
+    if not math.isfinite(number):
+        raise ApiError(400, "bad_field", f"{what} must be a finite number, got {_short(value)}")
+    return number
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def get_number_map(fields: dict, key: str) -> dict[str, float]:

@@ -20,14 +20,22 @@ def one_thread():
     return single_threaded()
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that start their own Ray head (``own_cluster``) run first: one Ray per box, and the session's
+    in-process Ray, once started, lives until the end."""
+    items.sort(key=lambda item: item.get_closest_marker("own_cluster") is None)  # stable: order otherwise kept
+
+
 @pytest.fixture(scope="session")
 def ray_session():
-    """The session's local Ray: 4 logical CPUs on 2 cores so fractional Train workers, Ray Data tasks and
-    Serve replicas can be scheduled side by side; the dashboard stays on (Train V2 needs its State API)."""
+    """The session's local Ray, started the product's way (``init_ray``: dashboard on, Ray's own output in its
+    session logs): 4 logical CPUs on 2 cores so fractional Train workers, Ray Data tasks and Serve replicas can
+    be scheduled side by side."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}})
+    from facegen.runtime import init_ray
+
+    init_ray(num_cpus=4)  # RAY_DATA_PARQUET_FOOTER_NUM_ACTORS=1 above reaches the workers through it
     yield ray
     ray.shutdown()
 

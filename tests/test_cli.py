@@ -15,10 +15,13 @@ def facegen(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           timeout=120, cwd=cwd)
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_command_has_help(command):
-    result = facegen(command, "--help")
+@pytest.mark.parametrize("command", ["", *sorted(COMMANDS)])
+def test_every_command_has_plain_help_with_an_example(command):
+    result = facegen(*[command] * bool(command), "--help")
     assert result.returncode == 0 and "usage: facegen" in result.stdout
+    assert "`" not in result.stdout, "help is read in a terminal: no reStructuredText/Markdown markup"
+    example = result.stdout.split("example:\n")[-1].strip()
+    assert "example:\n" in result.stdout and example.startswith(f"facegen {command}".strip()), result.stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -28,6 +31,8 @@ def test_every_command_has_help(command):
     (["prepare", "--dataset", "celeba", "--src", "/nonexistent/celeba", "--out", "/tmp/x"], "/nonexistent/celeba"),
     (["tune", "--config", "configs/vae_synth64.yaml", "--num-samples", "0"], "--num-samples must be at least 1"),
     (["report", "/nonexistent/runs"], "no model bundles found"),
+    (["serve", "--bundle", "/nonexistent/bundle"], "--bundle /nonexistent/bundle: not a model bundle"),
+    (["serve", "--config", "/nonexistent/serve.yaml"], "/nonexistent/serve.yaml: Serve config not found"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path):
     result = facegen(*args)

@@ -28,8 +28,9 @@ from facegen.data import celeba, fairface
 from facegen.errors import FacegenError
 from facegen.latent.directions import Directions
 from facegen.latent.edit import EDIT_METHODS
-from facegen.runtime import init_ray
+from facegen.runtime import Demand, init_ray, require_resources
 
+READ_CPUS = 0.25  # one task reading source images, beside the actor pool
 VARIANTS_HELP = ("variant k (1..K) moves each direction edit by strength * k/K (a ladder up to the full "
                  "strength), times 1 + J*u with u uniform in [-1, 1] drawn once per (seed, k, attribute) when "
                  "--jitter J > 0, so every image's k-th variant gets the same, recorded edit; a latent-slot "
@@ -72,7 +73,7 @@ def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the --jitter draws (default 0)")
     parser.add_argument("--layout", choices=sorted(LAYOUT_DIRS), default="images",
                         help="'celeba': OUT is a CelebA folder (img_align_celeba/, list_attr_celeba.txt, "
-                             "list_eval_partition.txt) ready for `facegen prepare`; needs --labels")
+                             "list_eval_partition.txt) ready for facegen prepare; needs --labels")
     parser.add_argument("--labels", default=None, metavar="LIST_ATTR",
                         help="the sources' list_attr_celeba.txt (or .csv); with a list_eval_partition file beside "
                              "it only train-split images are edited (editing val/test faces would leak them)")
@@ -183,7 +184,7 @@ def run_pipeline(job: AugmentJob, batch_size: int, actors: tuple[int, int], cpus
         return []
     DataContext.get_current().enable_progress_bars = sys.stderr.isatty()  # bars for a person, not for logs
     ds = ray.data.from_items(job.items)
-    ds = ds.map_batches(read_sources, batch_format="pyarrow", batch_size=batch_size, num_cpus=0.25,
+    ds = ds.map_batches(read_sources, batch_format="pyarrow", batch_size=batch_size, num_cpus=READ_CPUS,
                         fn_kwargs={"root": job.images})
     ds = ds.map_batches(EditVariants, batch_format="pyarrow", batch_size=batch_size, num_cpus=cpus_per_actor,
                         compute=ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1]),
@@ -222,5 +223,9 @@ def run_augment(args: argparse.Namespace) -> int:
     if fsio.exists(fs, stale):  # an old manifest would describe files this run is about to replace
         fs.delete_file(stale)
     init_ray(args.num_cpus)
+    low, cpus = args.actors[0], args.cpus_per_actor  # the pool starts its minimum before any image moves
+    require_resources(Demand("augment", [{"CPU": cpus}] * low, reserve={"CPU": READ_CPUS},
+                             why={"CPU": f"--actors minimum {low} x --cpus-per-actor {cpus:g} + {READ_CPUS:g} "
+                                         f"for reading the images"}))
     produced = run_pipeline(job, args.batch_size, args.actors, args.cpus_per_actor)
     return finish(job, produced)

@@ -271,11 +271,11 @@ def add_counterfactual_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``facegen synth --counterfactuals`` flags to ``parser`` (``synth.add_synth_arguments`` does)."""
     group = parser.add_argument_group("counterfactual test sets", (
         "With --counterfactuals DATASET, write --out/<attribute>.parquet (folder or URI) instead of a dataset: "
-        "up to --n test faces of DATASET, each with the same face with that attribute flipped, as `facegen "
-        "prepare` stores images, and both faces' labels. --seed must be DATASET's. Example: facegen synth "
+        "up to --n test faces of DATASET, each with the same face with that attribute flipped, as facegen "
+        "prepare stores images, and both faces' labels. --seed must be DATASET's. Example: facegen synth "
         "--counterfactuals out/demo/synth-celeba --seed 0 --out out/cf64 --attributes Eyeglasses,Smiling"))
     group.add_argument("--counterfactuals", metavar="DATASET",
-                       help="a folder written by `facegen synth` (or its factors.parquet)")
+                       help="a folder written by facegen synth (or its factors.parquet)")
     group.add_argument("--attributes", metavar="ATTR[,ATTR]",
                        help=f"attributes to flip (default: all rendered ones: {', '.join(RENDERED_ATTRIBUTES)})")
     group.add_argument("--resolution", type=int, metavar="PX", help="side of the stored squares (default: 64)")

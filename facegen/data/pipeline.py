@@ -25,6 +25,11 @@ from facegen.images import decode_png, from_uint8
 
 LABEL_COLUMNS = ("race", "age", "gender", "label")
 READ_COLUMNS = ("key", "image", "attrs", *LABEL_COLUMNS)
+# CPUs of one Parquet read task and one decode task. They run outside the Train workers' placement group, so a
+# job must leave INGEST_CPUS free beside its workers (facegen.training.resources); at Ray Data's default of 1
+# CPU per read, 2 workers x 0.75 CPU on a 2-CPU node starve the reader.
+READ_CPUS = DECODE_CPUS = 0.25
+INGEST_CPUS = READ_CPUS + DECODE_CPUS
 
 
 def key_hash(keys: list[str]) -> np.ndarray:
@@ -120,11 +125,19 @@ def load_split(manifest, split: str, *, max_rows: int = 0):
     # Each epoch re-executes the pipeline; its bars would bury the epoch progress of the training loop.
     context.enable_progress_bars = False
     filesystem, paths = shard_paths(manifest, split)
-    ds = ray.data.read_parquet(paths, filesystem=filesystem).select_columns(list(READ_COLUMNS))
+    # Ray's V2 Parquet reader starts a pool of footer-reader actors (new processes) on every execution, i.e.
+    # every epoch: seconds per epoch on a small machine, idle workers meanwhile (bench/train_overhead.py).
+    # The V1 reader reads the few footers a manifest lists once, here; the flag is read only by this call.
+    v2, context.use_datasource_v2 = context.use_datasource_v2, False
+    try:
+        ds = ray.data.read_parquet(paths, filesystem=filesystem, num_cpus=READ_CPUS)
+    finally:
+        context.use_datasource_v2 = v2
+    ds = ds.select_columns(list(READ_COLUMNS))
     if max_rows:
         ds = ds.limit(max_rows)
     return ds.map_batches(decode_batch, batch_format="pyarrow", batch_size=256,
-                          fn_kwargs={"resolution": manifest.resolution}, num_cpus=0.25)
+                          fn_kwargs={"resolution": manifest.resolution}, num_cpus=DECODE_CPUS)
 
 
 def read_examples(manifest, split: str, n: int) -> dict[str, torch.Tensor]:

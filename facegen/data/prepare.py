@@ -9,8 +9,10 @@ whose output Ray Data then reads from anywhere.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
+from facegen.align import ALIGN_CROP
 from facegen.data.celeba import read_celeba
 from facegen.data.digits import read_digits, read_mnist
 from facegen.data.fairface import read_fairface
@@ -20,6 +22,7 @@ from facegen.errors import FacegenError
 READERS = {"celeba": read_celeba, "fairface": read_fairface, "mnist": read_mnist}
 BUNDLED = {"digits": read_digits}  # shipped inside a dependency (scikit-learn): no --src
 DEFAULT_RESOLUTION = {"digits": 32, "mnist": 32}  # any other dataset: 64
+DIGITS = ("digits", "mnist")  # no faces to align
 
 
 def _positive(text: str) -> int:
@@ -59,13 +62,22 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the train shuffle and of --balance (default: 0)")
     parser.add_argument("--workers", type=_positive, default=None, metavar="N",
                         help="image decoding processes (default: min(2, CPUs))")
+    parser.add_argument("--strict", action="store_true",
+                        help="abort on the first image that cannot be decoded (default: leave it out with a "
+                             "warning line and list it under 'skipped' in the manifest)")
+    parser.add_argument("--align", action="store_true",
+                        help="the images are raw photos (not aligned crops): find each face (OpenCV's Haar "
+                             "cascades) and frame it like CelebA's aligned crops, eyes level at a fixed height "
+                             "and spacing; a photo without a detectable face is skipped like an undecodable one")
     parser.add_argument("--no-progress", action="store_true", help="don't draw a progress bar")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``prepare`` with parsed ``args``; print a one-line summary and return 0.
 
-    A user error (bad dataset, unreachable location) prints ``error: <one line>`` to stderr and returns 2.
+    An undecodable image is skipped (one ``warning:`` line each, counted in the summary) unless
+    ``--strict``. A user error (bad dataset, unreachable location, a missing image, an undecodable one with
+    ``--strict``) prints ``error: <one line>`` to stderr and returns 2.
     """
     balance = [name.strip() for name in args.balance.split(",") if name.strip()]
     resolution = args.resolution or DEFAULT_RESOLUTION.get(args.dataset, 64)
@@ -76,16 +88,22 @@ def run_prepare(args: argparse.Namespace) -> int:
             raise FacegenError(f"--src: required for --dataset {args.dataset}")
         else:
             source = READERS[args.dataset](args.src)
+        if args.align and args.dataset in DIGITS:
+            raise FacegenError(f"--align: {args.dataset} images are digits, not faces")
+        if args.align:
+            source = dataclasses.replace(source, crop=ALIGN_CROP)
         manifest = write_shards(source, args.out, resolution=resolution, rows_per_shard=args.rows_per_shard,
                                 balance=balance, seed=args.seed, progress=not args.no_progress,
-                                workers=args.workers)
+                                workers=args.workers, strict=args.strict)
     except (FacegenError, OSError) as exc:  # OSError: unreachable bucket, denied credentials, full disk
         message = " ".join(str(exc).split())  # pyarrow's S3 errors span lines; keep the promise of one
         print(f"error: {message}", file=sys.stderr)
         return 2
     rows = ", ".join(f"{split} {manifest.rows(split)}" for split in manifest.splits)
     action = "already up to date" if manifest.reused else "wrote"
-    print(f"prepare {args.dataset}: {action} {rows} rows at {resolution}px; "
+    skipped = (f"; skipped {len(manifest.skipped)} undecodable image{'s' * (len(manifest.skipped) > 1)} "
+               f"(listed in the manifest)" if manifest.skipped else "")
+    print(f"prepare {args.dataset}: {action} {rows} rows at {resolution}px{skipped}; "
           f"manifest {manifest.root.rstrip('/')}/manifest.json")
     return 0
 

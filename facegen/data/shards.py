@@ -14,14 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import random
 import re
+import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from functools import partial
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, fields, replace
 
@@ -30,9 +28,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from facegen import images, io as fsio
+from facegen import io as fsio
 from facegen.attributes import SPLITS
 from facegen.data.records import FaceRecord, SourceDataset
+from facegen.data.shard_images import Skipped, encode_image, encode_images
 from facegen.errors import DatasetError, FacegenError
 
 FORMAT_VERSION = 2  # 2: the `label` column
@@ -62,8 +61,9 @@ class Manifest:
 
     JSON layout: ``format_version``, ``dataset``, ``resolution``, ``attribute_names``, ``label_names``,
     ``splits: {split: {rows, shards: [{path, rows, sha256, size}]}}``, ``source`` (the src URI),
-    ``params`` (resolution, balance, seed, rows_per_shard, crop) and ``fingerprint`` (SHA-256 of the sorted
-    records' keys and labels). ``root`` (where it was read or written) and ``reused`` (True when
+    ``params`` (resolution, balance, seed, rows_per_shard, crop), ``fingerprint`` (SHA-256 of the sorted
+    records' keys and labels) and ``skipped`` (``[{key, path, reason}]``: the images that could not be
+    decoded and are in no shard; absent in manifests written before it existed). ``root`` (where it was read or written) and ``reused`` (True when
     :func:`write_shards` found it up to date and wrote nothing) are not stored.
     """
 
@@ -76,6 +76,7 @@ class Manifest:
     source: str
     params: dict
     fingerprint: str
+    skipped: list[dict] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     reused: bool = field(default=False, compare=False)
 
@@ -112,7 +113,8 @@ def read_manifest(uri: str, verify: bool = False) -> Manifest:
             attribute_names=tuple(data["attribute_names"]),
             label_names={k: tuple(v) for k, v in data["label_names"].items()},
             splits={k: [Shard(**s) for s in v["shards"]] for k, v in data["splits"].items()},
-            source=data["source"], params=data["params"], fingerprint=data["fingerprint"])
+            source=data["source"], params=data["params"], fingerprint=data["fingerprint"],
+            skipped=[{"key": s["key"], "path": s["path"], "reason": s["reason"]} for s in data.get("skipped", [])])
     except FileNotFoundError:
         raise DatasetError(f"{where}: no manifest (run `facegen prepare` to write shards there)") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
@@ -123,18 +125,6 @@ def read_manifest(uri: str, verify: bool = False) -> Manifest:
                        or hashlib.sha256(fsio.read_bytes(fs, path)).hexdigest() != shard.sha256):
             raise DatasetError(f"{fsio.to_uri(fs, path)}: missing or checksum differs from {where}")
     return manifest
-
-
-def _encode(fs: pafs.FileSystem, crop: tuple, resolution: int, path: str, data: bytes | None = None) -> bytes:
-    """Read (unless ``data`` already holds the file's bytes), decode (JPEG/PNG only), crop, resize and
-    PNG-encode one image."""
-    try:
-        face = images.decode_face(fsio.read_bytes(fs, path) if data is None else data, crop, resolution)
-    except FileNotFoundError:
-        raise DatasetError(f"{fsio.to_uri(fs, path)}: image is missing") from None
-    except images.DECODE_ERRORS as exc:  # truncated, not an image
-        raise DatasetError(f"{fsio.to_uri(fs, path)}: cannot decode image ({exc})") from None
-    return images.encode_png(face)
 
 
 def fingerprint(source: SourceDataset) -> str:
@@ -183,25 +173,6 @@ def balance_splits(source: SourceDataset, names: Sequence[str], seed: int) -> li
     return [replace(r, split=split_of[i]) for i, r in enumerate(source.records)]
 
 
-def _encode_all(fs: pafs.FileSystem, crop: tuple, resolution: int, paths: list[str], workers: int,
-                blobs: list[bytes] | None = None) -> Iterator[bytes]:
-    """PNG bytes of each path (or of each of ``blobs``, the in-memory images at those paths), in order;
-    ``workers > 1`` spreads decoding over a process pool.
-
-    Spawned (not forked) workers: forking after pyarrow's S3 client has started can deadlock it.
-    """
-    encode = partial(_encode, fs, crop, resolution)
-    columns = (paths,) if blobs is None else (paths, blobs)
-    if workers <= 1:
-        yield from map(encode, *columns)
-        return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        yield from pool.map(encode, *columns, chunksize=64)
-    finally:  # on an error, don't decode the rest of the dataset before reporting it
-        pool.shutdown(cancel_futures=True)
-
-
 def _write_shard(fs: pafs.FileSystem, folder: str, rel: str, records: list[FaceRecord], pngs: list[bytes]
                  ) -> Shard:
     """Write one Parquet file atomically at ``folder/rel`` and describe it."""
@@ -226,17 +197,34 @@ def _up_to_date(fs: pafs.FileSystem, folder: str, out: str, fp: str, params: dic
     return manifest if intact and manifest.fingerprint == fp and manifest.params == params else None
 
 
+def _recheck_skipped(source: SourceDataset, manifest: Manifest, resolution: int) -> list[Skipped] | None:
+    """The manifest's skipped images that still cannot be decoded (``[]`` if none was skipped), or None if one
+    now can: it was repaired, so the shards must be rewritten to include it."""
+    paths = {r.key: r.image_path for r in source.records}
+    still = []
+    for entry in manifest.skipped:
+        path = paths[entry["key"]]
+        blob = None if source.images is None else source.images[path]
+        result = encode_image(source.filesystem, source.crop, resolution, path, blob)
+        if not isinstance(result, Skipped):
+            return None
+        still.append(result)
+    return still
+
+
 def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per_shard: int = 2000,
-                 balance: Sequence[str] = (), seed: int = 0, progress: bool = True, workers: int | None = None
-                 ) -> Manifest:
+                 balance: Sequence[str] = (), seed: int = 0, progress: bool = True, workers: int | None = None,
+                 strict: bool = False) -> Manifest:
     """Write ``source`` as Parquet shards + manifest under ``out`` (folder or URI); return the manifest.
 
     Splits come from the records, or from :func:`balance_splits` when ``balance`` names attributes. Records
     are sorted by key, then the train split is shuffled with ``seed``, so output depends only on the record
     set and the parameters. If ``out`` already holds an up-to-date manifest (same fingerprint and params,
-    shards present with their sizes) nothing is written and the manifest comes back with ``reused=True``;
-    otherwise everything is rewritten and shards no longer listed are deleted. ``workers`` processes decode
-    images (default ``min(2, cpus)``). A missing or undecodable image raises :class:`DatasetError`.
+    shards present with their sizes, no skipped image since repaired) nothing is written and the manifest
+    comes back with ``reused=True``; otherwise everything is rewritten and shards no longer listed are
+    deleted. ``workers`` processes decode images (default ``min(2, cpus)``). An undecodable image is left out
+    with a ``warning:`` line on stderr and listed in ``manifest.skipped``; with ``strict`` it raises
+    :class:`DatasetError` instead, as does a missing image, or a dataset none of whose images decode.
     """
     if resolution < 1 or rows_per_shard < 1:
         raise FacegenError(f"resolution ({resolution}) and rows per shard ({rows_per_shard}) must be >= 1")
@@ -245,7 +233,10 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
               "rows_per_shard": rows_per_shard, "crop": list(source.crop)}
     fp = fingerprint(source)
     current = _up_to_date(fs, folder, out, fp, params)
-    if current is not None:
+    still_bad = None if current is None else _recheck_skipped(source, current, resolution)
+    if still_bad is not None:
+        if strict and still_bad:
+            raise DatasetError(still_bad[0].message)
         log.info("%s is up to date (same source and parameters); nothing written", out)
         current.reused = True
         return current
@@ -255,25 +246,45 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
         records = balance_splits(replace(source, records=records), balance, seed)
     by_split = {s: [r for r in records if r.split == s] for s in SPLITS}
     random.Random(seed).shuffle(by_split["train"])  # contiguous reads of a shard are already mixed
-    chunks = [(f"{split}/part-{i // rows_per_shard:05d}.parquet", rows[i:i + rows_per_shard])
-              for split, rows in by_split.items() for i in range(0, len(rows), rows_per_shard)]
+    order = [r for split in SPLITS for r in by_split[split]]
 
     manifest_path = fsio.join(folder, MANIFEST_NAME)
     if fsio.exists(fs, manifest_path):  # the old manifest would describe shards we are about to replace
         fs.delete_file(manifest_path)
     workers = workers or min(2, os.cpu_count() or 1)
-    paths = [r.image_path for _, chunk in chunks for r in chunk]
+    paths = [r.image_path for r in order]
     blobs = None if source.images is None else [source.images[p] for p in paths]
     shards: dict[str, list[Shard]] = {s: [] for s in SPLITS}
+    pending: dict[str, list[tuple[FaceRecord, bytes]]] = {s: [] for s in SPLITS}
+    skipped: list[dict] = []
+
+    def flush(split: str) -> None:  # shards fill to rows_per_shard whatever was skipped before them
+        rows, rel = pending[split], f"{split}/part-{len(shards[split]):05d}.parquet"
+        shards[split].append(_write_shard(fs, folder, rel, [r for r, _ in rows], [png for _, png in rows]))
+        rows.clear()
+
     bar = tqdm(total=len(paths), unit="img", desc=f"prepare {source.name}", disable=not progress)
-    with closing(_encode_all(source.filesystem, source.crop, resolution, paths, workers, blobs)) as pngs, bar:
-        for rel, chunk in chunks:
-            shards[chunk[0].split].append(_write_shard(fs, folder, rel, chunk, [next(pngs) for _ in chunk]))
-            bar.update(len(chunk))
+    with closing(encode_images(source.filesystem, source.crop, resolution, paths, workers, blobs)) as pngs, bar:
+        for record, png in zip(order, pngs):
+            bar.update()
+            if isinstance(png, Skipped):
+                if strict:
+                    raise DatasetError(png.message)
+                tqdm.write(f"warning: {png.message}; skipped", file=sys.stderr)
+                skipped.append({"key": record.key, "path": png.path, "reason": png.reason})
+                continue
+            pending[record.split].append((record, png))
+            if len(pending[record.split]) == rows_per_shard:
+                flush(record.split)
+        for split in (s for s in SPLITS if pending[s]):
+            flush(split)
+    if len(skipped) == len(order):
+        raise DatasetError(f"none of the {len(order)} images could be decoded; first: "
+                           f"{skipped[0]['path']}: {skipped[0]['reason']}")
 
     labels = {k: tuple(v) for k, v in source.label_names.items()}
     manifest = Manifest(fsio.to_uri(fs, folder), source.name, resolution, tuple(source.attribute_names),
-                        labels, shards, source.root, params, fp)
+                        labels, shards, source.root, params, fp, sorted(skipped, key=lambda e: e["key"]))
     fsio.write_atomic(fs, manifest_path, manifest.to_json().encode())
     keep = {s.path for split in shards.values() for s in split}
     for rel in fsio.list_files(fs, folder, recursive=True):

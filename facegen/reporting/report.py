@@ -39,11 +39,13 @@ class Section:
 
 
 def find_bundles(folder: str) -> list[str]:
-    """Bundles (folders holding meta.json and weights.pt) anywhere under ``folder``, sorted."""
+    """Bundles (folders holding meta.json and weights.pt) anywhere under ``folder``, sorted; the copies that
+    experiment tracking keeps as MLflow artefacts (``training/tracking.py``: ``mlartifacts/``) are skipped."""
     fs, root = fsio.resolve(folder)
     files = set(fsio.list_files(fs, root, recursive=True))
     found = {os.path.dirname(p) for p in files if p.endswith("meta.json") and
-             os.path.join(os.path.dirname(p), "weights.pt") in files and ".tmp-" not in p}
+             os.path.join(os.path.dirname(p), "weights.pt") in files and ".tmp-" not in p
+             and "mlartifacts" not in p.split("/")}
     return [fsio.to_uri(fs, fsio.join(root, p)) for p in sorted(found)]
 
 

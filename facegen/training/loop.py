@@ -7,6 +7,8 @@ it steps each of ``model.players`` in order (one optimizer each), so an AE and a
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import tempfile
 import time
 from typing import Any
@@ -35,29 +37,65 @@ def make_optimizers(model: FaceModel, cfg: ExperimentConfig) -> dict[str, torch.
     return optimizers
 
 
+def worker_threads(cfg: ExperimentConfig, cores: int | None = None) -> int:
+    """Intra-op threads of one worker: ``train.torch_threads`` if set, else one per CPU Ray gives the worker
+    (``cpus_per_worker`` rounded up), never more than the node's cores. A fixed 1 halved a 1-worker run
+    given both cores of a 2-core machine (bench/train_overhead.py)."""
+    if cfg.train.torch_threads:
+        return cfg.train.torch_threads
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(math.ceil(cfg.train.cpus_per_worker), cores or 1))
+
+
+class DataWait:
+    """Wraps a batch iterator and adds up the seconds spent waiting in ``next``: how long the step loop
+    stood idle for want of data (``train/data_wait_frac`` = waited / the epoch's training time)."""
+
+    def __init__(self) -> None:
+        self.waited = 0.0
+
+    def wrap(self, batches):
+        iterator = iter(batches)
+        while True:
+            started = time.perf_counter()
+            batch = next(iterator, None)
+            self.waited += time.perf_counter() - started
+            if batch is None:
+                return
+            yield batch
+
+
 def _autocast(cfg: ExperimentConfig, device: torch.device):
     if cfg.train.amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)  # bf16 needs no loss scaling
     return contextlib.nullcontext()
 
 
-def _batches(shard, cfg: ExperimentConfig, epoch: int, *, train: bool, per_worker: int):
+def _batches(shard, cfg: ExperimentConfig, epoch: int, *, train: bool, per_worker: int, device: torch.device):
+    # Ray collates in a pool of prefetch_batches threads and, on a GPU, moves each batch to the device there
+    # (pinned pages make that copy asynchronous): one batch ahead per CPU the worker has, at least two, keeps
+    # the step loop fed without the collate threads crowding its own (train/data_wait_frac says if not).
     return shard.iter_torch_batches(
         batch_size=per_worker,
         collate_fn=TrainCollate(seed=cfg.train.seed, epoch=epoch, hflip=train and cfg.data.hflip),
         drop_last=train,  # equal batches on every rank keep DDP's collectives in step
         local_shuffle_buffer_size=(cfg.data.shuffle_buffer or None) if train else None,
         local_shuffle_seed=shuffle_seed(cfg.train.seed, epoch) if train else None,
-        prefetch_batches=2,
+        prefetch_batches=max(2, worker_threads(cfg)),
+        pin_memory=device.type == "cuda",
     )
 
 
-def train_one_epoch(ddp_model, model: FaceModel, optimizers, batches, device, autocast, progress=None):
-    """Steps every player on every batch; returns (metric means object, images seen, corrupt rows)."""
+def train_one_epoch(ddp_model, model: FaceModel, optimizers, batches, device, autocast):
+    """Steps every player on every batch; returns (metric means object, images seen, corrupt rows).
+
+    Nothing here waits for the device: metrics and the corrupt count stay tensors until the epoch ends, so
+    a GPU runs as far ahead of the host as its queue allows."""
     model.train()
     means, seen, corrupt = MetricMeans(), 0, 0
     for batch in batches:
-        corrupt += int(batch.pop("corrupt_rows"))
+        corrupt = corrupt + batch.pop("corrupt_rows")  # a tensor wherever Ray put the batch: no int() per step
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         n = batch["image"].shape[0]
         for player in model.players:
@@ -70,9 +108,7 @@ def train_one_epoch(ddp_model, model: FaceModel, optimizers, batches, device, au
             optimizers[player].step()
             means.add(out.metrics, n)
         seen += n
-        if progress is not None:
-            progress.update(1)
-    return means, seen, corrupt
+    return means, seen, int(corrupt)
 
 
 @torch.no_grad()
@@ -108,17 +144,15 @@ def _restore(model: FaceModel, optimizers, checkpoint) -> TrainingState | None:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``loop_config``: {"config": resolved config dict, "train_rows": int,
-    "progress": bool (rank 0 shows a per-batch bar)}."""
+    """Ray Train entry point. ``loop_config``: {"config": resolved config dict}. It prints nothing: the driver
+    prints each epoch's line from the metrics reported here (``facegen.training.progress``)."""
     import ray.train
     import ray.train.torch
-    from ray.experimental.tqdm_ray import tqdm
 
     cfg = from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    if cfg.train.torch_threads:
-        torch.set_num_threads(cfg.train.torch_threads)
+    torch.set_num_threads(worker_threads(cfg))
     device = ray.train.torch.get_device()
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank (DDP also broadcasts them)
@@ -128,34 +162,34 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start_epoch, history = (state.epoch, state.history) if state else (0, [])
     starts = (state.starts if state else []) + [start_epoch]
     best_epoch, best_model = (state.best_epoch, state.best_model) if state else (0, None)
-    if state and rank == 0:
-        print(f"[facegen] resuming from the checkpoint of epoch {start_epoch}", flush=True)
     ddp_model = ray.train.torch.prepare_model(
         model, move_to_device=False,
         # Multi-player models leave the other player's parameters out of some steps.
         parallel_strategy_kwargs={"find_unused_parameters": len(model.players) > 1})
 
     per_worker = cfg.data.batch_size // world
-    steps = loop_config.get("train_rows", 0) // cfg.data.batch_size if loop_config.get("progress") else 0
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     autocast = _autocast(cfg, device)
     for epoch in range(start_epoch, cfg.train.epochs):
         torch.manual_seed(epoch_seed(cfg.train.seed, epoch, rank))
         model.set_epoch(epoch)
-        started = time.perf_counter()
-        progress = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}") if rank == 0 and steps else None
+        started, wait = time.perf_counter(), DataWait()
         means, seen, corrupt = train_one_epoch(
-            ddp_model, model, optimizers, _batches(train_shard, cfg, epoch, train=True, per_worker=per_worker),
-            device, autocast, progress)
-        if progress is not None:
-            progress.close()
+            ddp_model, model, optimizers,
+            wait.wrap(_batches(train_shard, cfg, epoch, train=True, per_worker=per_worker, device=device)),
+            device, autocast)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the epoch ends when its queued kernels have run
         train_seconds = time.perf_counter() - started
-        val = evaluate(model, _batches(val_shard, cfg, epoch, train=False, per_worker=per_worker), device, autocast)
+        val = evaluate(model, _batches(val_shard, cfg, epoch, train=False, per_worker=per_worker, device=device),
+                       device, autocast)
         metrics: dict[str, float] = {"epoch": epoch + 1}
         metrics.update({f"train/{k}": v for k, v in means.reduce().items()})
         metrics.update({f"val/{k}": v for k, v in model.summarize_metrics(val.reduce()).items()})
         metrics["train/images_per_s"] = sum_across_workers(seen) / max(train_seconds, 1e-9)
         metrics["train/corrupt_rows"] = sum_across_workers(corrupt)
+        # The mean over workers of the share of the epoch each spent waiting for its next batch.
+        metrics["train/data_wait_frac"] = sum_across_workers(wait.waited / max(train_seconds, 1e-9)) / world
         metrics["sync/param_spread"] = parameter_spread(model)
         history.append(metrics)
         if cfg.train.monitor not in metrics:
@@ -167,9 +201,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if cfg.train.early_stopping_patience:
                 best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
         stop = bool(cfg.train.early_stopping_patience) and epoch + 1 - best_epoch >= cfg.train.early_stopping_patience
-        if rank == 0:
-            summary = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
-            print(f"[facegen] epoch {epoch + 1}/{cfg.train.epochs}  {summary}", flush=True)
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if rank == 0:  # one copy of the replicated state is enough
@@ -179,6 +210,4 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=checkpoint)
         if stop:  # every rank sees the same all-reduced metrics, so all stop together
-            if rank == 0:
-                print(f"[facegen] early stop: no better {cfg.train.monitor} since epoch {best_epoch}", flush=True)
             break

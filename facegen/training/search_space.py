@@ -78,19 +78,24 @@ def read_search_spec(path: str, cfg: ExperimentConfig, base_raw: dict[str, Any])
     mode = raw.get("mode", cfg.train.monitor_mode)
     if mode not in ("min", "max"):
         raise ConfigError(f"{path}: mode must be min or max")
-    return SearchSpec(metric=metric, mode=mode, grace_period=int(raw.get("grace_period", 1)), space=space)
+    grace = raw.get("grace_period", 1)
+    if not isinstance(grace, int) or isinstance(grace, bool) or grace < 1:
+        raise ConfigError(f"{path}: grace_period must be a whole number of epochs >= 1, got {grace!r}")
+    if grace > cfg.train.epochs:  # ASHA's max_t is train.epochs; Ray would raise deep inside the scheduler
+        raise ConfigError(f"{path}: grace_period {grace} exceeds train.epochs={cfg.train.epochs}: no trial "
+                          f"could be stopped early; lower grace_period or raise train.epochs")
+    return SearchSpec(metric=metric, mode=mode, grace_period=grace, space=space)
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
-    """What one trial reserves in total: its Train workers plus a sliver for the trial's driver."""
-    workers = max(cfg.train.num_workers, 1)
-    total = {"CPU": workers * cfg.train.cpus_per_worker + 0.1}
-    if cfg.train.use_gpu:
-        total["GPU"] = workers * cfg.train.gpus_per_worker
-    return total
+    """What one trial takes in total: its Train workers, the trial's driver and its Ray Data reads."""
+    from facegen.training.resources import trial_demand
+
+    return trial_demand(cfg).total()
 
 
 def max_concurrent(cfg: ExperimentConfig, cluster: dict[str, float]) -> int:
-    """How many trials fit side by side on the cluster's resources (at least one)."""
+    """How many trials fit side by side on the cluster's resources, each with the CPU its Ray Data reads
+    need beside its workers (at least one: ``require_resources`` checks that one fits)."""
     need = trial_resources(cfg)
     return max(1, min(math.floor(cluster.get(k, 0) / v) for k, v in need.items() if v > 0))

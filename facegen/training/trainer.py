@@ -21,8 +21,10 @@ from facegen.data.pipeline import load_split
 from facegen.data.shards import Manifest, read_manifest
 from facegen.errors import ConfigError, FacegenError
 from facegen.pretrained import export_config
-from facegen.runtime import init_ray
+from facegen.runtime import init_ray, ray_logs_dir, require_resources
+from facegen.training import tracking
 from facegen.training.checkpoint import STATE_FILE, load_state
+from facegen.training.resources import train_demand
 from facegen.training.loop import train_loop_per_worker
 
 
@@ -34,6 +36,8 @@ class FitResult:
     history: list[dict[str, float]]
     checkpoint_path: str
     bundle: str
+    tracking_uri: str | None = None  # the MLflow store holding this run (None: tracking off)
+    run_id: str | None = None  # the run's MLflow run id
 
 
 def storage_location(cfg: ExperimentConfig) -> str:
@@ -90,14 +94,12 @@ def build_trainer(cfg: ExperimentConfig, manifest: Manifest, *, callbacks: list 
     check_compatible(cfg, manifest)
     limit = cfg.data.max_rows
     datasets = {split: load_split(manifest, split, max_rows=limit) for split in ("train", "val")}
-    train_rows = min(manifest.rows("train"), limit) if limit else manifest.rows("train")
     resources: dict[str, Any] = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = cfg.train.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
-        # Live per-batch bars only for a person at a terminal; logs get one line per epoch.
-        train_loop_config={"config": cfg.to_dict(), "train_rows": train_rows, "progress": sys.stdout.isatty()},
+        train_loop_config={"config": cfg.to_dict()},
         scaling_config=ScalingConfig(num_workers=max(cfg.train.num_workers, 1), use_gpu=cfg.train.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -139,18 +141,44 @@ def export_checkpoint(checkpoint, manifest: Manifest, dest: str) -> tuple[str, l
     return dest, state.history
 
 
+def train_with_console(cfg: ExperimentConfig, manifest: Manifest, callbacks: list):
+    """``fit()`` of the run's TorchTrainer, with facegen's console: a line per epoch (from rank 0's reports,
+    printed here on the driver), and where Ray's logs are when it fails."""
+    from facegen.training.progress import PREFIX, EpochPrinter  # imports Ray: deferred like the trainer's
+
+    resumed = latest_checkpoint(cfg)
+    if resumed:
+        print(f"{PREFIX} {cfg.train.name}: resuming from {resumed}", file=sys.stderr, flush=True)
+    rows = manifest.rows("train")
+    with EpochPrinter(cfg, cfg.train.name, min(rows, cfg.data.max_rows or rows)) as printer:
+        try:
+            return build_trainer(cfg, manifest, callbacks=[*callbacks, printer.callback]).fit()
+        except Exception:
+            print(f"{PREFIX} {cfg.train.name}: training failed; the workers' own output is in Ray's logs: "
+                  f"{ray_logs_dir()}", file=sys.stderr, flush=True)
+            raise
+
+
 def fit(cfg: ExperimentConfig, manifest: Manifest | None = None) -> FitResult:
     """Train ``cfg`` with Ray Train (resuming ``storage_path/name`` if it exists) and export its bundle."""
     manifest = manifest or read_manifest(cfg.data.shards)
     check_compatible(cfg, manifest)
     check_resumable(cfg)
-    result = build_trainer(cfg, manifest).fit()
-    if result.checkpoint is None:
-        raise FacegenError(f"run {cfg.train.name}: finished without a checkpoint")
-    bundle_dest = fsio.join(storage_location(cfg), cfg.train.name, "bundle")
-    bundle, history = export_checkpoint(result.checkpoint, manifest, bundle_dest)
+    require_resources(train_demand(cfg))  # one line naming what is missing, not a worker group waiting forever
+    run_dir = fsio.join(storage_location(cfg), cfg.train.name)
+    tracker = tracking.open_run(cfg, run_dir, cfg.train.name, tracking.flatten(cfg.to_dict()))
+    try:
+        result = train_with_console(cfg, manifest, [tracking.epoch_logger(tracker)] if tracker else [])
+        if result.checkpoint is None:
+            raise FacegenError(f"run {cfg.train.name}: finished without a checkpoint")
+        bundle, history = export_checkpoint(result.checkpoint, manifest, fsio.join(run_dir, "bundle"))
+    except BaseException:
+        tracking.close_run(tracker, failed=True)
+        raise
+    tracking.close_run(tracker, artefact=bundle)
     return FitResult(metrics=dict(result.metrics or {}), history=history,
-                     checkpoint_path=result.checkpoint.path, bundle=bundle)
+                     checkpoint_path=result.checkpoint.path, bundle=bundle,
+                     tracking_uri=tracker and tracker.uri, run_id=tracker and tracker.run_id)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +199,8 @@ def run_train(args: argparse.Namespace) -> int:
     result = fit(cfg, manifest)
     final = {k: round(v, 6) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     print(json.dumps({"bundle": result.bundle, "metrics": final}, indent=2))
+    if result.tracking_uri:
+        print(f"experiment tracking: {tracking.ui_command(result.tracking_uri)}")
     if args.metrics_out:
         with open(args.metrics_out, "w") as f:
             json.dump({"bundle": result.bundle, "metrics": final, "history": result.history}, f, indent=2)

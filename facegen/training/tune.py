@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from facegen import io as fsio
 from facegen.config import apply_overrides, from_dict, read_yaml
 from facegen.data.shards import read_manifest
 from facegen.errors import FacegenError
-from facegen.runtime import init_ray
+from facegen.runtime import init_ray, require_resources
+from facegen.training import tracking
+from facegen.training.resources import TRIAL_DRIVER_CPUS, trial_demand
 from facegen.training.search_space import OBJECTIVE, SearchSpec, default_space_path, max_concurrent, read_search_spec
 from facegen.training.trainer import build_trainer, check_compatible, export_checkpoint, storage_location
 
@@ -45,6 +48,12 @@ def run_trial(sample: dict[str, Any], base_raw: dict[str, Any], weights: dict[st
     trainer.fit()
 
 
+def search_folder(cfg) -> tuple[str, str]:
+    """(name, folder) of the search of base config ``cfg``: Tune's experiment and its MLflow run."""
+    name = f"{cfg.train.name}-search"
+    return name, fsio.join(storage_location(cfg), name)
+
+
 def run_search(base_raw: dict[str, Any], spec: SearchSpec, num_samples: int, resume: bool = False):
     """Run the search (or resume it, with ``Tuner.restore``) and return (ResultGrid, search folder)."""
     import ray
@@ -52,13 +61,17 @@ def run_search(base_raw: dict[str, Any], spec: SearchSpec, num_samples: int, res
     from ray.tune.schedulers import ASHAScheduler
 
     cfg = from_dict(base_raw)
-
+    require_resources(trial_demand(cfg))  # else Tune would queue the first trial forever
     storage = storage_location(cfg)
-    name = f"{cfg.train.name}-search"
-    path = fsio.join(storage, name)
+    name, path = search_folder(cfg)
     weights = spec.metric if isinstance(spec.metric, dict) else None
     trainable = tune.with_resources(tune.with_parameters(run_trial, base_raw=base_raw, weights=weights),
-                                    {"CPU": 0.1})
+                                    {"CPU": TRIAL_DRIVER_CPUS})
+    # The search is one MLflow run, each trial a child run (a resumed search reopens the same run).
+    tracker = tracking.open_run(cfg, path, name, tracking.search_params(cfg, spec.metric, spec.mode, num_samples,
+                                                                        spec.space))
+    if resume and not tune.Tuner.can_restore(path):
+        print(f"[facegen] tune: no search state at {path} to resume; starting the search", file=sys.stderr)
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:
@@ -70,9 +83,16 @@ def run_search(base_raw: dict[str, Any], spec: SearchSpec, num_samples: int, res
                 scheduler=ASHAScheduler(max_t=cfg.train.epochs, grace_period=spec.grace_period),
                 max_concurrent_trials=max_concurrent(cfg, ray.cluster_resources())),
             run_config=tune.RunConfig(name=name, storage_path=storage,
-                                      failure_config=tune.FailureConfig(max_failures=1)),
+                                      failure_config=tune.FailureConfig(max_failures=1),
+                                      callbacks=[tracking.trial_logger(tracker)] if tracker else []),
         )
-    return tuner.fit(), path
+    try:
+        results = tuner.fit()
+    except BaseException:
+        tracking.close_run(tracker, failed=True)
+        raise
+    tracking.close_run(tracker)
+    return results, path
 
 
 def export_best(results, spec: SearchSpec, base_raw: dict[str, Any], dest: str) -> dict[str, Any]:
@@ -85,6 +105,9 @@ def export_best(results, spec: SearchSpec, base_raw: dict[str, Any], dest: str) 
         raise FacegenError("the search finished without any checkpointed trial")
     cfg = from_dict(apply_overrides(base_raw, best.config))
     export_checkpoint(Checkpoint(best.metrics["checkpoint_path"]), read_manifest(cfg.data.shards), dest)
+    base = from_dict(base_raw)
+    name, path = search_folder(base)
+    tracking.close_run(tracking.open_run(base, path, name, {}), artefact=dest, artefact_path="best_bundle")
     return {"bundle": dest, "metric": spec.metric_key, "value": best.metrics[spec.metric_key],
             "config": best.config, "trials": len(results), "errors": len(results.errors)}
 
@@ -110,4 +133,7 @@ def run_tune(args: argparse.Namespace) -> int:
     results, path = run_search(base_raw, spec, args.num_samples, resume=args.resume)
     summary = export_best(results, spec, base_raw, fsio.join(path, "best_bundle"))
     print(json.dumps(summary, indent=2, default=str))
+    uri = tracking.store_uri(from_dict(base_raw))
+    if uri:
+        print(f"experiment tracking: {tracking.ui_command(uri)}")
     return 0

@@ -128,15 +128,58 @@ def test_verify_detects_tampering_and_bad_manifests(tmp_path, make_celeba):
         read_manifest(str(tmp_path / "elsewhere"))
 
 
-def test_corrupt_jpeg_names_the_file(tmp_path, make_celeba):
+def test_corrupt_jpeg_aborts_only_when_strict(tmp_path, make_celeba):
     make_celeba(tmp_path / "src", n=6)
     bad = tmp_path / "src/img_align_celeba/000004.jpg"
     bad.write_bytes(bad.read_bytes()[:300])  # truncated mid-scan
     source = read_celeba(str(tmp_path / "src"))
     for workers in (1, 2):
         with pytest.raises(DatasetError, match=r"img_align_celeba/000004\.jpg: cannot decode image"):
-            write_shards(source, str(tmp_path / f"out{workers}"), resolution=8, progress=False, workers=workers)
+            write_shards(source, str(tmp_path / f"out{workers}"), resolution=8, progress=False, workers=workers,
+                         strict=True)
     assert not (tmp_path / "out1/manifest.json").exists()
+
+
+def test_undecodable_images_are_skipped_listed_and_rechecked(tmp_path, make_celeba, capsys):
+    expected = make_celeba(tmp_path / "src", n=10)
+    images = tmp_path / "src/img_align_celeba"
+    good = (images / "000004.jpg").read_bytes()
+    (images / "000004.jpg").write_bytes(good[:300])  # truncated JPEG
+    (images / "000007.jpg").write_text("not an image at all")
+    source = read_celeba(str(tmp_path / "src"))
+    out = tmp_path / "out"
+    for workers in (2, 1):  # the pool and the in-process path agree; the second run rewrites nothing
+        manifest = write_shards(source, str(out), resolution=8, rows_per_shard=3, progress=False, workers=workers)
+    assert manifest.reused
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 2 and all(w.startswith("warning: ") and w.endswith("; skipped") for w in warnings)
+    assert [s["key"] for s in manifest.skipped] == ["000004.jpg", "000007.jpg"]
+    assert all(s["path"].endswith(s["key"]) and s["reason"] for s in manifest.skipped)
+    assert set(_rows(manifest)) == set(expected) - {"000004.jpg", "000007.jpg"}
+    # 000007 (train) and 000004 (val) left out; the train shards still fill to 3 rows
+    assert [s.rows for s in manifest.splits["train"]] == [3, 2] and manifest.rows("val") == 1
+    assert read_manifest(str(out), verify=True) == manifest  # `skipped` survives the JSON round trip
+    with pytest.raises(DatasetError, match=r"000004\.jpg: cannot decode image"):  # --strict on a reused one
+        write_shards(source, str(out), resolution=8, rows_per_shard=3, progress=False, workers=1, strict=True)
+
+    (images / "000004.jpg").write_bytes(good)  # repaired: the next run takes it in
+    repaired = write_shards(source, str(out), resolution=8, rows_per_shard=3, progress=False, workers=1)
+    assert not repaired.reused and [s["key"] for s in repaired.skipped] == ["000007.jpg"]
+    assert "000004.jpg" in _rows(repaired, "val")
+
+
+def test_missing_or_all_undecodable_images_stay_errors(tmp_path, make_celeba):
+    make_celeba(tmp_path / "src", n=4)
+    images = tmp_path / "src/img_align_celeba"
+    source = read_celeba(str(tmp_path / "src"))
+    (images / "000002.jpg").unlink()  # vanished after the reader checked it: the source is changing
+    with pytest.raises(DatasetError, match=r"000002\.jpg: image is missing"):
+        write_shards(source, str(tmp_path / "a"), resolution=8, progress=False, workers=1)
+    for key in ("000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg"):
+        (images / key).write_bytes(b"")
+    with pytest.raises(DatasetError, match="none of the 4 images could be decoded; first: "):
+        write_shards(read_celeba(str(tmp_path / "src")), str(tmp_path / "b"), resolution=8, progress=False,
+                     workers=1)
 
 
 def test_balance_equalises_positive_rates(tmp_path, make_celeba):
@@ -208,3 +251,20 @@ def test_run_prepare_end_to_end_and_errors(tmp_path, make_celeba, capsys):
 
     assert run_prepare(_parse([*args, "--balance", "Smiling,Nope"])) == 2
     assert "unknown attribute 'Nope'" in capsys.readouterr().err
+
+
+def test_run_prepare_skips_undecodable_unless_strict(tmp_path, make_celeba, capsys):
+    make_celeba(tmp_path / "src", n=5)
+    (tmp_path / "src/img_align_celeba/000002.jpg").write_bytes(b"GIF89a not a jpeg")
+    args = ["--dataset", "celeba", "--src", str(tmp_path / "src"), "--resolution", "8", "--no-progress",
+            "--workers", "1"]
+    assert run_prepare(_parse([*args, "--out", str(tmp_path / "strict"), "--strict"])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "000002.jpg: cannot decode image" in err
+    assert run_prepare(_parse([*args, "--out", str(tmp_path / "out")])) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("warning: ")
+    assert "000002.jpg: cannot decode image" in captured.err
+    assert captured.out.startswith("prepare celeba: wrote train 2, val 1, test 1 rows at 8px; "
+                                   "skipped 1 undecodable image (listed in the manifest); manifest ")
+    assert read_manifest(str(tmp_path / "out")).skipped[0]["key"] == "000002.jpg"

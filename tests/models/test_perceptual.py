@@ -205,6 +205,7 @@ def test_a_state_dict_of_another_network_is_one_line(tmp_path):
         Loader().feature_trunk(PerceptualConfig(source="torchvision", arch="resnet18", path=path), 32)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_the_feature_net_follows_the_images_to_the_gpu(classifier_bundle):
     model = build_for_training(family_config("ae", recon_loss="perceptual", perceptual={"path": classifier_bundle}).model)

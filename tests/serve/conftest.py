@@ -60,8 +60,10 @@ def serve_url(ray_session, tiny_bundles) -> str:
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 30})
+    # align False by default: most tests send flat-colour images, which have no face to find; the alignment
+    # tests (test_align_app.py) ask for it per request, as a client of the default service would get it.
     serve.run(build_app({"bundle": tiny_bundles["vae"], "classifier": tiny_bundles["classifier"],
-                         "max_batch_size": 8, "batch_wait_timeout_s": 0.05}),
+                         "max_batch_size": 8, "batch_wait_timeout_s": 0.05, "align": False}),
               name="facegen", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()

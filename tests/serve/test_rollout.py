@@ -37,7 +37,8 @@ def test_new_bundle_rolls_out_without_dropping_requests(serve_url, tiny_bundles,
     before = len(statuses)
     # Same settings as the session app, new bundle path: Serve starts new replicas, then drains the old ones.
     serve.run(build_app({"bundle": new_bundle, "classifier": tiny_bundles["classifier"],
-                         "max_batch_size": 8, "batch_wait_timeout_s": 0.05}), name="facegen", route_prefix="/")
+                         "max_batch_size": 8, "batch_wait_timeout_s": 0.05, "align": False}),
+              name="facegen", route_prefix="/")
     time.sleep(2)
     stop.set()
     for thread in threads:

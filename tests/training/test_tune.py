@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
@@ -43,8 +45,41 @@ def test_search_exports_the_best_trial_and_restores(ray_session, tiny_shards, tm
     # The objective really is the configured weighted sum of the reported metrics.
     assert best.metrics["objective"] == pytest.approx(best.metrics["val/recon_mse"] + 0.001 * best.metrics["val/kl"])
 
+    parent, children = search_runs(base, path)
+    assert parent.info.run_name == "tiny-search" and parent.data.params["search.metric"]
+    assert sorted(c.data.params["train.lr"] for c in children) == sorted(str(r.config["train.lr"]) for r in results)
+    client = tracking_client(base)
+    for result in results:  # a child run is named after its trial, whose folder name starts with that name
+        (child,) = [c for c in children if os.path.basename(result.path).startswith(c.info.run_name + "_")]
+        history = client.get_metric_history(child.info.run_id, "objective")  # one point per epoch reported
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, len(history) + 1))
+        assert len(history) == result.metrics["training_iteration"]
+    assert "best_bundle/meta.json" in {a.path for a in client.list_artifacts(parent.info.run_id, "best_bundle")}
+
     restored, _ = run_search(base, spec, num_samples=2, resume=True)
     assert sorted(r.metrics["objective"] for r in restored) == sorted(r.metrics["objective"] for r in results)
+    again, children_again = search_runs(base, path)  # the resumed search reopens its run, adds no trial run
+    assert again.info.run_id == parent.info.run_id and len(children_again) == 2
+
+
+def tracking_client(base):
+    from mlflow import MlflowClient
+
+    from facegen.config import from_dict
+    from facegen.training.tracking import store_uri
+
+    return MlflowClient(store_uri(from_dict(base)))
+
+
+def search_runs(base, path):
+    """The search's MLflow run and its child runs (one per trial)."""
+    from facegen.training.tracking import EXPERIMENT, RUN_TAG
+
+    client = tracking_client(base)
+    exp = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    (parent,) = client.search_runs([exp], filter_string=f"tags.`{RUN_TAG}` = '{path}'")
+    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return parent, children
 
 
 @pytest.mark.parametrize("body, message", [
@@ -53,6 +88,8 @@ def test_search_exports_the_best_trial_and_restores(ray_session, tiny_shards, tm
     ({"space": {}}, "`space` must map"),
     ({"space": {"model.beta": {"choice": ["high"]}}}, "model.beta: expected float"),
     ({"mode": "up", "space": {"train.lr": {"choice": [0.1]}}}, "mode must be min or max"),
+    ({"grace_period": 3, "space": {"train.lr": {"choice": [0.1]}}}, "grace_period 3 exceeds train.epochs=1"),
+    ({"grace_period": 0, "space": {"train.lr": {"choice": [0.1]}}}, "grace_period must be a whole number"),
 ])
 def test_bad_search_spaces_fail_with_one_line(tmp_path, body, message):
     base = tiny_config("vae").to_dict()

@@ -1,0 +1,224 @@
+"""A GPU session's figures in one process: training images/s, achieved TFLOP/s and data wait for the VAE and
+the InfoGAN at 64 px through ``facegen train``'s own path (Ray Data, Ray Train, bf16), then Serve edit
+throughput with the models on a GPU share. ``bench/gpu.sh`` runs it after the CUDA tests.
+
+    python bench/gpu_bench.py --out $OUT           # on a GPU machine
+    python bench/gpu_bench.py --out $OUT --cpu     # the same steps on CPU at tiny sizes (a dry run)
+
+Images/s and the data-wait fraction are the epochs after the first (which holds the pipeline's warm-up);
+FLOPs are counted on one training step (every player, forward and backward) with
+``torch.utils.flop_counter.FlopCounterMode``. Each step's failure is recorded in the JSON and the others
+still run; the exit status is non-zero if any failed. Writes ``OUT/gpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+# (name, config, batch size or None for the config's): the configs' own batches say whether the data path
+# keeps up; batch 256 says what the GPU could do with more work per step.
+RUNS = (("vae", "configs/vae_synth64.yaml", None), ("vae_b256", "configs/vae_synth64.yaml", 256),
+        ("infogan", "configs/infogan_synth64.yaml", None))
+EDIT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Bangs")
+
+
+def make_shards(folder: Path, n: int) -> str:
+    """64 px synthetic shards (reused when already there)."""
+    from facegen.data.celeba import read_celeba
+    from facegen.data.shards import write_shards
+    from facegen.data.synth import write_synthetic
+
+    shards = folder / f"shards64_{n}"
+    if not (shards / "manifest.json").exists():
+        raw = folder / f"synth_{n}"
+        if not (raw / "list_attr_celeba.txt").exists():
+            write_synthetic(str(raw), n=n, seed=0, layout="celeba", workers=os.cpu_count(), progress=False)
+        write_shards(read_celeba(str(raw)), str(shards), resolution=64, progress=False, workers=os.cpu_count())
+    return str(shards)
+
+
+def flops_per_image(cfg, device: torch.device, manifest) -> float:
+    """FLOPs of one training step of every player (forward + backward) per image, at the per-worker batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facegen.data.pipeline import read_examples
+    from facegen.pretrained import build_for_training
+    from facegen.training.loop import _autocast
+
+    n = cfg.data.batch_size // max(cfg.train.num_workers, 1)
+    batch = {k: v.to(device) for k, v in read_examples(manifest, "train", n).items()}
+    model = build_for_training(cfg.model).to(device).train()
+    autocast = _autocast(cfg, device)
+    with FlopCounterMode(display=False) as counter:
+        for player in model.players:
+            model.zero_grad(set_to_none=True)
+            with autocast:
+                out = model(batch, player=player)
+            out.loss.backward()
+    return counter.get_total_flops() / batch["image"].shape[0]
+
+
+def train_run(name: str, config: str, batch: int | None, args, shards: str, device: torch.device) -> dict:
+    from facegen.config import load_config
+    from facegen.data.shards import read_manifest
+    from facegen.training.trainer import fit
+
+    manifest = read_manifest(shards)
+    probe = load_config(str(ROOT / config), [f"data.shards={shards}"] + ([f"data.batch_size={batch}"] if batch else []))
+    rows = manifest.rows("train") // probe.data.batch_size * probe.data.batch_size
+    epochs = max(2, math.ceil(args.images / rows))
+    overrides = [f"data.shards={shards}", f"train.epochs={epochs}", "train.num_workers=1",
+                 f"train.use_gpu={str(device.type == 'cuda').lower()}", f"train.cpus_per_worker={args.worker_cpus}",
+                 f"train.storage_path={Path(args.out).resolve() / 'runs'}", f"train.name={name}",
+                 *([f"data.batch_size={batch}"] if batch else [])]
+    cfg = load_config(str(ROOT / config), overrides)
+    per_image = flops_per_image(cfg, device, manifest)
+    started = time.perf_counter()
+    result = fit(cfg)
+    wall = time.perf_counter() - started
+    steady = result.history[1:]
+    seconds = sum(rows / h["train/images_per_s"] for h in steady)
+    rate = rows * len(steady) / seconds
+    waits = [h["train/data_wait_frac"] for h in steady if "train/data_wait_frac" in h]
+    return {"config": config, "batch_size": cfg.data.batch_size, "epochs": epochs, "images": rows * epochs,
+            "images_per_s": rate, "flops_per_image": per_image, "tflops_per_s": per_image * rate / 1e12,
+            "data_wait_frac": sum(waits) / len(waits) if waits else None, "wall_s": wall,
+            "overhead_s": wall - rows * epochs / rate, "bundle": result.bundle,
+            "final": {k: v for k, v in result.history[-1].items() if k.startswith(("train/", "val/"))}}
+
+
+def add_directions(bundle: str, shards: str) -> None:
+    """Attribute directions, stored the way ``facegen analyze`` stores them (edits need them)."""
+    from facegen.bundle import load_bundle, update_extras
+    from facegen.data.pipeline import read_examples
+    from facegen.data.shards import read_manifest
+    from facegen.latent.store import directions_extras, fit_bundle_directions
+
+    manifest = read_manifest(shards)
+    model = load_bundle(bundle, map_location="cpu").model.eval()
+    batch = read_examples(manifest, "train", 512)
+    names = list(manifest.attribute_names)
+    index = [names.index(n) for n in EDIT_ATTRIBUTES]
+    found = fit_bundle_directions(model, {**batch, "attrs": batch["attrs"][:, index]}, list(EDIT_ATTRIBUTES))
+    update_extras(bundle, directions_extras(found))
+
+
+def serve_run(bundle: str, shards: str, args) -> dict:
+    from ray import serve
+
+    from bench.serve_load import sweep_http
+    from serve.app import AppArgs, build_app
+
+    add_directions(bundle, shards)
+    port = 8000 + os.getpid() % 1000
+    serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 120})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        started = time.perf_counter()
+        app = {"bundle": bundle, "max_batch_size": 32, "batch_wait_timeout_s": 0.005,
+               "gpus_per_replica": args.gpus_per_replica}
+        if "align" in AppArgs.model_fields:  # the load's flat-colour photos have no face to align
+            app["align"] = False
+        serve.run(build_app(app), name="facegen", route_prefix="/")
+        ready = time.perf_counter() - started
+        asyncio.run(sweep_http(url, "Smiling", 4, 16))  # warm-up: replicas, kernels, connections
+        sweep = asyncio.run(sweep_http(url, "Smiling", args.concurrency, args.requests))
+    finally:
+        serve.shutdown()
+    if sweep["failures"]:
+        raise RuntimeError(f"{sweep['failures']} of {args.requests} edit requests failed: {sweep}")
+    return {"gpus_per_replica": args.gpus_per_replica, "concurrency": args.concurrency,
+            "requests": args.requests, "ready_s": ready, **sweep}
+
+
+def step(report: dict, key: str, fn, *fn_args):
+    started = time.perf_counter()
+    print(f"[gpu_bench] {key} ...", flush=True)
+    try:
+        report[key] = fn(*fn_args)
+        print(f"[gpu_bench] {key}: {json.dumps(report[key], default=str)}", flush=True)
+    except Exception as exc:  # one failure must not cost the other figures of a short GPU session
+        traceback.print_exc()
+        report.setdefault("errors", {})[key] = f"{type(exc).__name__}: {exc}"
+    report.setdefault("seconds", {})[key] = round(time.perf_counter() - started, 1)
+    return report.get(key)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT", "out/bench/gpu"))
+    parser.add_argument("--cpu", action="store_true", help="tiny sizes on CPU: checks the script, not the GPU")
+    parser.add_argument("--synth", type=int, default=None, help="synthetic faces (default 6000; --cpu 160)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="training images per run, rounded up to whole epochs (default 16000; --cpu 64)")
+    parser.add_argument("--runs", default=None, help="comma-separated subset of " + ",".join(r[0] for r in RUNS))
+    parser.add_argument("--requests", type=int, default=None, help="edit requests (default 512; --cpu 16)")
+    parser.add_argument("--concurrency", type=int, default=None, help="concurrent clients (default 32; --cpu 4)")
+    parser.add_argument("--gpus-per-replica", type=float, default=None, help="default 0.25; --cpu 0")
+    args = parser.parse_args()
+    cpu = args.cpu
+    args.synth = args.synth or (160 if cpu else 6000)
+    args.images = args.images or (64 if cpu else 16000)
+    args.requests = args.requests or (16 if cpu else 512)
+    args.concurrency = args.concurrency or (4 if cpu else 32)
+    args.gpus_per_replica = (0.0 if cpu else 0.25) if args.gpus_per_replica is None else args.gpus_per_replica
+    args.worker_cpus = 0.5 if cpu else 4
+    wanted = set(args.runs.split(",")) if args.runs else {r[0] for r in RUNS if not (cpu and r[2])}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not cpu and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA device visible to torch (use --cpu for a dry run)")
+    device = torch.device("cpu" if cpu else "cuda")
+
+    import ray
+
+    from facegen.runtime import init_ray
+
+    report: dict = {"bench": "gpu", "mode": "cpu" if cpu else "gpu", "torch": torch.__version__,
+                    "ray": ray.__version__, "host": platform.node(), "cpus": os.cpu_count(),
+                    "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+    shards = step(report, "data", make_shards, out / "data", args.synth)
+    if shards:
+        init_ray()
+        try:
+            for name, config, batch in RUNS:
+                if name in wanted:
+                    step(report, f"train_{name}", train_run, name, config, batch, args, shards, device)
+            vae = report.get("train_vae")
+            if vae:
+                step(report, "serve_edit", serve_run, vae["bundle"], shards, args)
+        finally:
+            ray.shutdown()
+    (out / "gpu.json").write_text(json.dumps(report, indent=2, default=str))
+    print(f"[gpu_bench] wrote {out / 'gpu.json'}")
+    for key, value in report.items():
+        if key.startswith("train_"):
+            wait = value["data_wait_frac"]
+            print(f"  {key:<16} {value['images_per_s']:9.0f} img/s  {value['tflops_per_s']:7.3f} TFLOP/s  "
+                  f"data wait {wait if wait is None else round(wait, 3)}  batch {value['batch_size']}")
+    if "serve_edit" in report:
+        s = report["serve_edit"]
+        print(f"  serve_edit       {s['rps']:9.1f} req/s  p50 {s['p50_ms']:.0f} ms  p99 {s['p99_ms']:.0f} ms  "
+              f"failures {s['failures']}")
+    if report.get("errors"):
+        print(f"[gpu_bench] failed steps: {report['errors']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""``facegen serve``: serve/config.yaml with the bundles and address replaced, refused in one line before Ray
+starts when something is wrong, and deployed through Serve's own config path (what ``serve run`` does)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+import yaml
+
+from facegen.errors import FacegenError
+from serve.launch import (DEFAULT_CONFIG, check_bundles, check_port_free, run_serve, service_url, serving_config,
+                          start_serving)
+
+
+def test_serving_config_replaces_only_the_bundles_and_the_address(tiny_bundles):
+    source = yaml.safe_load(open(DEFAULT_CONFIG))
+    config = serving_config(bundle=tiny_bundles["vae"], classifier=tiny_bundles["classifier"],
+                            host="0.0.0.0", port=8123)
+    check_bundles(config)
+    (app,), (source_app,) = config["applications"], source["applications"]
+    assert app["args"] == {**source_app["args"], "bundle": tiny_bundles["vae"],
+                           "classifier": tiny_bundles["classifier"]}
+    assert app["deployments"] == source_app["deployments"]
+    assert config["http_options"] == {**source["http_options"], "host": "0.0.0.0", "port": 8123}
+    assert config["proxy_location"] == source["proxy_location"]
+    assert service_url(config) == "http://127.0.0.1:8123"  # a wildcard address is opened through loopback
+
+    alone = serving_config(bundle=tiny_bundles["vae"], no_classifier=True)
+    assert "classifier" not in alone["applications"][0]["args"]
+    assert alone["http_options"] == source["http_options"]
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "Serve config not found"),
+    ("applications: [", "not YAML"),
+    ("- a list", "not a Serve config"),
+    ("applications: [{name: x, import_path: other:app}]", "expected one application with import_path"),
+    ("http_options: {port: many}\napplications: [{import_path: 'serve.app:build_app', args: {bundle: b}}]",
+     "http_options.port"),
+    ("applications: [{import_path: 'serve.app:build_app', args: {bundle: b, max_batch_size: 0}}]",
+     "max_batch_size"),
+])
+def test_a_bad_serve_config_is_one_line(tmp_path, text, message):
+    path = tmp_path / "serve.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(FacegenError, match=message) as caught:
+        serving_config(str(path))
+    assert "\n" not in str(caught.value)
+
+
+def test_bad_paths_and_a_busy_port_are_refused_before_ray(tiny_bundles, tmp_path):
+    with pytest.raises(FacegenError, match=r"--classifier .*absent: not a model bundle"):
+        check_bundles(serving_config(bundle=tiny_bundles["vae"], classifier=str(tmp_path / "absent")))
+    with pytest.raises(FacegenError, match="--bundle"):
+        check_bundles(serving_config(bundle=str(tmp_path), no_classifier=True))  # a folder, not a bundle
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(FacegenError, match=f"--port {port}: cannot listen on 127.0.0.1"):
+            check_port_free(serving_config(bundle=tiny_bundles["vae"], port=port))
+    args = dict(bundle=tiny_bundles["vae"], classifier=None, no_classifier=False, config=DEFAULT_CONFIG,
+                host=None, port=None, print_config=False)
+    with pytest.raises(FacegenError, match="--port 70000"):
+        run_serve(argparse.Namespace(**{**args, "port": 70000}))
+    with pytest.raises(FacegenError, match="exclude each other"):
+        run_serve(argparse.Namespace(**{**args, "classifier": tiny_bundles["classifier"], "no_classifier": True}))
+
+
+def test_print_config_is_a_serve_config(tiny_bundles):
+    from ray.serve.schema import ServeDeploySchema
+
+    done = subprocess.run([sys.executable, "-m", "facegen.cli", "serve", "--bundle", tiny_bundles["vae"],
+                           "--no-classifier", "--port", "8765", "--print-config"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(done.stdout))
+    assert schema.http_options.port == 8765 and schema.applications[0].args["bundle"] == tiny_bundles["vae"]
+
+
+@pytest.mark.ray
+def test_the_config_deploys_through_serve(serve_url, tiny_bundles):
+    """On the session's Serve (already listening on ``serve_url``), as a second application beside it."""
+    from ray import serve
+
+    config = serving_config(bundle=tiny_bundles["vae"], classifier=tiny_bundles["classifier"])
+    config["applications"][0].update(name="facegen-config", route_prefix="/from-config")
+    start_serving(config)
+    try:
+        models = httpx.get(serve_url + "/from-config/v1/models", timeout=30).json()
+        assert models["generator"]["bundle"] == tiny_bundles["vae"]
+        edit = httpx.get(serve_url + "/from-config/v1/attributes", timeout=30)
+        assert edit.status_code == 200
+        # The config's own deployment settings, which serve.run(build_app(...)) would not apply.
+        from ray.serve.context import _get_global_client
+
+        deployed = _get_global_client().get_serve_details()["applications"]["facegen-config"]["deployments"]
+        for source in yaml.safe_load(open(DEFAULT_CONFIG))["applications"][0]["deployments"]:
+            settings = deployed[source["name"]]["deployment_config"]
+            assert settings["max_queued_requests"] == source["max_queued_requests"]
+            assert (settings.get("autoscaling_config") or {}).get("max_replicas") == \
+                source.get("autoscaling_config", {}).get("max_replicas")
+    finally:
+        serve.delete("facegen-config")

@@ -1,0 +1,48 @@
+"""The worker's hot path without Ray: threads from the CPUs a worker is given, metrics summed where they live
+and read once per epoch, and the time spent waiting for data (bench/train_overhead.py measures the gains)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from facegen.metrics import MetricMeans
+from facegen.training.loop import DataWait, worker_threads
+from tests.tiny import tiny_config
+
+
+@pytest.mark.parametrize("cpus, cores, expected", [(0.5, 2, 1), (1.0, 2, 1), (1.5, 2, 2), (2.0, 2, 2),
+                                                    (4.0, 2, 2), (3.0, 16, 3)])
+def test_threads_follow_the_cpus_a_worker_is_given(cpus, cores, expected):
+    assert worker_threads(tiny_config("ae", train={"cpus_per_worker": cpus}), cores=cores) == expected
+
+
+def test_an_explicit_thread_count_wins():
+    assert worker_threads(tiny_config("ae", train={"cpus_per_worker": 0.5, "torch_threads": 3}), cores=2) == 3
+
+
+def test_tensor_metrics_reduce_to_the_same_weighted_means_as_floats():
+    steps = [({"loss": 2.0, "acc": 0.5}, 8), ({"loss": 1.0, "acc": 1.0}, 4), ({"loss": 4.0}, 4)]
+    floats, tensors = MetricMeans(), MetricMeans()
+    for metrics, n in steps:
+        floats.add(metrics, n)
+        tensors.add({k: torch.tensor(v, dtype=torch.float32) for k, v in metrics.items()}, n)
+    expected = {"loss": (16 + 4 + 16) / 16, "acc": (4 + 4) / 12}
+    assert floats.reduce() == pytest.approx(expected)
+    assert tensors.reduce() == pytest.approx(expected)
+    assert all(isinstance(v, float) for v in tensors.reduce().values())
+
+
+def test_data_wait_counts_the_time_spent_in_next_and_passes_every_batch_through():
+    def slow(n):
+        for i in range(n):
+            time.sleep(0.02)  # a lower bound: sleep never returns early
+            yield i
+
+    wait = DataWait()
+    assert list(wait.wrap(slow(3))) == [0, 1, 2]
+    assert wait.waited >= 3 * 0.02
+    quick = DataWait()
+    assert list(quick.wrap([])) == [] and quick.waited >= 0.0
