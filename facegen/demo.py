@@ -110,7 +110,9 @@ def build_demo(args: argparse.Namespace) -> dict:
     timings["report_s"] = time.perf_counter() - started
 
     started = _step("latent analysis: named dimensions, attribute directions, measured edits")
-    analysis = analyze(result.bundle, classifier=classifier.bundle, out=f"{out}/analysis")
+    # Beside the bundle, where `facegen analyze` writes by default: the served page reads its edit figures there.
+    analysis = analyze(result.bundle, classifier=classifier.bundle,
+                       out=os.path.join(os.path.dirname(result.bundle.rstrip("/")), "analysis"))
     timings["analysis_s"] = time.perf_counter() - started
 
     started = _step("quality benchmark: reconstruction, samples and edits against the renderer's counterfactuals")

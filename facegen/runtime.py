@@ -35,7 +35,20 @@ def init_ray(num_cpus: int | None = None) -> None:
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=True,
                  runtime_env={"env_vars": {k: os.environ[k] for k in SMALL_MACHINE_ENV}}, **quiet)
+    quiet_ray_data_console()
     print(f"[facegen] Ray's own logs: {ray_logs_dir()}", file=sys.stderr, flush=True)
+
+
+def quiet_ray_data_console() -> None:
+    """Ray Data logs its driver-side planning (e.g. the Parquet reader's size estimates) at INFO to both the
+    console and ``ray-data.log``: raise only the console handler to WARNING, so the log file keeps everything."""
+    import logging
+
+    import ray.data  # noqa: F401  (configures the "ray.data" logger's handlers on import)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(logging.WARNING)
 
 
 def ray_logs_dir() -> str | None:

@@ -18,6 +18,7 @@ Tracking never stops training: a store that fails mid-run prints one line and st
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from typing import Any
 from facegen import io as fsio
 from facegen.config import ExperimentConfig
 from facegen.errors import ConfigError
+
+# MLflow's INFO lines ("Creating initial MLflow database tables...") are its business, not the console's. MLflow
+# reads MLFLOW_LOGGING_LEVEL when it is first imported, which happens after this module; a user's setting wins.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 EXPERIMENT = "facegen"
 ARTIFACTS = "mlartifacts"  # under storage_path; report.find_bundles skips it (the bundle copies are not runs)
@@ -78,7 +83,6 @@ def experiment_id(uri: str, storage: str) -> str:
     for a local SQLite store; a server keeps its own)."""
     from mlflow import MlflowClient
 
-    # Its "Creating initial MLflow database tables..." lines are MLflow's business, not the console's.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     with _store_lock:
         client = MlflowClient(uri)  # creates the SQLite schema on first use
