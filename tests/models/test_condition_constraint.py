@@ -17,15 +17,14 @@ from facegen.quality.judge import check_independent
 from facegen.training.loop import make_optimizers
 from tests.models.test_models import fixed_batch
 from tests.models.test_perceptual import write_classifier_bundle
+from tests.conftest import one_thread
 from tests.tiny import tiny_config
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
