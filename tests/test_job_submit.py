@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,16 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv: the head's PATH gives jobs this `python` (and `ray`)
 
 pytestmark = pytest.mark.own_cluster
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _our_processes(marker: str) -> list[int]:
@@ -58,14 +53,14 @@ class Head:
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
                     "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
         self.env.pop("RAY_ADDRESS", None)
-        self.address = f"http://127.0.0.1:{_free_port()}"
+        self.address = f"http://127.0.0.1:{free_port()}"
         self.log = Path(self.temp, "head.log")
         self.process = subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", "--block", "--port=0", "--num-cpus=2", "--num-gpus=0",
              f"--dashboard-port={self.address.rsplit(':', 1)[1]}", f"--temp-dir={self.temp}",
              "--include-dashboard=true", "--disable-usage-stats",
              # Every fixed default port of its own: a Ray lingering on the box must not take the job agent's.
-             *(f"--{name}-port={_free_port()}" for name in ("ray-client-server", "dashboard-agent-listen",
+             *(f"--{name}-port={free_port()}" for name in ("ray-client-server", "dashboard-agent-listen",
                                                             "dashboard-agent-grpc", "runtime-env-agent",
                                                             "metrics-export"))],
             env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)

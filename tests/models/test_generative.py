@@ -8,7 +8,6 @@ become recoverable from generated images.
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from facegen.models import MODELS, build_model
 from facegen.models.base import LatentPart
 from facegen.models.code_gan import categorical_code_accuracy
 from facegen.training.loop import make_optimizers
+from tests.conftest import free_port
 from tests.models.test_models import fixed_batch
 from tests.tiny import TINY_MODEL, tiny_config
 
@@ -166,9 +166,7 @@ def _ddp_k_worker(rank: int, port: int, out: dict) -> None:
 
 
 def test_began_k_is_identical_on_every_ddp_rank():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with mp.Manager() as manager:
         out = manager.dict()
         mp.spawn(_ddp_k_worker, args=(port, out), nprocs=2)

@@ -7,11 +7,11 @@ attribute directions fitted on the tiny synthetic shards and stored the way ``fa
 from __future__ import annotations
 
 import shutil
-import socket
 
 import pytest
 import torch
 
+from tests.conftest import free_port
 from tests.tiny import tiny_config
 
 
@@ -43,12 +43,6 @@ def tiny_bundles(tiny_shards, tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("bundles")
     return {family: write_tiny_bundle(family, str(root / family), tiny_shards)
             for family in ("vae", "classifier")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
