@@ -178,8 +178,12 @@ def print_summary(metrics: dict) -> None:
     print(f"    edits flipping >= 90% with <= 5% drift: {', '.join(q['reliable_edits']) or 'none'}")
     served = metrics.get("served_edit")
     if served:
-        print(f"  edit over HTTP     {served['picture']}  ({served['edit']}, the most moved of "
-              f"{served['faces_tried']} faces: score {served['scores_before']} -> {served['scores_after']})")
+        print(f"  edit over HTTP     {served['picture']}  ({served['edit']}: classifier score "
+              f"{_fmt(served['scores_before'])} -> {_fmt(served['scores_after'])}; confirmed on "
+              f"{served['confirmed']} faces tried)")
+        if "counterfactual_psnr" in served:
+            print(f"    beside the renderer's counterfactual: edit vs counterfactual {_fmt(served['counterfactual_psnr'])}"
+                  f" dB, reconstruction vs original {_fmt(served['reconstruction_psnr'])} dB")
     print(f"  metrics            {metrics['out']}/metrics.json")
     print(f"  Ray's own logs     {metrics['ray_logs']}  (Train workers, Ray Data, Serve replicas)")
     if metrics.get("tracking_uri"):

@@ -13,6 +13,7 @@ import _bootstrap  # noqa: F401  (puts the repository on sys.path)
 
 from facegen.cli import run_guarded
 from facegen.data.shards import read_manifest
+from facegen.quality.edits import counterfactual_attributes
 from facegen.demo import add_demo_arguments, build_demo, print_summary, write_metrics
 from serve.demo import best_edit_attribute, serve_and_edit
 from serve.launch import stop_serving, wait_for_ctrl_c
@@ -20,12 +21,14 @@ from serve.launch import stop_serving, wait_for_ctrl_c
 
 def run(args: argparse.Namespace) -> int:
     metrics = build_demo(args)
-    attribute = best_edit_attribute(metrics["analysis_json"])
+    counterfactuals = f"{metrics['out']}/counterfactuals"  # the renderer's truth, written by the benchmark step
+    attribute = best_edit_attribute(metrics["analysis_json"], among=counterfactual_attributes(counterfactuals))
     print(f"\n==> serving the VAE and the classifier with Ray Serve on 127.0.0.1:{args.port}, {attribute} +2 "
           "(the edit the analysis measured to work best) on held-out faces", flush=True)
     started = time.perf_counter()
     metrics["served_edit"] = serve_and_edit(metrics["bundle"], metrics["classifier_bundle"],
-                                            read_manifest(metrics["shards"]), metrics["out"], args.port, attribute)
+                                            read_manifest(metrics["shards"]), metrics["out"], args.port, attribute,
+                                            counterfactuals=counterfactuals)
     metrics["timings_s"]["serve_s"] = time.perf_counter() - started
     write_metrics(metrics)
     print_summary(metrics)

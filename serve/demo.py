@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from facegen.client import build_request, post_json
 from facegen.data.pipeline import read_examples
-from facegen.images import encode_png, open_rgb
+from facegen.images import encode_png, from_uint8, open_rgb
+from facegen.quality.edits import counterfactual_attributes, read_pairs
+from facegen.quality.metrics import psnr
 from serve.launch import serving_config, start_serving
 
 
-def best_edit_attribute(analysis_json: str, method: str = "mean_diff", fallback: str = "Smiling") -> str:
+def best_edit_attribute(analysis_json: str, method: str = "mean_diff", fallback: str = "Smiling",
+                        among: Sequence[str] | None = None) -> str:
     """The attribute whose ``method`` edits flipped the classifier most often in the latent analysis's held-out
     evaluation (``facegen analyze``'s analysis.json); ``fallback`` when the analysis measured none.
 
     A small demo VAE renders coarse attributes (hair, hats, gender) but blurs fine ones (a smile, glasses), so
     the demo shows the edit the analysis measured to work rather than a fixed one that may not show.
+    ``among`` limits the choice (to the attributes the renderer has counterfactuals of, say).
     """
     try:
         with open(analysis_json) as f:
@@ -32,7 +37,7 @@ def best_edit_attribute(analysis_json: str, method: str = "mean_diff", fallback:
         return fallback
     rates = {name: ((cells.get(method) or {}).get("judges", {}).get("classifier") or {}).get("flip_rate")
              for name, cells in attributes.items()}
-    rates = {name: rate for name, rate in rates.items() if rate is not None}
+    rates = {name: rate for name, rate in rates.items() if rate is not None and (among is None or name in among)}
     return max(rates, key=rates.get) if rates else fallback
 
 
@@ -48,34 +53,75 @@ def held_out_photos(manifest, attribute: str | None = None, k: int = 8, search: 
     return [encode_png(examples["image"][i]) for i in rows[:k]]
 
 
-def before_after(photo: bytes, answer: dict, path: str, scale: int = 4) -> str:
-    """Original | reconstruction | edit, side by side, enlarged ``scale`` times, saved as PNG at ``path``."""
-    frames = [open_rgb(photo)] + [open_rgb(base64.b64decode(answer[field])) for field in ("reconstruction", "image")]
-    side = frames[1].size[0] * scale
-    strip = Image.new("RGB", (3 * side + 2 * 8, side), (255, 255, 255))
-    for i, frame in enumerate(frames):
-        strip.paste(frame.resize((side, side), Image.Resampling.NEAREST), (i * (side + 8), 0))
+def counterfactual_photos(folder: str | None, attribute: str, strength: float, k: int = 8
+                          ) -> list[tuple[bytes, bytes]]:
+    """Up to ``k`` (original, counterfactual) PNG pairs from the renderer's counterfactual set in ``folder``
+    (``facegen synth --counterfactuals``) whose counterfactual moves ``attribute`` the way ``strength`` does
+    (adds it when positive); none when the folder has no pairs for the attribute."""
+    if not folder or attribute not in counterfactual_attributes(folder):
+        return []
+    pairs = read_pairs(folder, attribute, limit=4 * k)
+    wanted = int(strength > 0)
+    rows = [i for i, target in enumerate(pairs.targets.tolist()) if target == wanted][:k]
+    return [(encode_png(pairs.originals[i]), encode_png(pairs.counterfactuals[i])) for i in rows]
+
+
+def before_after(frames: list[tuple[str, Image.Image]], path: str, scale: int = 4) -> str:
+    """Captioned frames (original | reconstruction | edit [| the renderer's counterfactual]) side by side,
+    enlarged ``scale`` times, saved as PNG at ``path``."""
+    side, gap, caption = frames[0][1].size[0] * scale, 8, 18
+    strip = Image.new("RGB", (len(frames) * side + (len(frames) - 1) * gap, side + caption), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for i, (title, frame) in enumerate(frames):
+        strip.paste(frame.resize((side, side), Image.Resampling.NEAREST), (i * (side + gap), 0))
+        draw.text((i * (side + gap) + 4, side + 3), title, fill=(0, 0, 0))
     strip.save(path)
     return path
 
 
 def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port: int,
-                   attribute: str = "Smiling", strength: float = 2.0, candidates: int = 8) -> dict:
+                   attribute: str = "Smiling", strength: float = 2.0, candidates: int = 8,
+                   counterfactuals: str | None = None) -> dict:
     """Deploy the app on 127.0.0.1:``port`` (on the running local Ray), edit ``candidates`` held-out faces
-    lacking ``attribute`` over HTTP and picture the one the edit moved most; returns
-    ``{"url", "picture", "edit", "faces_tried", "scores_before", "scores_after"}``."""
+    lacking ``attribute`` over HTTP and picture one. With the renderer's ``counterfactuals`` for the attribute,
+    the faces are their originals, the picture ends with the true counterfactual, and it shows a face whose
+    edit the classifier confirms (its score crosses 0.5; the one closest to its counterfactual) when any is.
+    Returns ``{"url", "picture", "edit", "faces_tried", "confirmed", "scores_before", "scores_after"}`` (and
+    ``counterfactual_psnr``, ``reconstruction_psnr`` in dB with counterfactuals)."""
     url = start_serving(serving_config(bundle=bundle, classifier=classifier, no_classifier=not classifier,
                                        host="127.0.0.1", port=port))
+    pairs = counterfactual_photos(counterfactuals, attribute, strength, k=candidates)
+    photos = pairs or [(photo, None) for photo in held_out_photos(manifest, attribute, k=candidates)]
     tried = []
-    for photo in held_out_photos(manifest, attribute, k=candidates):
+    for photo, truth in photos:
         # Held-out faces are already framed like the training faces: no face detection (align=False).
         request = build_request(photo, {attribute: strength}, [], None, align=False)
         answer = post_json(f"{url}/v1/edit", request, timeout=60)
         scores = {k: (answer.get(k) or {}).get(attribute) for k in ("scores_before", "scores_after")}
-        gain = (scores["scores_after"] - scores["scores_before"]) if None not in scores.values() else 0.0
-        tried.append((gain, photo, answer, scores))
-    # The face the edit moved most, as judged by the classifier (the first one when there is no classifier).
-    gain, photo, answer, scores = max(tried, key=lambda t: t[0])
-    picture = before_after(photo, answer, f"{out}/edit_before_after.png")
-    return {"url": url, "picture": picture, "edit": {attribute: strength}, "faces_tried": len(tried), **scores}
+        frames = [open_rgb(photo)] + [open_rgb(base64.b64decode(answer[f])) for f in ("reconstruction", "image")]
+        tried.append({"frames": frames, "truth": truth and open_rgb(truth), **scores,
+                      "confirmed": None not in scores.values()
+                      and (scores["scores_before"] < 0.5 <= scores["scores_after"]) == (strength > 0)})
+    for t in tried:
+        t["gain"] = (t["scores_after"] - t["scores_before"]) if t["scores_before"] is not None else 0.0
+        if t["truth"] is not None:
+            t["counterfactual_psnr"] = _psnr(t["frames"][2], t["truth"])
+            t["reconstruction_psnr"] = _psnr(t["frames"][1], t["frames"][0])
+    confirmed = [t for t in tried if t["confirmed"]]
+    # A confirmed edit closest to the truth; else the face the classifier saw move most.
+    chosen = (max(confirmed, key=lambda t: t.get("counterfactual_psnr", t["gain"])) if confirmed
+              else max(tried, key=lambda t: t["gain"]))
+    sign = "+" if strength > 0 else ""
+    titles = ["original", "reconstruction", f"edit {attribute} {sign}{strength:g}", "counterfactual (renderer)"]
+    frames = list(zip(titles, chosen["frames"] + ([chosen["truth"]] if chosen["truth"] is not None else [])))
+    picture = before_after(frames, f"{out}/edit_before_after.png")
+    result = {"url": url, "picture": picture, "edit": {attribute: strength}, "faces_tried": len(tried),
+              "confirmed": f"{len(confirmed)} of {len(tried)}"}
+    result.update({k: chosen[k] for k in ("scores_before", "scores_after", "counterfactual_psnr",
+                                          "reconstruction_psnr") if k in chosen})
+    return result
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    return psnr(from_uint8(a).unsqueeze(0), from_uint8(b).unsqueeze(0))
 

@@ -50,3 +50,42 @@ def test_held_out_photos_lack_the_attribute(tiny_shards):
             matches = [i for i, face in enumerate(faces) if np.array_equal(face, pixels)]
             assert matches, "the photo is not a test-split face"
             assert examples["attrs"][matches[0], names.index(attribute)] < 0.5
+
+
+def test_best_edit_attribute_among_those_with_counterfactuals(tmp_path):
+    path = tmp_path / "analysis.json"
+    path.write_text(json.dumps({"sections": {"evaluation": {"attributes": {
+        "Smiling": {"mean_diff": _cell(0.5)}, "Attractive": {"mean_diff": _cell(0.99)}}}}}))
+    assert best_edit_attribute(str(path)) == "Attractive"
+    assert best_edit_attribute(str(path), among=["Smiling", "Eyeglasses"]) == "Smiling"
+
+
+def test_counterfactual_photos_are_the_renderers_pairs_in_the_edits_direction(synth_celeba, tmp_path):
+    import pyarrow.parquet as pq
+
+    from facegen.data.counterfactual import write_counterfactuals
+    from serve.demo import before_after, counterfactual_photos
+
+    folder = str(tmp_path / "cf")
+    write_counterfactuals(synth_celeba, folder, ["Eyeglasses"], n=12, seed=0, resolution=32)
+    rows = pq.read_table(f"{folder}/Eyeglasses.parquet").to_pylist()
+    for strength, wanted in ((2.0, 1), (-2.0, 0)):
+        pairs = counterfactual_photos(folder, "Eyeglasses", strength, k=3)
+        expected = [(r["original"], r["counterfactual"]) for r in rows if r["target_value"] == wanted][:3]
+        # Same pixels as the files (the PNGs are re-encoded from the decoded pairs).
+        assert [tuple(_pixels(b) for b in pair) for pair in pairs] == \
+            [tuple(_pixels(b) for b in pair) for pair in expected]
+        assert pairs, "the set has faces in both directions"
+    assert counterfactual_photos(folder, "Smiling", 2.0) == []  # no pairs for it
+    assert counterfactual_photos(None, "Eyeglasses", 2.0) == []
+
+    original, truth = (Image.open(io.BytesIO(b), formats=["PNG"]) for b in pairs[0])
+    path = before_after([("original", original), ("counterfactual", truth)], str(tmp_path / "strip.png"), scale=2)
+    strip = np.asarray(Image.open(path, formats=["PNG"]))
+    assert strip.shape[1] == 2 * 64 + 8 and strip.shape[0] > 64  # two enlarged frames, a gap, a caption row
+    assert np.array_equal(strip[:64:2, :64:2], np.asarray(original))
+    assert np.array_equal(strip[:64:2, 72::2], np.asarray(truth))
+
+
+def _pixels(png: bytes) -> bytes:
+    return np.asarray(Image.open(io.BytesIO(png), formats=["PNG"])).tobytes()
