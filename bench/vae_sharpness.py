@@ -50,6 +50,7 @@ from facegen.config import load_config  # noqa: E402
 from facegen.data.pipeline import read_examples  # noqa: E402
 from facegen.data.shards import read_manifest  # noqa: E402
 from facegen.latent.grids import image_grid, save_png  # noqa: E402
+from facegen.latent.sampler import fit_sampler, sample_faces  # noqa: E402
 from facegen.models import build_model  # noqa: E402
 from facegen.models.losses import gaussian_kl  # noqa: E402
 from facegen.quality.metrics import psnr, ssim  # noqa: E402
@@ -92,8 +93,15 @@ def epoch_batches(images: torch.Tensor, batch_size: int, seed: int, epoch: int, 
 
 @torch.no_grad()
 def measure(model, test: torch.Tensor, batch_size: int = 100) -> dict[str, float]:
-    """PSNR, SSIM, KL per image, active dimensions and prior gap on ``test`` (see the module docstring)."""
+    """PSNR, SSIM, KL per image, active dimensions and prior gap on ``test`` (see the module docstring); a
+    deterministic autoencoder (no ``posterior``) gets PSNR, SSIM and active dimensions of its codes only."""
     model.eval()
+    if not hasattr(model, "posterior"):
+        codes = torch.cat([model.encode(test[i:i + batch_size]) for i in range(0, len(test), batch_size)])
+        recon = torch.cat([model.decode(codes[i:i + batch_size]) for i in range(0, len(codes), batch_size)])
+        nan = float("nan")
+        return {"psnr": psnr(recon, test), "ssim": ssim(recon, test), "kl": nan,
+                "active": int((codes.var(0) > ACTIVE_VARIANCE).sum()), "kl90": -1, "prior_gap": nan}
     mus, logvars, recons = [], [], []
     for start in range(0, len(test), batch_size):
         mu, logvar = model.posterior(test[start:start + batch_size])
@@ -120,11 +128,15 @@ def test_psnr(model, test: torch.Tensor, batch_size: int = 100) -> float:
 
 @torch.no_grad()
 def picture(model, test: torch.Tensor, seed: int, path: str) -> str:
-    """16 test faces over their reconstructions, then 32 prior samples (z drawn from ``seed``)."""
+    """16 test faces over their reconstructions, then 32 prior samples (z drawn from ``seed``; a model without
+    a prior draws from a PCA + KDE density of the test codes instead)."""
     model.eval()
     faces = test[:16]
     recon = model.decode(model.encode(faces))
-    samples = model.sample(SAMPLES, generator=torch.Generator().manual_seed(seed))
+    if model.needs_fitted_sampler:
+        samples = sample_faces(model, fit_sampler(model, test, variance_share=0.95), SAMPLES, seed)
+    else:
+        samples = model.sample(SAMPLES, generator=torch.Generator().manual_seed(seed))
     rows = [faces[:8], recon[:8], faces[8:], recon[8:], samples]
     return save_png(image_grid(torch.cat(rows), nrow=8), path)
 

@@ -39,6 +39,7 @@ class AEConfig:
     latent_dim: width of the code.
     base_channels, max_channels: width of the first conv stage, doubling per stage up to the cap (of the
         decoder, and of the encoder when it is ``conv``).
+    decoder_res_blocks: residual blocks after each of the decoder's upsampling stages (0 = one conv each).
     recon_loss: ``mse``, ``l1``, ``ssim`` or ``perceptual`` (see ``perceptual.py``).
     perceptual: the ``model.perceptual.*`` settings, read only with ``recon_loss: perceptual``.
     encoder: ``conv`` (the decoder's mirror) or ``classifier`` (a classifier's trunk, see the module docstring).
@@ -58,6 +59,7 @@ class AEConfig:
     latent_dim: int = 200
     base_channels: int = 32
     max_channels: int = 256
+    decoder_res_blocks: int = 0
     recon_loss: str = "mse"
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
     encoder: str = "conv"
@@ -106,7 +108,8 @@ class Autoencoder(LatentModel):
             self.encoder = ConvEncoder(config.resolution, config.base_channels, config.max_channels)
             features = self.encoder.feature_dim
         self.to_code = nn.Linear(features, config.latent_dim)
-        self.decoder = ConvDecoder(config.resolution, config.latent_dim, config.base_channels, config.max_channels)
+        self.decoder = ConvDecoder(config.resolution, config.latent_dim, config.base_channels, config.max_channels,
+                                   res_blocks=config.decoder_res_blocks)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
 

@@ -95,6 +95,8 @@ def check_conv_autoencoder_fields(config) -> None:
         raise ConfigError(f"model.resolution: must be one of {SUPPORTED_RESOLUTIONS}, got {config.resolution}")
     if config.latent_dim <= 0 or config.base_channels < 4:
         raise ConfigError("model.latent_dim / model.base_channels: must be positive (base_channels >= 4)")
+    if config.decoder_res_blocks < 0:
+        raise ConfigError(f"model.decoder_res_blocks: must be >= 0, got {config.decoder_res_blocks}")
     if config.recon_loss not in RECON_LOSSES:
         raise ConfigError(f"model.recon_loss: must be one of {RECON_LOSSES}, got {config.recon_loss!r}")
     if config.recon_loss == "perceptual" and not config.perceptual.path:

@@ -43,6 +43,7 @@ class CVAEConfig:
     resolution: image side (32, 64 or 128); must match the shards.
     latent_dim: width of z (the condition comes on top).
     base_channels, max_channels: width of the first conv stage, doubling per stage up to the cap.
+    decoder_res_blocks: residual blocks after each of the decoder's upsampling stages (0 = one conv each).
     beta: KL weight, as in the VAE.
     decoder_std: standard deviation of the Gaussian decoder on the [0, 1] pixel scale (see ``vae.py``).
     kl_warmup_epochs: epochs over which beta ramps linearly from 0 (0 = no warm-up).
@@ -61,6 +62,7 @@ class CVAEConfig:
     latent_dim: int = 32
     base_channels: int = 32
     max_channels: int = 256
+    decoder_res_blocks: int = 0
     beta: float = 1.0
     decoder_std: float = 0.1
     kl_warmup_epochs: int = 0
@@ -103,7 +105,7 @@ class CVAE(LatentModel):
         self.encoder = ConvEncoder(config.resolution, config.base_channels, config.max_channels, in_channels=3 + c)
         self.to_posterior = nn.Linear(self.encoder.feature_dim, 2 * config.latent_dim)
         self.decoder = ConvDecoder(config.resolution, config.latent_dim + c, config.base_channels,
-                                   config.max_channels)
+                                   config.max_channels, res_blocks=config.decoder_res_blocks)
         self.recon_scale = 3 * config.resolution**2 / (2 * config.decoder_std**2)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),
                              LatentPart("condition", c, "condition"))

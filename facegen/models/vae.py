@@ -63,8 +63,6 @@ class VAEConfig:
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
 
     def __post_init__(self) -> None:
-        if self.decoder_res_blocks < 0:
-            raise ConfigError(f"model.decoder_res_blocks: must be >= 0, got {self.decoder_res_blocks}")
         if self.decoder_std < 0:
             raise ConfigError(f"model.decoder_std: must be > 0, or 0 for a calibrated decoder, got {self.decoder_std}")
         if self.decoder_std == 0:

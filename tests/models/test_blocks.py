@@ -27,12 +27,14 @@ def test_res_blocks_add_depth_without_changing_the_plain_decoders_keys():
     assert set(plain.state_dict()) == set(ConvDecoder(32, 8, 8, 32, res_blocks=0).state_dict())
 
 
-def test_the_vae_takes_decoder_res_blocks_from_its_config():
-    raw = tiny_config("vae").to_dict()
+@pytest.mark.parametrize("family", ["vae", "ae", "cvae"])
+def test_the_conv_autoencoders_take_decoder_res_blocks_from_their_config(family):
+    raw = tiny_config(family).to_dict()
     raw["model"]["decoder_res_blocks"] = 1
     model = build_model(from_dict(raw).model)
     assert any(isinstance(m, ResBlock) for m in model.decoder.modules())
-    model({"image": torch.rand(2, 3, 32, 32) * 2 - 1}).loss.backward()
+    batch = {"image": torch.rand(2, 3, 32, 32) * 2 - 1, "attrs": torch.randint(0, 2, (2, 40)).float()}
+    model(batch).loss.backward()
     raw["model"]["decoder_res_blocks"] = -1
     with pytest.raises(ConfigError, match="model.decoder_res_blocks: must be >= 0"):
         from_dict(raw)
