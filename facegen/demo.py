@@ -138,7 +138,8 @@ def benchmark(out: str, raw: str, bundle: str, classifier: str) -> dict:
     counterfactuals = f"{out}/counterfactuals"
     if not fsio.exists(*fsio.resolve(counterfactuals)):
         write_counterfactuals(raw, counterfactuals, n=32, seed=0)
-    paths = evaluate([bundle], classifier, f"{out}/quality",
+    # Beside the bundle (like the analysis): the served page shows each slider's counterfactual fidelity from it.
+    paths = evaluate([bundle], classifier, os.path.join(os.path.dirname(bundle.rstrip("/")), "quality"),
                      settings=Settings(n=256, edit_n=32, counterfactuals=counterfactuals))
     with open(paths["json"]) as f:
         result = json.load(f)["bundles"][0]

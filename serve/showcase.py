@@ -64,6 +64,11 @@ def load_showcase(bundle: str, shards: str | None, meta: dict[str, Any], method:
     elif show.note is None:
         show.note = "no held-out faces to show: the training data has no test split"
     show.reliability, show.reliability_source = edit_reliability(bundle, method)
+    fidelity, source = benchmark_fidelity(bundle, method)
+    for attribute, figures in fidelity.items():
+        show.reliability[attribute] = {**figures, **show.reliability.get(attribute, {})}
+    if source:
+        show.reliability_source = "; ".join(filter(None, [show.reliability_source, source]))
     return show
 
 
@@ -97,3 +102,29 @@ def edit_reliability(bundle: str, method: str) -> tuple[dict[str, dict[str, Any]
                                   "n": figures.get("n_flippable")}
         return out, f"facegen analyze ({judge} judge, {method} edits): {fsio.to_uri(fs, where)}"
     return {}, None
+
+
+def benchmark_fidelity(bundle: str, method: str) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Per attribute, what ``facegen evaluate`` measured for ``method`` edits against the renderer's
+    counterfactuals, read from ``quality/quality.json`` beside the bundle (where ``make demo`` writes it): the
+    edit's PSNR against the true counterfactual beside the reconstruction's PSNR against the original (the
+    decoder's own blur), and the benchmark judge's flip rate and drift. ``({}, None)`` when there is none."""
+    fs, path = fsio.resolve(bundle)
+    path = path.rstrip("/")
+    where = fsio.join(posixpath.dirname(path), "quality", "quality.json")
+    try:
+        entries = json.loads(fsio.read_bytes(fs, where))["bundles"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, None
+    mine = [e for e in entries if isinstance(e, dict) and str(e.get("bundle", "")).rstrip("/").endswith(path)]
+    if not mine and len(entries) != 1:
+        return {}, None
+    rows = ((mine or entries)[0].get("editing") or {}).get("rows") or []
+    out = {}
+    for row in rows:
+        if row.get("method") == method and row.get("fidelity_psnr") is not None:
+            out[row["attribute"]] = {"flip_rate": row.get("flip_rate"), "drift": row.get("drift"), "n": row.get("n"),
+                                     "counterfactual_psnr": round(row["fidelity_psnr"], 2),
+                                     "recon_psnr": round(row["recon_psnr"], 2) if row.get("recon_psnr") else None}
+    return out, (f"facegen evaluate (against the renderer's counterfactuals): {fsio.to_uri(fs, where)}"
+                 if out else None)

@@ -71,6 +71,35 @@ def test_edit_reliability_is_read_from_the_analysis_beside_the_bundle(tmp_path):
     assert edit_reliability(str(tmp_path / "runs" / "other"), "mean_diff") == ({}, None)
 
 
+def test_the_benchmarks_counterfactual_fidelity_joins_the_analysis_figures(tmp_path):
+    from serve.showcase import benchmark_fidelity, load_showcase
+
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "quality").mkdir()
+    row = {"attribute": "Smiling", "method": "mean_diff", "n": 32, "flip_rate": 0.9, "drift": 0.1,
+           "fidelity_psnr": 20.123, "recon_psnr": 23.456}
+    other = {**row, "method": "boundary", "fidelity_psnr": 22.0}
+    entry = {"bundle": str(tmp_path / "bundle"), "editing": {"rows": [row, other, {**row, "attribute": "Bald",
+                                                                                   "fidelity_psnr": None}]}}
+    (tmp_path / "quality" / "quality.json").write_text(json.dumps({"bundles": [entry]}))
+    figures, source = benchmark_fidelity(str(tmp_path / "bundle"), "mean_diff")
+    assert figures == {"Smiling": {"flip_rate": 0.9, "drift": 0.1, "n": 32, "counterfactual_psnr": 20.12,
+                                   "recon_psnr": 23.46}}
+    assert "counterfactuals" in source and "quality.json" in source
+    assert benchmark_fidelity(str(tmp_path / "bundle"), "boundary")[0]["Smiling"]["counterfactual_psnr"] == 22.0
+    assert benchmark_fidelity(str(tmp_path / "elsewhere" / "bundle"), "mean_diff") == ({}, None)
+
+    # The analysis's own flip rate and drift win; the benchmark adds what the analysis cannot measure.
+    (tmp_path / "analysis").mkdir()
+    cell = {"mean_diff": {"judges": {"classifier": {"flip_rate": 0.5, "drift": 0.02, "n_flippable": 8}}}}
+    (tmp_path / "analysis" / "analysis.json").write_text(json.dumps(
+        {"sections": {"evaluation": {"judges": ["classifier"], "attributes": {"Smiling": cell}}}}))
+    show = load_showcase(str(tmp_path / "bundle"), None, {}, "mean_diff")
+    assert show.reliability["Smiling"] == {"flip_rate": 0.5, "drift": 0.02, "n": 8, "counterfactual_psnr": 20.12,
+                                           "recon_psnr": 23.46}
+    assert "facegen analyze" in show.reliability_source and "facegen evaluate" in show.reliability_source
+
+
 def test_page_gallery_edit_download_and_aligned_upload(serve_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
