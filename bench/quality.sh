@@ -3,21 +3,28 @@
 # newer than the config file is skipped, so an interrupted run resumes), train the independent judge, write the
 # renderer's counterfactual test pairs, then `facegen evaluate` every bundle on the held-out test split.
 #
-#   bench/quality.sh [--out DIR] [--configs "vae_synth64 ae_synth64 ..."] [--force] [--help]
+#   bench/quality.sh [--out DIR] [--data DIR] [--configs "vae_synth64 ae_synth64 ..."] [--gpu] [--set K=V]...
+#                    [--force] [--help]
 #
-# Default OUT is out/quality; data comes from out/demo (run `make demo` first). Each training run holds
-# /tmp/facegen-ray.lock, so it never shares the machine with another local Ray. Budget: about 2 h on 2 cores.
+# OUT defaults to out/quality; DATA (default out/demo, what `make demo` leaves) holds the shards; missing ones
+# are rendered and prepared first. --gpu trains each config with one GPU worker (bf16); --set adds a config
+# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 2.5 h on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/quality
+DATA=out/demo
 CONFIGS="classifier_synth64 ae_synth64 vae_synth64 betavae_synth64 cvae_synth64 infogan_digits fairface_synth64 cvae_digits began_synth64 infogan_synth64"
 FORCE=0
+SETS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
+    --data) DATA=$2; shift 2 ;;
     --configs) CONFIGS=$2; shift 2 ;;
+    --gpu) SETS+=(train.use_gpu=true train.num_workers=1 train.cpus_per_worker=4); shift ;;
+    --set) SETS+=("$2"); shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -25,12 +32,16 @@ PY=.venv/bin/python
 LOCK=/tmp/facegen-ray.lock
 mkdir -p "$OUT"
 
-[ -f out/demo/shards64/manifest.json ] || { echo "error: run 'make demo' first (it writes out/demo/shards64)" >&2; exit 2; }
-[ -f out/demo/fairface64/manifest.json ] || {
-  [ -d out/demo/synth-fairface ] || $PY -m facegen.cli synth --layout fairface --n 3000 --out out/demo/synth-fairface
-  $PY -m facegen.cli prepare --dataset fairface --src out/demo/synth-fairface --out out/demo/fairface64 --no-progress
+# The demo's data (same renderer seed and size as `make demo`), made here when missing.
+[ -f "$DATA/shards64/manifest.json" ] || {
+  [ -f "$DATA/synth-celeba/list_attr_celeba.txt" ] || $PY -m facegen.cli synth --n 3000 --seed 0 --out "$DATA/synth-celeba"
+  $PY -m facegen.cli prepare --dataset celeba --src "$DATA/synth-celeba" --out "$DATA/shards64" --no-progress
 }
-[ -f out/demo/digits32/manifest.json ] || $PY -m facegen.cli prepare --dataset digits --out out/demo/digits32 --no-progress
+[ -f "$DATA/fairface64/manifest.json" ] || {
+  [ -d "$DATA/synth-fairface" ] || $PY -m facegen.cli synth --layout fairface --n 3000 --out "$DATA/synth-fairface"
+  $PY -m facegen.cli prepare --dataset fairface --src "$DATA/synth-fairface" --out "$DATA/fairface64" --no-progress
+}
+[ -f "$DATA/digits32/manifest.json" ] || $PY -m facegen.cli prepare --dataset digits --out "$DATA/digits32" --no-progress
 
 for name in judge_synth64 $CONFIGS; do
   bundle="$OUT/runs/$name/bundle/meta.json"
@@ -39,12 +50,19 @@ for name in judge_synth64 $CONFIGS; do
   fi
   echo "==> $name ($(date +%T))"
   start=$(date +%s)
+  # The configs name out/demo/... shards and out/quality/... classifier bundles: point them at DATA and OUT.
+  paths=()
+  shards=$(sed -n 's/^  shards: //p' "configs/$name.yaml")
+  [ -n "$shards" ] && paths+=("data.shards=${shards/#out\/demo/$DATA}")
+  classifier=$(sed -n 's/^    classifier: //p' "configs/$name.yaml")
+  [ -n "$classifier" ] && paths+=("model.constraint.classifier=${classifier/#out\/quality/$OUT}")
   flock "$LOCK" $PY -m facegen.cli train --config "configs/$name.yaml" train.storage_path="$OUT/runs" \
-      --metrics-out "$OUT/$name.metrics.json" > "$OUT/$name.log" 2>&1 || echo "    FAILED (see $OUT/$name.log)"
+      ${paths[@]+"${paths[@]}"} ${SETS[@]+"${SETS[@]}"} --metrics-out "$OUT/$name.metrics.json" > "$OUT/$name.log" 2>&1 \
+      || echo "    FAILED (see $OUT/$name.log)"
   echo "    $(( $(date +%s) - start )) s"
 done
 
-[ -d "$OUT/counterfactuals" ] || $PY -m facegen.cli synth --counterfactuals out/demo/synth-celeba --seed 0 \
+[ -d "$OUT/counterfactuals" ] || $PY -m facegen.cli synth --counterfactuals "$DATA/synth-celeba" --seed 0 \
     --out "$OUT/counterfactuals" --n 64
 $PY -m facegen.cli evaluate --runs "$OUT/runs" --judge "$OUT/runs/judge_synth64/bundle" \
     --counterfactuals "$OUT/counterfactuals" --out "$OUT/evaluation"
