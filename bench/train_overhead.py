@@ -7,8 +7,8 @@ Variants, each a fresh process run back to back and repeated ``--rounds`` times,
 machine's load spreads over all of them:
 
 * ``plain``: one process, ``torch.set_num_threads(all cores)``, reading the Parquet shards and decoding the
-  PNGs inside the measured loop (``decode_batch`` + ``TrainCollate``, what Ray Data's tasks do), then the
-  same step code as the workers (``loop.train_one_epoch``).
+  images (PNG, or a reshape for raw shards) inside the measured loop (``decode_batch`` + ``TrainCollate``,
+  what Ray Data's tasks do), then the same step code as the workers (``loop.train_one_epoch``).
 * ``ray1`` / ``ray2``: ``facegen train`` with 1 worker (1.5 of the 2 CPUs, Ray Data decodes on the rest)
   and 2 workers (0.5 CPU each): local Ray start, Ray Data, DDP, validation, checkpoints, bundle export.
 
@@ -85,7 +85,8 @@ def plain_child(args: argparse.Namespace) -> None:
             table = pq.read_table(path, filesystem=filesystem, columns=list(READ_COLUMNS)).slice(0, left)
             left -= table.num_rows
             for start in range(0, table.num_rows - batch_size + 1, batch_size):  # drop_last, as training
-                yield collate(decode_batch(table.slice(start, batch_size), manifest.resolution))
+                yield collate(decode_batch(table.slice(start, batch_size), manifest.resolution,
+                                           manifest.image_format))
 
     epochs = []
     for epoch in range(cfg.train.epochs):

@@ -8,6 +8,7 @@
   rounded to the nearest integer (ties to even, ``torch.round``), so 8-bit pixels survive a round trip exactly.
 * **Files**: PNG is the lossless store of a face (:func:`encode_png`, :func:`decode_png`); Pillow is only ever
   asked to parse the formats named (:data:`SOURCE_FORMATS` for dataset images), never whatever it could guess.
+  Training shards may instead hold the bare pixels (:func:`encode_raw`, :func:`decode_raw`): no decode at all.
 """
 
 from __future__ import annotations
@@ -70,6 +71,28 @@ def open_rgb(data: bytes, formats: tuple[str, ...] = ("PNG",)) -> Image.Image:
 def decode_png(data: bytes) -> np.ndarray:
     """PNG bytes -> ``(H, W, 3)`` uint8 (gray or palette PNGs are converted to RGB); see :func:`open_rgb`."""
     return np.asarray(open_rgb(data))
+
+
+def encode_raw(image: torch.Tensor | np.ndarray | Image.Image) -> bytes:
+    """The bare pixels of a face: ``H * W * 3`` bytes, row-major RGB, of a ``(3, H, W)`` tensor in [-1, 1] (see
+    :func:`to_uint8`), an RGB PIL image or an ``(H, W, 3)`` uint8 array."""
+    if isinstance(image, torch.Tensor):
+        image = to_uint8(image)
+    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8 pixels, got {pixels.dtype} {pixels.shape}")
+    return np.ascontiguousarray(pixels).tobytes()
+
+
+def decode_raw(data, resolution: int) -> np.ndarray:
+    """:func:`encode_raw` bytes of one or more ``resolution`` squares back to back (any buffer: bytes, a pyarrow
+    Buffer) -> ``(N, R, R, 3)`` uint8, a read-only view of ``data`` (no copy). Raises ``ValueError`` unless the
+    length is a non-zero multiple of ``R * R * 3``: a blob of another size is not a face of this resolution."""
+    view = memoryview(data)
+    size = resolution * resolution * 3
+    if not view.nbytes or view.nbytes % size:
+        raise ValueError(f"{view.nbytes} bytes are not whole {resolution}x{resolution} RGB images ({size} bytes)")
+    return np.frombuffer(view, dtype=np.uint8).reshape(-1, resolution, resolution, 3)
 
 
 def crop_box(width: int, height: int, crop: tuple) -> tuple[int, int, int, int]:

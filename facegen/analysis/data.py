@@ -76,7 +76,7 @@ def read_keyed_examples(manifest: Manifest, split: str, n: int) -> tuple[dict[st
     if not tables:
         raise FacegenError(f"{manifest.root}: split {split!r} has no rows")
     table = pa.concat_tables(tables).slice(0, n)
-    decoded = decode_batch(table, manifest.resolution)
+    decoded = decode_batch(table, manifest.resolution, manifest.image_format)
     keys = [k for k, ok in zip(table.column("key").to_pylist(), decoded["ok"]) if ok]  # collate drops bad rows
     batch = TrainCollate(seed=0, epoch=0, hflip=False)(decoded)
     batch.pop("corrupt_rows")

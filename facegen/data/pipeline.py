@@ -1,6 +1,7 @@
 """The Ray Data ingest pipeline: Parquet shards -> decoded images -> each Train worker's batches.
 
-Ray Data does the reading and the PNG decoding (``map_batches`` tasks spread over the cluster); Ray Train's
+Ray Data does the reading and the decoding (``map_batches`` tasks spread over the cluster: a reshape for raw
+shards, a PNG decode per row for PNG ones, see ``image_format``); Ray Train's
 ``streaming_split`` gives every worker an equal share. On the worker, :class:`TrainCollate` turns a numpy
 batch into tensors, drops rows that failed to decode (counting them) and applies the horizontal flip.
 
@@ -21,7 +22,8 @@ import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from facegen import io as fsio
-from facegen.images import decode_png, from_uint8
+from facegen.data.image_format import decode_column
+from facegen.images import from_uint8
 
 LABEL_COLUMNS = ("race", "age", "gender", "label")
 READ_COLUMNS = ("key", "image", "attrs", *LABEL_COLUMNS)
@@ -38,24 +40,17 @@ def key_hash(keys: list[str]) -> np.ndarray:
                      for k in keys], dtype=np.int64)
 
 
-def decode_batch(batch: pa.Table, resolution: int) -> dict[str, np.ndarray]:
-    """Ray Data map_batches UDF: PNG bytes -> uint8 images, list labels -> dense arrays.
+def decode_batch(batch: pa.Table, resolution: int, image_format: str) -> dict[str, np.ndarray]:
+    """Ray Data map_batches UDF: stored images (``image_format``: the manifest's) -> uint8 images, list labels
+    -> dense arrays.
 
     Returns image (N, R, R, 3) uint8, attrs (N, A) int8, race/age/gender/label (N,) int16, row_hash (N,) int64 and
-    ok (N,) bool. A row whose image does not decode to an R x R RGB PNG keeps ``ok=False`` and a black
-    image, so it is counted and dropped on the worker instead of failing the whole block.
+    ok (N,) bool. A row whose image is not an R x R RGB face in that format (a corrupt PNG, a raw blob of the
+    wrong size) keeps ``ok=False`` and a black image, so it is counted and dropped on the worker instead of
+    failing the whole block.
     """
     n = batch.num_rows
-    images = np.zeros((n, resolution, resolution, 3), dtype=np.uint8)
-    ok = np.ones(n, dtype=bool)
-    for i, blob in enumerate(batch.column("image").to_pylist()):
-        try:
-            pixels = decode_png(blob)
-            if pixels.shape != images.shape[1:]:
-                raise ValueError(f"image is {pixels.shape}, expected {images.shape[1:]}")
-            images[i] = pixels
-        except Exception:  # any undecodable row (truncated bytes, wrong size, not a PNG) is corrupt
-            ok[i] = False
+    images, ok = decode_column(batch.column("image"), image_format, resolution)
     attrs_col = batch.column("attrs").combine_chunks()
     width = len(attrs_col[0]) if n and attrs_col[0].is_valid else 0
     attrs = pc.list_flatten(attrs_col).to_numpy(zero_copy_only=False).astype(np.int8).reshape(n, width)
@@ -137,7 +132,8 @@ def load_split(manifest, split: str, *, max_rows: int = 0):
     if max_rows:
         ds = ds.limit(max_rows)
     return ds.map_batches(decode_batch, batch_format="pyarrow", batch_size=256,
-                          fn_kwargs={"resolution": manifest.resolution}, num_cpus=DECODE_CPUS)
+                          fn_kwargs={"resolution": manifest.resolution, "image_format": manifest.image_format},
+                          num_cpus=DECODE_CPUS)
 
 
 def read_examples(manifest, split: str, n: int) -> dict[str, torch.Tensor]:
@@ -152,7 +148,7 @@ def read_examples(manifest, split: str, n: int) -> dict[str, torch.Tensor]:
         table = pq.read_table(path, filesystem=filesystem, columns=list(READ_COLUMNS))
         tables.append(table)
         rows += table.num_rows
-    batch = decode_batch(pa.concat_tables(tables).slice(0, n), manifest.resolution)
+    batch = decode_batch(pa.concat_tables(tables).slice(0, n), manifest.resolution, manifest.image_format)
     out = TrainCollate(seed=0, epoch=0, hflip=False)(batch)
     out.pop("corrupt_rows")
     return out

@@ -1,9 +1,10 @@
 """Parquet shards: a :class:`SourceDataset` -> ``OUT/<split>/part-NNNNN.parquet`` + ``OUT/manifest.json``.
 
-Row schema (:data:`SCHEMA`, every dataset): ``key`` string, ``image`` PNG of an R x R RGB face, ``split``
-string, ``attrs`` list<int8> of 0/1 in ``attribute_names`` order (empty if none), ``identity`` int32,
-``race``/``age``/``gender`` int8 and ``label`` int16 (-1 when absent). ``facegen.images.preprocess`` (crop,
-antialiased bicubic; serving reuses it) makes the face; PNG is lossless, so a row holds exactly what training sees.
+Row schema (:func:`shard_schema`, every dataset): ``key`` string, ``image`` an R x R RGB face (raw pixels or
+PNG: the manifest's ``image_format``, see ``image_format.py``), ``split`` string, ``attrs`` list<int8> of 0/1 in
+``attribute_names`` order (empty if none), ``identity`` int32, ``race``/``age``/``gender`` int8 and ``label``
+int16 (-1 when absent). ``facegen.images.preprocess`` (crop, antialiased bicubic; serving reuses it) makes the
+face; both formats are lossless, so a row holds exactly what training sees.
 
 Shards go to temporary names then are renamed; an out-of-date manifest is deleted before any shard is
 rewritten and the new one written last, atomically: readers see no manifest or a complete, matching one.
@@ -18,7 +19,6 @@ import os
 import random
 import re
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, fields, replace
@@ -30,6 +30,8 @@ from tqdm import tqdm
 
 from facegen import io as fsio
 from facegen.attributes import SPLITS
+from facegen.data.balance import balance_splits
+from facegen.data.image_format import DEFAULT_IMAGE_FORMAT, IMAGE_FORMATS, LEGACY_IMAGE_FORMAT, column_type
 from facegen.data.records import FaceRecord, SourceDataset
 from facegen.data.shard_images import Skipped, encode_image, encode_images
 from facegen.errors import DatasetError, FacegenError
@@ -40,9 +42,14 @@ SCHEMA = pa.schema([
     ("key", pa.string()), ("image", pa.binary()), ("split", pa.string()), ("attrs", pa.list_(pa.int8())),
     ("identity", pa.int32()), ("race", pa.int8()), ("age", pa.int8()), ("gender", pa.int8()),
     ("label", pa.int16()),
-])
+])  # of PNG shards; shard_schema gives each format's
 _OUR_FILES = re.compile(r"part-\d{5,}\.parquet(\.tmp-[0-9a-f]+)?")  # all that stale-shard cleanup may delete
 log = logging.getLogger(__name__)
+
+
+def shard_schema(image_format: str, resolution: int) -> pa.Schema:
+    """The Parquet schema of shards holding ``resolution`` faces in ``image_format`` (raw or png)."""
+    return SCHEMA.set(SCHEMA.get_field_index("image"), pa.field("image", column_type(image_format, resolution)))
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,11 @@ class Manifest:
 
     JSON layout: ``format_version``, ``dataset``, ``resolution``, ``attribute_names``, ``label_names``,
     ``splits: {split: {rows, shards: [{path, rows, sha256, size}]}}``, ``source`` (the src URI),
-    ``params`` (resolution, balance, seed, rows_per_shard, crop), ``fingerprint`` (SHA-256 of the sorted
-    records' keys and labels) and ``skipped`` (``[{key, path, reason}]``: the images that could not be
-    decoded and are in no shard; absent in manifests written before it existed). ``root`` (where it was read or written) and ``reused`` (True when
-    :func:`write_shards` found it up to date and wrote nothing) are not stored.
+    ``params`` (resolution, balance, seed, rows_per_shard, crop, image_format), ``fingerprint`` (SHA-256 of the
+    sorted records' keys and labels), ``skipped`` (``[{key, path, reason}]``: the images that could not be
+    decoded and are in no shard) and ``image_format`` (``raw`` or ``png``); manifests written before the last
+    two existed have none skipped and hold PNG. ``root`` (where it was read or written) and ``reused`` (True
+    when :func:`write_shards` found it up to date and wrote nothing) are not stored.
     """
 
     root: str
@@ -77,6 +85,7 @@ class Manifest:
     params: dict
     fingerprint: str
     skipped: list[dict] = field(default_factory=list)
+    image_format: str = LEGACY_IMAGE_FORMAT
     format_version: int = FORMAT_VERSION
     reused: bool = field(default=False, compare=False)
 
@@ -108,12 +117,15 @@ def read_manifest(uri: str, verify: bool = False) -> Manifest:
         if data.get("format_version") != FORMAT_VERSION:
             raise DatasetError(f"{where}: format version {data.get('format_version')!r}, "
                                f"this facegen reads {FORMAT_VERSION}; run `facegen prepare` again")
+        if (image_format := data.get("image_format", LEGACY_IMAGE_FORMAT)) not in IMAGE_FORMATS:
+            raise DatasetError(f"{where}: unknown image_format {image_format!r}; run `facegen prepare` again")
         manifest = Manifest(
             root=fsio.to_uri(fs, folder), dataset=data["dataset"], resolution=int(data["resolution"]),
             attribute_names=tuple(data["attribute_names"]),
             label_names={k: tuple(v) for k, v in data["label_names"].items()},
             splits={k: [Shard(**s) for s in v["shards"]] for k, v in data["splits"].items()},
-            source=data["source"], params=data["params"], fingerprint=data["fingerprint"],
+            source=data["source"], params={**data["params"], "image_format": image_format},
+            fingerprint=data["fingerprint"], image_format=image_format,
             skipped=[{"key": s["key"], "path": s["path"], "reason": s["reason"]} for s in data.get("skipped", [])])
     except FileNotFoundError:
         raise DatasetError(f"{where}: no manifest (run `facegen prepare` to write shards there)") from None
@@ -135,52 +147,14 @@ def fingerprint(source: SourceDataset) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def balance_splits(source: SourceDataset, names: Sequence[str], seed: int) -> list[FaceRecord]:
-    """Re-assign splits so every split has (about) the same joint distribution of ``names``.
-
-    ``names`` are attribute names or label heads (``race``/``age``/``gender``). Records are grouped by
-    identity (records without one are their own group); big groups go first, then groups one by one go to
-    the split with the largest shortfall for their strata (the joint values of ``names``) among those with
-    room. Guarantees: no identity spans two splits; without identities split sizes equal the original ones
-    and each stratum's count per split is within rounding (1-2 images) of proportional; with identities
-    sizes and counts may also be off by about one identity's images.
-    """
-    known = (*source.attribute_names, "race", "age", "gender", "label")
-    for name in names:
-        if name not in known:
-            raise FacegenError(f"--balance: unknown attribute {name!r} for {source.name} "
-                               f"(known: {', '.join(known)})")
-    idx = {n: source.attribute_names.index(n) for n in names if n in source.attribute_names}
-    stratum = [tuple(r.attrs[idx[n]] if n in idx else getattr(r, n) for n in names) for r in source.records]
-    counts = Counter(r.split for r in source.records)
-    sizes = {s: counts[s] for s in SPLITS if counts[s]}
-    target = {s: {k: sizes[s] * c / len(stratum) for k, c in Counter(stratum).items()} for s in sizes}
-    groups: dict[object, list[int]] = {}
-    for i, r in enumerate(source.records):
-        groups.setdefault(r.identity if r.identity >= 0 else ("record", i), []).append(i)
-    order = list(groups.values())
-    random.Random(seed).shuffle(order)
-    order.sort(key=lambda g: (-len(g), sorted(stratum[i] for i in g)))  # stable: ties stay shuffled
-    have, filled, split_of = {s: Counter() for s in sizes}, Counter(), {}
-    for group in order:
-        need = Counter(stratum[i] for i in group)
-        room = [s for s in sizes if filled[s] + len(group) <= sizes[s]] or list(sizes)
-        best = max(room, key=lambda s: (sum(n * (target[s][k] - have[s][k]) for k, n in need.items()),
-                                        sizes[s] - filled[s]))
-        have[best].update(need)
-        filled[best] += len(group)
-        split_of.update({i: best for i in group})
-    return [replace(r, split=split_of[i]) for i, r in enumerate(source.records)]
-
-
-def _write_shard(fs: pafs.FileSystem, folder: str, rel: str, records: list[FaceRecord], pngs: list[bytes]
-                 ) -> Shard:
+def _write_shard(fs: pafs.FileSystem, folder: str, rel: str, records: list[FaceRecord], faces: list[bytes],
+                 schema: pa.Schema) -> Shard:
     """Write one Parquet file atomically at ``folder/rel`` and describe it."""
-    columns = {"key": [r.key for r in records], "image": pngs, "split": [r.split for r in records],
+    columns = {"key": [r.key for r in records], "image": faces, "split": [r.split for r in records],
                "attrs": [list(r.attrs) for r in records]}
     columns.update({c: [getattr(r, c) for r in records] for c in ("identity", "race", "age", "gender", "label")})
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.table(columns, schema=SCHEMA), sink)
+    pq.write_table(pa.table(columns, schema=schema), sink)
     data = sink.getvalue().to_pybytes()
     fsio.write_atomic(fs, fsio.join(folder, rel), data)
     return Shard(rel, len(records), hashlib.sha256(data).hexdigest(), len(data))
@@ -214,7 +188,7 @@ def _recheck_skipped(source: SourceDataset, manifest: Manifest, resolution: int)
 
 def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per_shard: int = 2000,
                  balance: Sequence[str] = (), seed: int = 0, progress: bool = True, workers: int | None = None,
-                 strict: bool = False) -> Manifest:
+                 strict: bool = False, image_format: str = DEFAULT_IMAGE_FORMAT) -> Manifest:
     """Write ``source`` as Parquet shards + manifest under ``out`` (folder or URI); return the manifest.
 
     Splits come from the records, or from :func:`balance_splits` when ``balance`` names attributes. Records
@@ -225,12 +199,14 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
     deleted. ``workers`` processes decode images (default ``min(2, cpus)``). An undecodable image is left out
     with a ``warning:`` line on stderr and listed in ``manifest.skipped``; with ``strict`` it raises
     :class:`DatasetError` instead, as does a missing image, or a dataset none of whose images decode.
+    ``image_format``: ``raw`` (training reads it without decoding) or ``png`` (see ``image_format.py``).
     """
     if resolution < 1 or rows_per_shard < 1:
         raise FacegenError(f"resolution ({resolution}) and rows per shard ({rows_per_shard}) must be >= 1")
     fs, folder = fsio.resolve(out)
     params = {"resolution": resolution, "balance": list(balance), "seed": seed,
-              "rows_per_shard": rows_per_shard, "crop": list(source.crop)}
+              "rows_per_shard": rows_per_shard, "crop": list(source.crop), "image_format": image_format}
+    schema = shard_schema(image_format, resolution)  # also rejects an unknown format before anything is read
     fp = fingerprint(source)
     current = _up_to_date(fs, folder, out, fp, params)
     still_bad = None if current is None else _recheck_skipped(source, current, resolution)
@@ -255,25 +231,26 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
     paths = [r.image_path for r in order]
     blobs = None if source.images is None else [source.images[p] for p in paths]
     shards: dict[str, list[Shard]] = {s: [] for s in SPLITS}
-    pending: dict[str, list[tuple[FaceRecord, bytes]]] = {s: [] for s in SPLITS}
+    pending: dict[str, list[tuple[FaceRecord, bytes]]] = {s: [] for s in SPLITS}  # rows and their stored faces
     skipped: list[dict] = []
 
     def flush(split: str) -> None:  # shards fill to rows_per_shard whatever was skipped before them
         rows, rel = pending[split], f"{split}/part-{len(shards[split]):05d}.parquet"
-        shards[split].append(_write_shard(fs, folder, rel, [r for r, _ in rows], [png for _, png in rows]))
+        shards[split].append(_write_shard(fs, folder, rel, [r for r, _ in rows], [face for _, face in rows], schema))
         rows.clear()
 
     bar = tqdm(total=len(paths), unit="img", desc=f"prepare {source.name}", disable=not progress)
-    with closing(encode_images(source.filesystem, source.crop, resolution, paths, workers, blobs)) as pngs, bar:
-        for record, png in zip(order, pngs):
+    encoded = encode_images(source.filesystem, source.crop, resolution, paths, workers, blobs, image_format)
+    with closing(encoded) as faces, bar:
+        for record, face in zip(order, faces):
             bar.update()
-            if isinstance(png, Skipped):
+            if isinstance(face, Skipped):
                 if strict:
-                    raise DatasetError(png.message)
-                tqdm.write(f"warning: {png.message}; skipped", file=sys.stderr)
-                skipped.append({"key": record.key, "path": png.path, "reason": png.reason})
+                    raise DatasetError(face.message)
+                tqdm.write(f"warning: {face.message}; skipped", file=sys.stderr)
+                skipped.append({"key": record.key, "path": face.path, "reason": face.reason})
                 continue
-            pending[record.split].append((record, png))
+            pending[record.split].append((record, face))
             if len(pending[record.split]) == rows_per_shard:
                 flush(record.split)
         for split in (s for s in SPLITS if pending[s]):
@@ -284,7 +261,8 @@ def write_shards(source: SourceDataset, out: str, resolution: int = 64, rows_per
 
     labels = {k: tuple(v) for k, v in source.label_names.items()}
     manifest = Manifest(fsio.to_uri(fs, folder), source.name, resolution, tuple(source.attribute_names),
-                        labels, shards, source.root, params, fp, sorted(skipped, key=lambda e: e["key"]))
+                        labels, shards, source.root, params, fp, sorted(skipped, key=lambda e: e["key"]),
+                        image_format)
     fsio.write_atomic(fs, manifest_path, manifest.to_json().encode())
     keep = {s.path for split in shards.values() for s in split}
     for rel in fsio.list_files(fs, folder, recursive=True):

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from facegen.data.digits import DIGIT_LABELS, parse_idx, read_digits, read_mnist
+from facegen.data.image_format import decode_face
 from facegen.data.prepare import add_prepare_arguments, run_prepare
 from facegen.data.shards import read_manifest, write_shards
 from facegen.errors import DatasetError
@@ -132,7 +133,7 @@ def test_prepare_digits_end_to_end(tmp_path, capsys):
     assert manifest.dataset == "digits" and manifest.resolution == 32 and manifest.label_names == DIGIT_LABELS
     table = pq.read_table(manifest.shard_uris("val")[0])
     assert sorted(set(table.column("label").to_pylist())) == list(range(10))
-    pixels = decode(table.column("image")[0].as_py())
+    pixels = decode_face(table.column("image")[0].as_py(), manifest.image_format, 32)
     assert pixels.shape == (32, 32, 3)
     assert np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2])
 

@@ -52,7 +52,7 @@ def test_corrupt_rows_are_counted_and_skipped(ray_session, tiny_shards, tmp_path
     pq.write_table(table, tmp_path / "train" / "part-00000.parquet")
     data = (tmp_path / "train" / "part-00000.parquet").read_bytes()
     broken = Manifest(root=str(tmp_path), dataset="celeba", resolution=32, attribute_names=CELEBA_ATTRIBUTES,
-                      label_names={}, source="test", params={}, fingerprint="x",
+                      label_names={}, source="test", params={}, fingerprint="x", image_format=manifest.image_format,
                       splits={"train": [Shard("train/part-00000.parquet", table.num_rows,
                                               hashlib.sha256(data).hexdigest(), len(data))]})
     batches = list(load_split(broken, "train").iter_torch_batches(
@@ -77,7 +77,7 @@ def test_flips_depend_on_seed_epoch_and_row_only():
                       "attrs": pa.array([[0, 1]] * n, pa.list_(pa.int8())),
                       **{c: pa.array([-1] * n, pa.int8()) for c in ("race", "age", "gender")},
                       "label": pa.array([-1] * n, pa.int16())})
-    batch = decode_batch(table, resolution=8)
+    batch = decode_batch(table, resolution=8, image_format="png")
     assert np.array_equal(batch["image"], pixels) and batch["attrs"].shape == (n, 2)
 
     def flipped(epoch, rows=slice(None)):
