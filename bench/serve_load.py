@@ -1,11 +1,17 @@
 """Load sweep of POST /v1/edit: p50/p99 latency and throughput per concurrency, Serve batching on and off,
-beside the same model called in-process, all measured in one run.
+split and fused model deployments, beside the same model called in-process, all measured in one run.
 
     python bench/serve_load.py --bundle out/demo/runs/vae_demo64/bundle \
-        --classifier out/demo/runs/classifier_synth64/bundle --concurrency 1,8,32 --requests 128
+        --classifier out/demo/runs/classifier_synth64/bundle --concurrency 1,32 --requests 128 \
+        --layouts split,fused
 
-It starts a local Ray and the app on 127.0.0.1 (stop any other local Ray first), deploys the app once with
-``max_batch_size`` 16 and once with 1 (batching off), and prints one table. The in-process rows run
+It starts a local Ray and the app on 127.0.0.1 (stop any other local Ray first), deploys the app per layout
+(``fused: false``: Encoder/Decoder/Classifier deployments; ``fused: true``: the models in the ingress) once with
+``max_batch_size`` 16 and once with 1 (batching off), and prints one table. At concurrency 1 it also prints
+where a request's time goes, hop by hop: the ingress's ``Server-Timing`` header (body read, image decode,
+wait for a batch, each model hop, PNG encode), the rest of the client's time (proxy, HTTP, the client) and,
+beside each hop, what the same step costs in this process (the hop's overhead is the difference). The
+in-process rows run
 ``facegen.latent.edit.edit`` (encode, move, decode twice, score twice) in this process: one image per call
 (what a request costs without any serving) and 32 images per call (what batching can win at best).
 With batching on it also prints what a request costs by route at the top concurrency: ``GET /healthz`` (the
@@ -46,6 +52,16 @@ ROUTES = {  # what one request of each kind costs the app: its route and the bod
 }
 
 
+def server_timing(header: str | None) -> dict[str, float]:
+    """``Server-Timing: a;dur=1.2, b;dur=3`` -> {"a": 1.2, "b": 3.0} (ms)."""
+    out = {}
+    for part in (header or "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name and dur:
+            out[name] = float(dur)
+    return out
+
+
 async def sweep_http(url: str, attribute: str, concurrency: int, requests: int,
                      route: str = "POST /v1/edit") -> dict:
     import httpx
@@ -53,6 +69,7 @@ async def sweep_http(url: str, attribute: str, concurrency: int, requests: int,
     method, path = route.split(" ")
     bodies = [ROUTES[route](i, attribute) for i in range(requests)]
     latencies: list[float] = []
+    timings: list[dict[str, float]] = []
     failures = 0
     queue: asyncio.Queue = asyncio.Queue()
     for body in bodies:
@@ -65,6 +82,7 @@ async def sweep_http(url: str, attribute: str, concurrency: int, requests: int,
             started = time.perf_counter()
             response = await client.request(method, url + path, json=body)
             latencies.append(time.perf_counter() - started)
+            timings.append({**server_timing(response.headers.get("server-timing")), "client": 1000 * latencies[-1]})
             failures += response.status_code != 200
 
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
@@ -72,7 +90,63 @@ async def sweep_http(url: str, attribute: str, concurrency: int, requests: int,
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return {"p50_ms": 1000 * percentile(latencies, 0.5), "p99_ms": 1000 * percentile(latencies, 0.99),
-            "rps": requests / elapsed, "failures": failures}
+            "rps": requests / elapsed, "failures": failures,
+            "hops": {k: statistics.median(t.get(k, 0.0) for t in timings) for k in timings[0]} if timings else {}}
+
+
+def step_costs(bundle: str, classifier: str | None, requests: int = 64) -> dict[str, float]:
+    """Median ms of each step of one edit in this process, one thread: what a hop would cost with no Serve."""
+    import torch
+
+    from facegen.bundle import load_bundle
+    from serve.images import decode_base64_image, png_base64
+
+    torch.set_num_threads(1)
+    loaded = load_bundle(bundle)
+    model, resolution = loaded.model, int(loaded.meta["resolution"])
+    scorer = load_bundle(classifier).model if classifier else None
+    text = photo_b64(0)
+    steps: dict[str, list[float]] = {}
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        steps.setdefault(name, []).append(1000 * (time.perf_counter() - t0))
+        return out
+
+    with torch.inference_mode():
+        for _ in range(requests):
+            image = timed("image", lambda: decode_base64_image(text, resolution, ("full",)))[None]
+            code = timed("encode", lambda: model.encode(image, None))
+            decoded = timed("decode", lambda: model.decode(torch.cat([code, code])).clamp(-1, 1))
+            if scorer is not None:
+                timed("scores", lambda: scorer.predict_proba(decoded))
+            timed("png", lambda: [png_base64(d) for d in decoded])
+    return {k: statistics.median(v) for k, v in steps.items()}
+
+
+HOP_ROWS = ("body", "image", "check", "wait", "cond", "encode", "edit", "decode", "scores", "png")
+
+
+def print_hops(profiles: list[tuple[str, dict]], local: dict[str, float], healthz: dict) -> None:
+    """The c=1 breakdown: p50 of each Server-Timing step per setup, the client's time outside the ingress, and
+    the in-process cost of the same step."""
+    print(f"\nwhere a request's time goes at c=1 (p50 ms per step; in-process = the same step without Serve; "
+          f"GET /healthz p50 {healthz['p50_ms']:.1f} ms):")
+    print(f"{'step':<34}" + "".join(f"{label[:22]:>24}" for label, _ in profiles) + f"{'in-process':>12}")
+    names = {"body": "read body + JSON", "image": "decode upload", "check": "check edit", "wait": "wait for batch",
+             "cond": "condition hop", "encode": "encode hop", "edit": "edit codes", "decode": "decode hop (2 rows)",
+             "scores": "scores hop (2 rows)", "png": "PNG + base64 (2)"}
+    for step in HOP_ROWS:
+        if not any(step in hops for _, hops in profiles):
+            continue
+        cells = "".join(f"{hops[step]:>24.2f}" if step in hops else f"{'-':>24}" for _, hops in profiles)
+        print(f"{names[step]:<34}{cells}" + (f"{local[step]:>12.2f}" if step in local else f"{'-':>12}"))
+    print(f"{'ingress total':<34}" + "".join(f"{h.get('total', 0):>24.2f}" for _, h in profiles))
+    print(f"{'proxy + HTTP + client (rest)':<34}"
+          + "".join(f"{h.get('client', 0) - h.get('total', 0):>24.2f}" for _, h in profiles))
+    print(f"{'client p50':<34}" + "".join(f"{h.get('client', 0):>24.2f}" for _, h in profiles))
+    print("(fused: the models run inside the ingress replica, so its encode/decode/scores steps have no hop)")
 
 
 def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, requests: int) -> dict:
@@ -110,8 +184,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=128, help="requests per measurement (default 128)")
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--num-cpus", type=int, default=None)
+    parser.add_argument("--layouts", default="split,fused", help="model deployment layouts: split, fused")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="batching on: edits per batch")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    layouts = args.layouts.split(",")
 
     import ray
     from ray import serve
@@ -120,22 +197,28 @@ def main() -> int:
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=True, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port, "request_timeout_s": 120})
-    url, rows, ladder = f"http://127.0.0.1:{args.port}", [], []
+    url, rows, ladder, profiles = f"http://127.0.0.1:{args.port}", [], [], []
+    on_label = f"batching on ({args.max_batch_size})"
     try:
-        for label, max_batch in (("serve, batching on (16)", 16), ("serve, batching off", 1)):
-            # align False: the load's flat-colour photos have no face, and the sweep measures Serve's hops.
-            serve.run(build_app({"bundle": args.bundle, "classifier": args.classifier, "align": False,
-                                 "max_batch_size": max_batch, "batch_wait_timeout_s": 0.01}),
-                      name="facegen", route_prefix="/")
-            asyncio.run(sweep_http(url, args.attribute, 4, 16))  # warm-up: replicas, JIT paths, connections
-            for level in levels:
-                rows.append((label, level, asyncio.run(sweep_http(url, args.attribute, level, args.requests))))
-                print(f"  {label:<26} c={level:<3} {rows[-1][2]}", file=sys.stderr, flush=True)
-            if max_batch > 1:  # the cost ladder: the framework alone, one model hop, a whole edit
-                for route in ("GET /healthz", "POST /v1/classify"):
-                    ladder.append((route, max(levels),
-                                   asyncio.run(sweep_http(url, args.attribute, max(levels), args.requests, route))))
-            serve.delete("facegen")
+        for layout in layouts:
+            for batching, max_batch in ((on_label, args.max_batch_size), ("batching off", 1)):
+                label = f"{layout}, {batching}"
+                # align False: the load's flat-colour photos have no face, and the sweep measures Serve's hops.
+                serve.run(build_app({"bundle": args.bundle, "classifier": args.classifier, "align": False,
+                                     "max_batch_size": max_batch, "batch_wait_timeout_s": 0.01,
+                                     "fused": layout == "fused"}), name="facegen", route_prefix="/")
+                asyncio.run(sweep_http(url, args.attribute, 4, 16))  # warm-up: replicas, JIT paths, connections
+                for level in levels:
+                    rows.append((label, level, asyncio.run(sweep_http(url, args.attribute, level, args.requests))))
+                    print(f"  {label:<26} c={level:<3} {rows[-1][2]}", file=sys.stderr, flush=True)
+                    if level == 1:
+                        profiles.append((label, rows[-1][2]["hops"]))
+                if max_batch > 1 and layout == layouts[0]:  # the ladder: framework alone, one hop, an edit
+                    for route in ("GET /healthz", "POST /v1/classify"):
+                        ladder.append((route, max(levels), asyncio.run(
+                            sweep_http(url, args.attribute, max(levels), args.requests, route))))
+                    healthz = asyncio.run(sweep_http(url, args.attribute, 1, args.requests, "GET /healthz"))
+                serve.delete("facegen")
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -144,22 +227,30 @@ def main() -> int:
     rows.append(("in-process, 32 images/call", 32, in_process(args.bundle, args.classifier, args.attribute, 32,
                                                                args.requests)))
 
+    local = step_costs(args.bundle, args.classifier)
+
     print(f"\nPOST /v1/edit, {args.requests} requests per row, bundle {args.bundle}")
-    print(f"{'setup':<28}{'conc.':>6}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>9}{'failed':>8}")
+    print(f"{'setup':<30}{'conc.':>6}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>9}{'failed':>8}")
     for label, level, r in rows:
-        print(f"{label:<28}{level:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rps']:>9.1f}{r['failures']:>8}")
+        print(f"{label:<30}{level:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rps']:>9.1f}{r['failures']:>8}")
     by = {(label, level): r for label, level, r in rows}
     top = max(levels)
     if ladder:
-        print("\nbatching on, what a request costs by route:")
-        for label, level, r in ladder + [("POST /v1/edit", top, by[("serve, batching on (16)", top)])]:
-            print(f"{label:<28}{level:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rps']:>9.1f}"
+        print(f"\n{layouts[0]}, batching on, what a request costs by route:")
+        for label, level, r in ladder + [("POST /v1/edit", top, by[(f"{layouts[0]}, {on_label}", top)])]:
+            print(f"{label:<30}{level:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rps']:>9.1f}"
                   f"{r['failures']:>8}")
-    on, off = by.get(("serve, batching on (16)", top)), by.get(("serve, batching off", top))
-    solo = by[("in-process, 1 image/call", 1)]
-    if on and off:
-        print(f"\nthroughput at c={top}: batching on / off = {on['rps'] / off['rps']:.2f}x; "
-              f"serve (batching on) / in-process 1 image per call = {on['rps'] / solo['rps']:.2f}x")
+    if profiles:
+        print_hops(profiles, local, healthz)
+    solo, batched = by[("in-process, 1 image/call", 1)], by[("in-process, 32 images/call", 32)]
+    print(f"\nratios in this run (c={top} unless said):")
+    for layout in layouts:
+        on, off = by.get((f"{layout}, {on_label}", top)), by.get((f"{layout}, batching off", top))
+        line = f"  {layout}: batching on / off = {on['rps'] / off['rps']:.2f}x; " \
+               f"on / in-process 32 per call = {on['rps'] / batched['rps']:.2f}x"
+        if 1 in levels:
+            line += f"; c=1 p50 over in-process = {by[(f'{layout}, {on_label}', 1)]['p50_ms'] - solo['p50_ms']:.1f} ms"
+        print(line)
     return 0
 
 

@@ -4,8 +4,10 @@
 
 Standard library only (no Ray, no torch imported), so it runs anywhere Python does. It posts
 ``{"image": base64, "edits": {name: strength}, "keep": [...], "method": ...}`` as JSON to ``URL/v1/edit``
-and writes the returned PNG atomically. Anything that goes wrong (no server, a refused request, an
-unreadable file) is a :class:`FacegenError`: one ``error: ...`` line and exit status 2.
+and writes the returned PNG atomically. A 503 (a model replica lost: the service answers it while Serve
+replaces the replica) or a dropped connection is retried with backoff within ``--timeout``. Anything that goes
+wrong (no server, a refused request, an unreadable file) is a :class:`FacegenError`: one ``error: ...`` line
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -20,14 +22,20 @@ import os
 import socket
 import struct
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from facegen.errors import FacegenError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RETRY_STATUSES = frozenset({502, 503, 504})  # "not now": a replica lost, the service overloaded, a gateway
+RETRIES = 3
+BACKOFF_S = 0.5
+MAX_BACKOFF_S = 5.0  # a long Retry-After is cut to this (the timeout still bounds the whole call)
 
 
 def parse_edit(text: str) -> tuple[str, float]:
@@ -75,22 +83,71 @@ def _server_error(exc: urllib.error.HTTPError) -> str:
     return f"HTTP {exc.code}: {first}"
 
 
-def post_json(url: str, body: dict, timeout: float) -> dict:
-    """POST ``body`` as JSON, return the parsed JSON answer; every failure is a one-line FacegenError."""
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+class _Retryable(Exception):
+    """One attempt's failure that another attempt may not meet: ``message`` is the one line to report if none
+    is left, ``reason`` a short name for it, ``delay_s`` the server's ``Retry-After`` when it gave one."""
+
+    def __init__(self, message: str, reason: str, delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message, self.reason, self.delay_s = message, reason, delay_s
+
+
+def _retry_after(exc: urllib.error.HTTPError) -> float | None:
+    try:
+        return max(0.0, float(exc.headers.get("Retry-After", "")))
+    except (TypeError, ValueError):  # absent, or an HTTP date (not worth parsing for a bounded wait)
+        return None
+
+
+def _attempt(url: str, data: bytes, timeout: float) -> bytes:
+    """One POST; the raw answer, a FacegenError, or a _Retryable for a 502/503/504 or a lost connection."""
+    request = urllib.request.Request(url, data=data, method="POST",
                                      headers={"Content-Type": "application/json", "Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
+            return response.read()
     except urllib.error.HTTPError as exc:
-        raise FacegenError(f"{url}: {_server_error(exc)}") from None
+        message = f"{url}: {_server_error(exc)}"
+        if exc.code in RETRY_STATUSES:
+            raise _Retryable(message, f"HTTP {exc.code}", _retry_after(exc)) from None
+        raise FacegenError(message) from None
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):  # connecting took the whole remaining time
+            raise TimeoutError from None
         reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
-        raise FacegenError(f"cannot reach {url} ({reason}); is the facegen server running?") from None
-    except (TimeoutError, socket.timeout):
-        raise FacegenError(f"{url}: no answer within {timeout:g} s (--timeout)") from None
+        message = f"cannot reach {url} ({reason}); is the facegen server running?"
+        if isinstance(exc.reason, ConnectionError):  # refused or reset: a proxy or node may be restarting
+            raise _Retryable(message, type(exc.reason).__name__) from None
+        raise FacegenError(message) from None
     except (ConnectionError, http.client.HTTPException) as exc:  # reset, closed mid-answer
-        raise FacegenError(f"{url}: connection failed ({type(exc).__name__}: {exc})") from None
+        raise _Retryable(f"{url}: connection failed ({type(exc).__name__}: {exc})", type(exc).__name__) from None
+
+
+def post_json(url: str, body: dict, timeout: float, retries: int = RETRIES,
+              on_retry: Callable[[str], None] | None = None) -> dict:
+    """POST ``body`` as JSON, return the parsed JSON answer; every failure is a one-line FacegenError.
+
+    ``timeout`` bounds the whole call, retries included. A 502/503/504 (a replica lost or the service
+    overloaded: the app answers 503 then) or a refused/reset connection is retried up to ``retries`` times
+    after 0.5, 1, 2 s (or the server's ``Retry-After``), never past the timeout. Only for idempotent routes:
+    every facegen route is one (an answer is a function of the request). ``on_retry(reason)`` is told of each
+    retry (the load benchmarks count them)."""
+    data = json.dumps(body).encode()
+    deadline = time.monotonic() + timeout
+    for attempt in range(retries + 1):
+        try:
+            raw = _attempt(url, data, max(0.001, deadline - time.monotonic()))
+            break
+        except (TimeoutError, socket.timeout):
+            raise FacegenError(f"{url}: no answer within {timeout:g} s (--timeout)") from None
+        except _Retryable as exc:
+            pause = min(exc.delay_s if exc.delay_s is not None else BACKOFF_S * 2 ** attempt, MAX_BACKOFF_S)
+            if attempt == retries or time.monotonic() + pause >= deadline:
+                tries = f" (after {attempt + 1} attempts)" if attempt else ""
+                raise FacegenError(exc.message + tries) from None
+            if on_retry is not None:
+                on_retry(exc.reason)
+            time.sleep(pause)
     try:
         answer = json.loads(raw)
     except ValueError:
@@ -176,7 +233,8 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help="where to write the edited PNG (default: IMAGE's name + '-edited.png', here)")
     parser.add_argument("--scores", action="store_true", help="also print every classifier score before/after")
-    parser.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds to wait (default 120)")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                        help="seconds to wait in all, retries included (default 120)")
 
 
 def run_edit(args: argparse.Namespace) -> int:

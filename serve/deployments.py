@@ -1,24 +1,31 @@
-"""The model deployments: each loads one bundle and batches concurrent requests with ``@serve.batch``.
+"""The model deployments: each loads one bundle and batches concurrent calls with ``@serve.batch``.
 
-``Encoder``, ``Decoder`` and ``Classifier`` take a small batch of k items per call (k images (k, 3, R, R) or
-k codes (k, D)), so one request sends all its images in one hop: an edit decodes the original and the edited
-code in one call and scores both in one call. Serve gathers concurrent calls into a batch of up to
-``max_batch_size`` calls, the model runs once on all their rows, and each caller gets its own k rows back.
-Batching is tuned live through ``user_config`` (``serve deploy`` with a new config, no restart): the load
-benchmark turns it off with ``max_batch_size: 1``. Every deployment keeps a histogram of the rows per forward
-pass it ran, so tests and benchmarks can see that batching really happens.
+``Encoder``, ``Decoder`` and ``Classifier`` take a batch of k items per call (k images (k, 3, R, R) or k codes
+(k, D)): the ingress gathers concurrent edits first (``serve/batcher.py``) and sends all their rows in one
+call per hop. Serve merges calls that are already waiting into one forward pass of up to ``max_batch_rows``
+rows and never waits for more (the ingress's batch already did the waiting), and each caller gets its own k
+rows back. Batching is tuned live through ``user_config`` (``serve deploy`` with a new config, no restart):
+the load benchmark turns it off with ``max_batch_size: 1``. Every deployment keeps a histogram of the rows
+per forward pass it ran, so tests and benchmarks can see that batching really happens.
+
+``FusedModels`` loads all three models into the ingress's own replica (``fused: true`` in the app's args): no
+hop between the ingress and the models, for models small enough to share a process; large ones keep the
+separately scaled deployments.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
-from typing import Any
+import threading
+from typing import Any, Awaitable
 
 import torch
 from ray import serve
 
 from facegen.bundle import Bundle, load_bundle
+from serve.requests import ApiError
 
 # Rolling updates start the new replicas before the old ones stop. With Serve's default of 0 a one-replica
 # deployment has no replica for seconds and the old ingress's in-flight requests hang until it is killed.
@@ -38,10 +45,17 @@ def load_serving_bundle(location: str) -> Bundle:
     return load_bundle(location, map_location=_device())
 
 
-class _BatchedModel:
-    """Bundle loading, live batching knobs and batch-size statistics shared by the three deployments.
+def batch_rows(max_batch_size: int) -> int:
+    """Rows one forward pass may hold for ingress batches of ``max_batch_size`` edits (an edit decodes and
+    scores two rows); 1 keeps batching off in the models too."""
+    return 1 if max_batch_size <= 1 else 2 * max_batch_size
 
-    Subclasses name their ``@serve.batch`` methods in ``batched_methods``.
+
+class _BatchedModel:
+    """Bundle loading, live batching knobs and batch-size statistics shared by the model deployments.
+
+    Subclasses name their ``@serve.batch`` methods in ``batched_methods``. ``generator`` is the latent model
+    (encode/decode), ``scorer`` the classifier bundle (scores).
     """
 
     batched_methods: tuple[str, ...] = ()
@@ -50,21 +64,17 @@ class _BatchedModel:
         self.location = bundle
         self.bundle = load_serving_bundle(bundle)
         self.model = self.bundle.model
+        self.generator, self.scorer = self.model, self.bundle
         self.device = next(self.model.parameters()).device
         self.batch_sizes: collections.Counter[int] = collections.Counter()
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        """``user_config``: ``max_batch_size`` (1 turns batching off) and ``batch_wait_timeout_s``."""
+        """``user_config``: ``max_batch_rows`` (1: batching off), rows per forward pass. No batch wait: the
+        ingress's adaptive batcher does the waiting, a wait here would add to every hop at low load."""
         for name in self.batched_methods:
             method = getattr(self, name)
-            method.set_max_batch_size(int(config.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)))
-            method.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", DEFAULT_BATCH_WAIT_S)))
-
-    def _gather(self, parts: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
-        """The calls of one Serve batch as one model batch: (sum k, ...) on the device, and each call's k."""
-        sizes = [len(part) for part in parts]
-        self.batch_sizes[sum(sizes)] += 1
-        return torch.cat(parts).to(self.device), sizes
+            method.set_max_batch_size(int(config.get("max_batch_rows", batch_rows(DEFAULT_MAX_BATCH_SIZE))))
+            method.set_batch_wait_timeout_s(0.0)
 
     def stats(self) -> dict[str, Any]:
         """Forward passes so far: ``{"batches": B, "items": rows, "max_batch_size_seen": most rows in one
@@ -83,59 +93,131 @@ class _BatchedModel:
                 "resolution": int(self.bundle.meta.get("resolution", 0)), "device": str(self.device)}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32,
-                  max_surge_percent=ROLLOUT_SURGE_PERCENT)
-class Encoder(_BatchedModel):
+def _rows(items: list[torch.Tensor]) -> int:
+    """A Serve batch's size in rows (images or codes), so ``max_batch_rows`` bounds what one forward pass
+    holds; a call alone always fits, however many rows it brings (a 16-frame traverse, a whole edit batch)."""
+    return 1 if len(items) == 1 else sum(len(item) for item in items)
+
+
+def _batched(method):
+    """``@serve.batch`` counted in rows; sizes and wait come from ``reconfigure`` (``user_config``)."""
+    return serve.batch(max_batch_size=2 * DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=0.0,
+                       batch_size_fn=_rows)(method)
+
+
+class _Encodes:
     """Per call: images (k, 3, R, R) in [-1, 1] (+ conditions (k, C) for a conditional model) -> codes (k, D)."""
 
-    batched_methods = ("encode",)
-
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
-    async def encode(self, images: list[torch.Tensor], conds: list[torch.Tensor | None]) -> list[torch.Tensor]:
-        batch, sizes = self._gather(images)
-        cond = None if conds[0] is None else torch.cat(conds).to(self.device)
+    def encode_rows(self, images: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        self.batch_sizes[len(images)] += 1
         with torch.inference_mode():
-            codes = self.model.encode(batch, cond)
-        return list(codes.cpu().split(sizes))
+            cond = None if cond is None else cond.to(self.device)
+            return self.generator.encode(images.to(self.device), cond).cpu()
+
+    @_batched
+    async def encode(self, images: list[torch.Tensor], conds: list[torch.Tensor | None]) -> list[torch.Tensor]:
+        sizes = [len(part) for part in images]
+        cond = None if conds[0] is None else torch.cat(conds)
+        return list(self.encode_rows(torch.cat(images), cond).split(sizes))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32,
-                  max_surge_percent=ROLLOUT_SURGE_PERCENT)
-class Decoder(_BatchedModel):
+class _Decodes:
     """Per call: codes (k, D) -> images (k, 3, R, R) in [-1, 1]."""
 
+    def decode_rows(self, codes: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes[len(codes)] += 1
+        with torch.inference_mode():
+            return self.generator.decode(codes.to(self.device)).clamp(-1, 1).cpu()
+
+    @_batched
+    async def decode(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(self.decode_rows(torch.cat(codes)).split([len(part) for part in codes]))
+
+
+class _Scores:
+    """Per call: images (k, 3, R, R) in [-1, 1], any R -> attribute probabilities (k, A) in the classifier
+    bundle's attribute order. Images are resized to the classifier's own resolution, so a 64 px generator can
+    be scored by a classifier trained at another size."""
+
+    def score_rows(self, images: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes[len(images)] += 1
+        batch = images.to(self.device)
+        size = int(self.scorer.meta.get("resolution", batch.shape[-1]))
+        if batch.shape[-1] != size:
+            batch = torch.nn.functional.interpolate(batch, size=(size, size), mode="bilinear",
+                                                    align_corners=False, antialias=True)
+        with torch.inference_mode():
+            return self.scorer.model.predict_proba(batch).float().cpu()
+
+    @_batched
+    async def scores(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(self.score_rows(torch.cat(images)).split([len(part) for part in images]))
+
+
+_MODEL_OPTIONS = {"ray_actor_options": {"num_cpus": 0.25}, "max_ongoing_requests": 32,
+                  "max_surge_percent": ROLLOUT_SURGE_PERCENT}
+
+
+@serve.deployment(**_MODEL_OPTIONS)
+class Encoder(_Encodes, _BatchedModel):
+    batched_methods = ("encode",)
+
+
+@serve.deployment(**_MODEL_OPTIONS)
+class Decoder(_Decodes, _BatchedModel):
     batched_methods = ("decode",)
 
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
-    async def decode(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
-        batch, sizes = self._gather(codes)
-        with torch.inference_mode():
-            images = self.model.decode(batch)
-        return list(images.clamp(-1, 1).cpu().split(sizes))
 
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32,
-                  max_surge_percent=ROLLOUT_SURGE_PERCENT)
-class Classifier(_BatchedModel):
-    """Per call: images (k, 3, R, R) in [-1, 1], any R -> attribute probabilities (k, A) in the bundle's
-    attribute order.
-
-    Images are resized to the classifier's own resolution, so a 64 px generator can be scored by a classifier
-    trained at another size.
-    """
-
+@serve.deployment(**_MODEL_OPTIONS)
+class Classifier(_Scores, _BatchedModel):
     batched_methods = ("scores",)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "attributes": list(self.model.attribute_names)}
 
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
-    async def scores(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        batch, sizes = self._gather(images)
-        size = int(self.bundle.meta.get("resolution", batch.shape[-1]))
-        if batch.shape[-1] != size:
-            batch = torch.nn.functional.interpolate(batch, size=(size, size), mode="bilinear",
-                                                    align_corners=False, antialias=True)
-        with torch.inference_mode():
-            probabilities = self.model.predict_proba(batch)
-        return list(probabilities.float().cpu().split(sizes))
+
+class FusedModels(_Encodes, _Decodes, _Scores, _BatchedModel):
+    """Generator and classifier loaded in the ingress's own replica (``fused: true``): no hop at all between
+    the ingress and the models. ``remote(name)`` stands in for a DeploymentHandle method: the forward pass runs
+    in a worker thread (torch releases the GIL), so the ingress keeps reading requests meanwhile."""
+
+    def __init__(self, bundle: str, classifier: str | None = None) -> None:
+        super().__init__(bundle)
+        self.scorer = load_serving_bundle(classifier) if classifier else None
+        self._lock = threading.Lock()  # one forward pass at a time: one intra-op thread, like a replica
+
+    def _locked(self, method: str, *args):
+        with self._lock:
+            return getattr(self, method)(*args)
+
+    def remote(self, method: str) -> "_LocalMethod":
+        return _LocalMethod(self, {"encode": "encode_rows", "decode": "decode_rows", "scores": "score_rows"}[method])
+
+    async def run(self, method: str, *args) -> torch.Tensor:
+        """A model call's bad input is a 400, as a replica's ValueError/TypeError is through a handle."""
+        try:
+            return await asyncio.to_thread(self._locked, method, *args)
+        except (ValueError, TypeError) as exc:
+            raise ApiError(400, "bad_request", str(exc).splitlines()[0]) from None
+
+
+class _LocalMethod:
+    """``handle.method.remote(rows)`` for a model in this process: an awaitable of the method's rows."""
+
+    def __init__(self, models: FusedModels, method: str) -> None:
+        self.models, self.method = models, method
+
+    def remote(self, *args) -> Awaitable[torch.Tensor]:
+        return self.models.run(self.method, *args)
+
+
+class LocalHandle:
+    """A DeploymentHandle look-alike over :class:`FusedModels`: ``.encode``/``.decode``/``.scores``."""
+
+    def __init__(self, models: FusedModels) -> None:
+        self.models = models
+
+    def __getattr__(self, method: str) -> _LocalMethod:
+        if method in ("encode", "decode", "scores"):
+            return self.models.remote(method)
+        raise AttributeError(method)

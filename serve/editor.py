@@ -14,19 +14,24 @@ directions, and codes drawn from the prior for ``generate``/``traverse``.
 
 import base64
 import os
+import time
 from typing import Any
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facegen.latent.edit import EDIT_METHODS, MAX_STRENGTH, check_edits, edit_codes, latent_slots
+from serve.batcher import AdaptiveBatcher
 from serve.catalog import ModelCatalog
-from serve.deployments import ROLLOUT_SURGE_PERCENT
+from serve.deployments import (DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, ROLLOUT_SURGE_PERCENT, FusedModels,
+                               LocalHandle)
+from serve.edits import EditSpec, edit_batch, named, read_conditions, server_timing
 from serve.images import MAX_BYTES, MAX_PIXELS, png_base64
 from serve.requests import (ApiError, error_response, get_bool, get_int, get_number_map, get_str, get_str_list,
                             image_from, parse_request)
@@ -59,9 +64,19 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 
 async def _call(call) -> Any:
-    """Await a DeploymentHandle call; a replica lost mid-request is a 503 the client may retry."""
+    """Await a DeploymentHandle call; a replica lost mid-request (its node too) or a model deployment that
+    cannot take the request now is a JSON 503 the client may retry (Serve's own answer to the last two would
+    be a plain-text 503; a missing handler, a 500)."""
     try:
         return await call
+    except BackPressureError:
+        raise ApiError(503, "overloaded", "the model replicas' queues are full; retry the request") from None
+    except DeploymentUnavailableError:
+        raise ApiError(503, "unavailable", "a model deployment is unavailable; retry the request") from None
+    except RayServeException as exc:  # the router's wrapper of an upstream actor's death
+        if isinstance(exc.__cause__, RayActorError):
+            raise ApiError(503, "unavailable", "a model replica was lost; retry the request") from None
+        raise
     except (RayActorError, RayTaskError) as exc:
         if isinstance(exc, RayTaskError) and isinstance(exc.cause, (ValueError, TypeError)):
             raise ApiError(400, "bad_request", str(exc.cause).splitlines()[0]) from None
@@ -72,14 +87,35 @@ async def _call(call) -> Any:
                   max_surge_percent=ROLLOUT_SURGE_PERCENT)
 @serve.ingress(app)
 class Editor:
-    """HTTP ingress. encoder / decoder / classifier: DeploymentHandles (classifier may be None)."""
+    """HTTP ingress. encoder / decoder / classifier: DeploymentHandles (classifier may be None); with
+    ``fused`` they are None and the models are loaded here (``FusedModels``), called without a hop."""
 
     def __init__(self, encoder, decoder, classifier, bundle: str, classifier_bundle: str | None = None,
-                 max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, align: bool = True) -> None:
+                 max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, align: bool = True,
+                 fused: bool = False) -> None:
+        if fused:
+            self.models = FusedModels(bundle, classifier_bundle)
+            encoder = decoder = LocalHandle(self.models)
+            classifier = decoder if classifier_bundle else None
         self.encoder, self.decoder, self.classifier = encoder, decoder, classifier
         self.catalog = ModelCatalog(bundle, classifier_bundle)
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
         self.align = align  # for requests that do not say: find and frame the face like the training faces
+        self.fused = fused
+        # Concurrent edits share one model call per hop; user_config retunes it live (reconfigure).
+        self.edits = AdaptiveBatcher(self._edit_batch, DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_WAIT_S)
+
+    def reconfigure(self, config: dict) -> None:
+        """``user_config``: ``max_batch_size`` (edits per batch, 1 = off) and ``batch_wait_timeout_s`` (the
+        most a batch waits for requests already on their way)."""
+        self.edits.configure(int(config.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)),
+                             float(config.get("batch_wait_timeout_s", DEFAULT_BATCH_WAIT_S)))
+
+    @app.get("/v1/batches", include_in_schema=False)
+    async def batches(self) -> dict:
+        """How many edit batches of each size the ingress ran (for tests and benchmarks)."""
+        return {"sizes": {str(k): v for k, v in sorted(self.edits.sizes.items())}, "fused": self.fused,
+                "model_passes": self.models.stats()["histogram"] if self.fused else None}
 
     # ---- pages and metadata ----
 
@@ -133,19 +169,18 @@ class Editor:
 
     async def _encode(self, image: torch.Tensor) -> torch.Tensor:
         """image (3, R, R) -> code (D,)."""
-        cond = await self._condition(image)
-        codes = await _call(self.encoder.encode.remote(image[None], None if cond is None else cond[None]))
-        return codes[0]
+        return (await self._encode_rows(image[None], await self._conditions(image[None])))[0]
 
-    async def _condition(self, image: torch.Tensor) -> torch.Tensor | None:
-        """A conditional encoder's condition for an uploaded photo: what the classifier sees in it."""
-        spec = self.catalog.condition
-        if spec is None:
-            return None
-        if spec.attributes and self.classifier is not None and spec.readable_by(self.catalog):
-            scores = await _call(self.classifier.scores.remote(image[None]))
-            return spec.from_scores(scores[0], self.catalog.classifier_attributes)
-        return torch.zeros(spec.size)
+    async def _encode_rows(self, images: torch.Tensor, conds: torch.Tensor | None) -> torch.Tensor:
+        return await _call(self.encoder.encode.remote(images, conds))
+
+    async def _score_rows(self, images: torch.Tensor) -> torch.Tensor:
+        return await _call(self.classifier.scores.remote(images))
+
+    async def _conditions(self, images: torch.Tensor) -> torch.Tensor | None:
+        """A conditional encoder's conditions for k uploads: what the classifier sees in them (one call)."""
+        scores = self._score_rows if self.classifier is not None else None
+        return await read_conditions(self.catalog, scores, images)
 
     async def _scores(self, images: torch.Tensor) -> list[dict[str, float] | None]:
         """images (k, 3, R, R) -> k {attribute: probability} (None each without a classifier)."""
@@ -159,30 +194,45 @@ class Editor:
         """codes (k, D) -> images (k, 3, R, R)."""
         return await _call(self.decoder.decode.remote(codes))
 
+    async def _edit_batch(self, items: list[tuple[torch.Tensor, EditSpec]]) -> list:
+        """The adaptive batcher's work: k (image, spec) -> k (EditRows, row) or an ApiError for a bad row."""
+        return await edit_batch(items, self.catalog, self._encode_rows, self._decode,
+                                self._score_rows if self.classifier is not None else None)
+
     # ---- endpoints ----
 
     @app.post(f"/{API_VERSION}/edit")
-    async def edit(self, request: Request) -> dict:
-        """Image + ``edits`` {attribute: strength} (+ ``keep``, ``method``) -> edited PNG and scores."""
-        parsed, image = await self._image(request)
-        edits = get_number_map(parsed.fields, "edits")
-        if not edits:
-            raise ApiError(400, "bad_field", "'edits' is empty: give at least one {attribute: strength}")
-        keep = get_str_list(parsed.fields, "keep")
-        method = get_str(parsed.fields, "method", self.catalog.default_method(), EDIT_METHODS)
-        model, directions = self.catalog.generator, self.catalog.directions_for(method)
-        try:
-            check_edits(model, edits, keep, method, directions)
-            code = await self._encode(image)
-            edited = edit_codes(model, code[None], edits, keep, method, directions)[0]
-        except ValueError as exc:
-            raise ApiError(400, "bad_edit", str(exc)) from None
-        decoded = await self._decode(torch.stack([code, edited]))
-        reconstruction, result = decoded
-        before, after = await self._scores(decoded)
-        return {"model": self.catalog.name, "method": method, "edits": edits, "keep": keep,
-                "image": png_base64(result), "reconstruction": png_base64(reconstruction),
-                "scores_before": before, "scores_after": after}
+    async def edit(self, request: Request, response: Response) -> dict:
+        """Image + ``edits`` {attribute: strength} (+ ``keep``, ``method``) -> edited PNG and scores.
+
+        Concurrent edits are batched here (``self.edits``); the ``Server-Timing`` header says where this
+        request's time went (ms): body, image decode, wait for its batch, each model step, PNG encode."""
+        started = time.perf_counter()
+        with self.edits.expect():
+            parsed = await parse_request(request, self.max_bytes)
+            read = time.perf_counter()
+            image = self._decode_upload(parsed)
+            decoded = time.perf_counter()
+            edits = get_number_map(parsed.fields, "edits")
+            if not edits:
+                raise ApiError(400, "bad_field", "'edits' is empty: give at least one {attribute: strength}")
+            keep = get_str_list(parsed.fields, "keep")
+            method = get_str(parsed.fields, "method", self.catalog.default_method(), EDIT_METHODS)
+            name = self.catalog.default_method() if method == "conditional" else method
+            try:
+                check_edits(self.catalog.generator, edits, keep, method, self.catalog.directions.get(name))
+            except ValueError as exc:
+                raise ApiError(400, "bad_edit", str(exc)) from None
+            submitted = time.perf_counter()
+            (rows, i), waited = await self.edits.submit((image, EditSpec(edits, keep, method, name)))
+        answered, names = time.perf_counter(), self.catalog.classifier_attributes
+        body = {"model": self.catalog.name, "method": method, "edits": edits, "keep": keep,
+                "image": png_base64(rows.edited[i]), "reconstruction": png_base64(rows.reconstructions[i]),
+                "scores_before": named(rows.scores_before, i, names), "scores_after": named(rows.scores_after, i, names)}
+        response.headers["Server-Timing"] = server_timing(
+            {"body": read - started, "image": decoded - read, "check": submitted - decoded, "wait": waited,
+             **rows.timings, "png": time.perf_counter() - answered, "total": time.perf_counter() - started})
+        return body
 
     @app.post(f"/{API_VERSION}/classify")
     async def classify(self, request: Request) -> dict:

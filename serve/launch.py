@@ -52,7 +52,7 @@ def serving_config(path: str = DEFAULT_CONFIG, *, bundle: str | None = None, cla
     Local bundle paths are made absolute (replicas do not run in this folder); URIs stay as written."""
     from ray.serve.schema import ServeDeploySchema
 
-    from serve.app import AppArgs
+    from serve.app import AppArgs, model_deployments
 
     try:
         config = yaml.safe_load(Path(path).read_text())
@@ -74,6 +74,12 @@ def serving_config(path: str = DEFAULT_CONFIG, *, bundle: str | None = None, cla
                      if key in args})
     except ValidationError as exc:
         raise FacegenError(f"{path}: {_one_line(exc)}") from None
+    # Serve refuses settings for a deployment the app does not build: with ``fused: true`` (or without a
+    # classifier) the entries of the split model deployments are dropped; FusedModels keeps its code's options.
+    app = facegen_app(config, path)
+    built = {"Editor", *model_deployments(args)}
+    if app.get("deployments"):
+        app["deployments"] = [d for d in app["deployments"] if d.get("name") in built]
     return config
 
 

@@ -12,9 +12,11 @@ class ScriptedHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output clean
         pass
 
-    def reply(self, status: int, body: bytes, kind: str = "application/json") -> None:
+    def reply(self, status: int, body: bytes, kind: str = "application/json", retry_after=None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -36,7 +36,8 @@ EDITED = png_bytes()
 
 class EditHandler(ScriptedHandler):
     """POST /v1/edit: the edit names steer the answer (``Unknown`` -> 400 JSON error, ``Crash`` -> 500
-    text, ``Garbage`` -> 200 non-JSON, ``NotPng`` -> 200 with a non-PNG image, ``Blond`` -> no scores)."""
+    text, ``Garbage`` -> 200 non-JSON, ``NotPng`` -> 200 with a non-PNG image, ``Blond`` -> no scores,
+    ``Busy=S`` -> 503 with ``Retry-After: S``, ``Flaky`` -> 503 while ``server.flaky`` > 0, then 200)."""
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -50,6 +51,10 @@ class EditHandler(ScriptedHandler):
         if "Unknown" in edits:
             error = {"code": "unknown_attribute", "message": "unknown attribute 'Unknown' (known: Smiling, ...)"}
             return self.reply(400, json.dumps({"error": error}).encode())
+        if "Busy" in edits or ("Flaky" in edits and self.server.flaky > 0):
+            self.server.flaky -= 1
+            error = {"code": "unavailable", "message": "a model replica was lost; retry the request"}
+            return self.reply(503, json.dumps({"error": error}).encode(), retry_after=edits.get("Busy"))
         if "Crash" in edits:
             return self.reply(500, b"Internal Server Error\nTraceback ...", "text/plain")
         if "Garbage" in edits:
@@ -66,7 +71,7 @@ class EditHandler(ScriptedHandler):
 @pytest.fixture(scope="module")
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), EditHandler)
-    httpd.requests = []
+    httpd.requests, httpd.flaky = [], 0
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -155,6 +160,23 @@ def test_mistakes_are_one_line_and_exit_2(args, message, url, photo, tmp_path, c
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and message.format(closed=closed) in err, err
     assert out.read_bytes() == b"previous result"  # nothing half-written over the old file
+
+
+def test_a_503_is_retried_until_answered(url, server, photo, tmp_path, capsys):
+    server.flaky = 2  # a replica lost: the service answers 503 twice, then Serve has replaced it
+    out = tmp_path / "out.png"
+    assert edit(str(photo), "--set", "Flaky=1", "--url", url, "-o", str(out)) == 0, capsys.readouterr().err
+    assert out.read_bytes() == EDITED and len(server.requests) == 3
+
+
+def test_retries_are_bounded_by_count_and_timeout(url, server, photo, tmp_path, capsys):
+    assert edit(str(photo), "--set", "Busy=0", "--url", url, "-o", str(tmp_path / "o.png")) == 2
+    err = capsys.readouterr().err
+    assert "(unavailable, HTTP 503) (after 4 attempts)" in err and len(server.requests) == 4, err
+    server.requests.clear()  # a Retry-After beyond the timeout: no second attempt, no wait past --timeout
+    assert edit(str(photo), "--set", "Busy=3", "--url", url, "--timeout", "1", "-o", str(tmp_path / "o.png")) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("(unavailable, HTTP 503)\n") and len(server.requests) == 1, err
 
 
 def test_unreadable_inputs_and_outputs(url, photo, tmp_path, capsys):

@@ -21,6 +21,38 @@ def _body() -> dict:
     return {"image": base64.b64encode(out.getvalue()).decode(), "edits": {"Smiling": 1.0}}
 
 
+def _raises(exc: BaseException):
+    async def call():
+        raise exc
+    return call()
+
+
+def _serve_losses() -> list:
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
+
+    upstream = RayServeException("Request to deployment 'Decoder' failed because an upstream actor died")
+    upstream.__cause__ = ActorDiedError()
+    return [ActorDiedError(), ActorUnavailableError("node lost", None), BackPressureError(512, 512),
+            DeploymentUnavailableError(DeploymentID(name="Encoder", app_name="facegen")), upstream]
+
+
+@pytest.mark.parametrize("index", range(5), ids=["died", "unavailable", "backpressure", "deployment", "upstream"])
+def test_lost_or_full_model_replicas_are_a_json_503(index):
+    """Regression: Serve's BackPressureError / DeploymentUnavailableError reached the client as Serve's
+    plain-text 503, the router's wrapped upstream death as a 500; every one is now the API's JSON 503."""
+    import asyncio
+
+    from serve.editor import _call
+    from serve.requests import ApiError
+
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(_call(_raises(_serve_losses()[index])))
+    assert caught.value.status == 503 and caught.value.code in ("unavailable", "overloaded")
+    assert b'"error"' in caught.value.response().body
+
+
 def test_killed_encoder_replica_is_replaced(serve_url):
     import ray
     from ray.util.state import list_actors

@@ -1,0 +1,118 @@
+"""One batch of edits through the models: encode, move each code, decode both, score both.
+
+The same steps run in two places, chosen by the app's ``fused`` argument: in the ingress with each model a
+DeploymentHandle call (the split deployments, three hops per batch), or inside ``FusedModels`` with the
+models in that process (one hop per batch). Each step's wall time comes back with the rows, so a client can
+see where a request's time went (the ingress sends them as a ``Server-Timing`` header).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import torch
+
+from facegen.latent.edit import edit_codes
+from facegen.models import LatentModel
+from serve.requests import ApiError
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """One request's edit: ``edits`` {attribute: strength}, ``keep``, ``method`` and ``directions``, the name
+    of the stored directions it uses (None: latent slots only)."""
+
+    edits: dict[str, float]
+    keep: list[str]
+    method: str
+    directions: str | None
+
+
+@dataclass
+class EditRows:
+    """A batch of k edits: ``reconstructions`` and ``edited`` (k, 3, R, R), ``scores_before``/``after`` (k, A)
+    or None without a classifier, ``errors`` a message per row that could not be edited (else None), and
+    ``timings`` {step: seconds} for the batch."""
+
+    reconstructions: torch.Tensor
+    edited: torch.Tensor
+    scores_before: torch.Tensor | None
+    scores_after: torch.Tensor | None
+    errors: list[str | None]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs: list[EditSpec],
+                        encode: Callable[[torch.Tensor, torch.Tensor | None], Awaitable[torch.Tensor]],
+                        decode: Callable[[torch.Tensor], Awaitable[torch.Tensor]],
+                        scores: Callable[[torch.Tensor], Awaitable[torch.Tensor]] | None,
+                        generator: LatentModel, directions_of: Callable) -> EditRows:
+    """images (k, 3, R, R) with specs (k) -> :class:`EditRows`. ``encode``/``decode``/``scores`` are the
+    models (a handle call or a local call); ``directions_of(name)`` looks up stored directions."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step], clock = now - clock, now
+
+    codes = await encode(images, conds)
+    lap("encode")
+    edited, errors = [], []
+    for i, spec in enumerate(specs):
+        try:
+            directions = directions_of(spec.directions) if spec.directions else None
+            edited.append(edit_codes(generator, codes[i:i + 1], spec.edits, spec.keep, spec.method,
+                                     directions)[0])
+            errors.append(None)
+        except ValueError as exc:  # checked before batching; kept per row so one bad edit fails alone
+            edited.append(codes[i])
+            errors.append(str(exc))
+    lap("edit")
+    k = len(specs)
+    decoded = await decode(torch.cat([codes, torch.stack(edited)]))
+    lap("decode")
+    probabilities = None
+    if scores is not None:
+        probabilities = await scores(decoded)
+        lap("scores")
+    return EditRows(decoded[:k], decoded[k:], None if probabilities is None else probabilities[:k],
+                    None if probabilities is None else probabilities[k:], errors, timings)
+
+
+async def read_conditions(catalog, scores: Callable | None, images: torch.Tensor) -> torch.Tensor | None:
+    """A conditional encoder's conditions (k, C) for k uploads: what the classifier sees in them (one
+    ``scores`` call), all-zero when it cannot tell; None for an unconditional model."""
+    spec = catalog.condition
+    if spec is None:
+        return None
+    if spec.attributes and scores is not None and spec.readable_by(catalog):
+        rows = await scores(images)
+        return torch.stack([spec.from_scores(row, catalog.classifier_attributes) for row in rows])
+    return torch.zeros(len(images), spec.size)
+
+
+async def edit_batch(items: list[tuple[torch.Tensor, EditSpec]], catalog, encode, decode, scores) -> list:
+    """k (image (3, R, R), spec) -> k (EditRows, row index), or an ApiError for a row that cannot be edited."""
+    images, specs = torch.stack([image for image, _ in items]), [spec for _, spec in items]
+    started = time.perf_counter()
+    conds = await read_conditions(catalog, scores, images)
+    conditioned = time.perf_counter()
+    rows = await run_edit_rows(images, conds, specs, encode, decode, scores, catalog.generator,
+                               catalog.directions.get)
+    if conds is not None:
+        rows.timings["cond"] = conditioned - started
+    return [(rows, i) if error is None else ApiError(400, "bad_edit", error) for i, error in enumerate(rows.errors)]
+
+
+def named(scores: torch.Tensor | None, i: int, names: list[str]) -> dict[str, float] | None:
+    """Row i of (k, A) probabilities as {attribute: p}, None without a classifier."""
+    return None if scores is None else {n: round(float(p), 4) for n, p in zip(names, scores[i].tolist())}
+
+
+def server_timing(steps: dict[str, float]) -> str:
+    """{step: seconds} -> a ``Server-Timing`` header value (ms), which browsers' developer tools show."""
+    return ", ".join(f"{step};dur={1000 * seconds:.2f}" for step, seconds in steps.items())
