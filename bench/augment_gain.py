@@ -1,20 +1,28 @@
-"""Does latent-edit augmentation help an attribute classifier trained on few labels? Measured in one run.
+"""Does latent-edit augmentation help an attribute classifier trained on few labels? Equal optimiser steps, seeds.
 
-    flock /tmp/facegen-ray.lock python bench/augment_gain.py --bundle out/demo/runs/vae_demo64/bundle \\
-        [--subset 200] [--variants 2] [--edits "Smiling:+2,Eyeglasses:+2"] [--epochs 6] [--work DIR]
+Per seed S, three stages (only ``augment`` starts Ray, so only it needs the lock; each stays under ~5 min):
 
-1. Renders a fresh synthetic CelebA (``write_synthetic``, its own seed: faces the VAE never saw) and keeps a
-   small labelled train subset plus the dataset's whole val and test splits.
-2. Fits the VAE's attribute directions on the subset's labels only (a copy of the bundle; the bundle's own
-   training labels are not used), then runs the real ``facegen augment`` job (Ray Data) on the subset's images:
-   K edited variants of each train face, labelled with the edited attributes, val/test copied unedited.
-3. Trains ``configs/classifier_synth64.yaml`` twice through the real harness (``trainer.fit``, same config and
-   early stopping): on the subset, and on the subset + variants.
-4. Evaluates both on the same held-out test split (the subset's shards) and prints accuracy and balanced
-   accuracy, mean over attributes and on the edited ones, side by side with the gain; then one JSON line.
+    python bench/augment_gain.py prepare --seed S --bundle VAE [--subset 200]        # no Ray
+    flock /tmp/facegen-ray.lock python bench/augment_gain.py augment --seed S --bundle VAE --guide CLASSIFIER
+    python bench/augment_gain.py train --seed S [--steps 400]                         # no Ray
+then ``python bench/augment_gain.py report --seeds 0,1,2`` prints the table and one JSON line, and
+``python bench/augment_gain.py labels --seed S`` how often each job's labels agree with an independent judge.
 
-With the same epochs the augmented run takes (K + 1) times the optimiser steps, so a gain can come from that
-alone; ``--baseline-epochs`` gives the subset-only run as many steps instead.
+prepare: renders a fresh synthetic CelebA once (``--synth-seed``: faces the VAE never saw), keeps ``--subset``
+train faces drawn by S plus every val and test face, writes their shards, fits the VAE's mean_diff directions on
+the subset's labels only, and trains the baseline classifier on the subset, which is also saved as the
+*self guide*: a guide that knows no more labels than the subset.
+
+augment: the real ``facegen augment`` job (Ray Data) on the subset's train faces, ``--variants`` K of each:
+``mean_diff`` (directions from the subset), ``guided`` with ``--guide`` (a classifier trained on other, labelled
+faces: more labels than the subset, said in the report), ``self`` (guided by the self guide) -- each with
+``--relabel``, so the job writes guide-corrected labels and the manifest keeps the edit's sign -- and ``recon``
+(strength 0: the subset's reconstructions, labels unchanged); ``guided_res`` / ``self_res``: the same guided
+edits written with ``--residual`` (source + edited decode - reconstruction: no reconstruction blur).
+
+train: the classifier of ``configs/classifier_synth64.yaml`` trained in-process (bench/augment_train.py; not
+the Ray harness, so every arm gets exactly ``--steps`` optimiser steps of the same batch size) on the subset
+plus each arm's variants; the state with the best validation balanced accuracy is tested on the test split.
 """
 
 from __future__ import annotations
@@ -27,26 +35,41 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import augment_train as at  # noqa: E402
+from facegen.augment.celeba import read_source_labels  # noqa: E402
 from facegen.bundle import load_bundle, update_extras  # noqa: E402
-from facegen.cli import main as facegen_main  # noqa: E402
-from facegen.config import load_config  # noqa: E402
 from facegen.data.celeba import read_celeba  # noqa: E402
 from facegen.data.pipeline import read_examples  # noqa: E402
-from facegen.data.shards import write_shards  # noqa: E402
+from facegen.data.shards import read_manifest, write_shards  # noqa: E402
 from facegen.data.synth import write_synthetic  # noqa: E402
-from facegen.augment.variants import parse_edits  # noqa: E402
 from facegen.latent.store import directions_extras, fit_bundle_directions  # noqa: E402
-from facegen.reporting.report import evaluate  # noqa: E402
-from facegen.runtime import init_ray  # noqa: E402
-from facegen.training.trainer import fit  # noqa: E402
+
+# arm -> the augment outputs it adds to the subset: (job folder, labels from the job's --relabel file?)
+ARMS = {
+    "mean_diff": [("mean_diff", False)],
+    "mean_diff+relabel": [("mean_diff", True)],
+    "guided": [("guided", False)],
+    "guided+relabel": [("guided", True)],
+    "guided+relabel+recon": [("guided", True), ("recon", False)],
+    "self+relabel": [("self", True)],
+    "self+relabel+recon": [("self", True), ("recon", False)],
+    "recon": [("recon", False)],
+    "guided_res+relabel": [("guided_res", True)],
+    "self_res+relabel": [("self_res", True)],
+}
 
 
-def subset_folder(synth: str, dest: str, n_train: int) -> None:
-    """A CelebA folder holding the first ``n_train`` train faces and every val and test face of ``synth``."""
+def subset_folder(synth: str, dest: str, n_train: int, seed: int) -> None:
+    """A CelebA folder: ``n_train`` train faces of ``synth`` drawn by ``seed``, and every val and test face."""
     dataset = read_celeba(synth)
-    train = [r for r in dataset.records if r.split == "train"][:n_train]
+    train = [r for r in dataset.records if r.split == "train"]
+    train = [train[i] for i in sorted(np.random.default_rng(seed).choice(len(train), n_train, replace=False))]
     keep = train + [r for r in dataset.records if r.split != "train"]
     os.makedirs(f"{dest}/img_align_celeba")
     for record in keep:
@@ -58,72 +81,134 @@ def subset_folder(synth: str, dest: str, n_train: int) -> None:
     Path(f"{dest}/list_eval_partition.txt").write_text("".join(f"{r.key} {codes[r.split]}\n" for r in keep))
 
 
-def bundle_with_subset_directions(bundle: str, dest: str, manifest, n_train: int) -> str:
-    """Copy ``bundle`` to ``dest`` with directions fitted on the subset's train labels only."""
-    shutil.copytree(bundle, dest)
-    model = load_bundle(dest).model
-    batch = read_examples(manifest, "train", n_train)
-    directions = fit_bundle_directions(model, batch, manifest.attribute_names, methods=["mean_diff"])
-    return update_extras(dest, directions_extras(directions))
+def prepare(args, folder: str) -> None:
+    synth = f"{args.work}/synth"
+    if not os.path.exists(f"{synth}/list_attr_celeba.txt"):
+        write_synthetic(synth, n=args.n, seed=args.synth_seed, progress=False)
+    shutil.rmtree(folder, ignore_errors=True)
+    subset_folder(synth, f"{folder}/subset", args.subset, args.seed)
+    base = write_shards(read_celeba(f"{folder}/subset"), f"{folder}/shards", resolution=64, progress=False)
+    shutil.copytree(args.bundle, f"{folder}/vae")  # directions from the subset's labels only
+    batch = read_examples(base, "train", args.subset)
+    directions = fit_bundle_directions(load_bundle(f"{folder}/vae").model, batch, base.attribute_names, ["mean_diff"])
+    update_extras(f"{folder}/vae", directions_extras(directions))
+    started = time.perf_counter()
+    cfg = at.classifier_config(base.root, args.batch_size)
+    model, loss, step, seen = at.train_steps(cfg, batch, read_examples(base, "val", base.rows("val")), args.steps,
+                                             args.seed)
+    at.save_classifier(model, cfg, f"{folder}/self_guide")
+    result = {"metrics": at.test_metrics(model, read_examples(base, "test", base.rows("test"))), "val_balanced_accuracy": loss,
+              "best_step": step, "images_seen": seen, "train_rows": args.subset,
+              "seconds": round(time.perf_counter() - started, 1)}
+    Path(f"{folder}/baseline.json").write_text(json.dumps(result))
+    print(f"prepare seed {args.seed}: baseline mean balanced accuracy "
+          f"{result['metrics']['mean_balanced_accuracy']:.4f} ({result['seconds']} s)")
 
 
-def train_classifier(shards: str, name: str, work: str, epochs: int) -> str:
-    cfg = load_config("configs/classifier_synth64.yaml",
-                      [f"data.shards={shards}", f"train.epochs={epochs}", f"train.storage_path={work}/runs",
-                       f"train.name={name}"])
-    return fit(cfg).bundle
+def run_inprocess(argv: list[str]) -> int:
+    """``facegen augment``'s own planning, actor UDF and label writing, with the UDF called here in batches
+    instead of by a Ray Data actor pool (``--no-ray``: when the shared Ray lock is not to be had)."""
+    import pyarrow as pa
+
+    from facegen.augment.job import add_augment_arguments, finish, plan_job
+    from facegen.augment.variants import EditVariants, read_sources
+
+    parser = argparse.ArgumentParser()
+    add_augment_arguments(parser)
+    job = plan_job(parser.parse_args(argv[1:]))
+    udf = EditVariants(job.bundle, job.out, job.spec, job.directions, guide=job.guide, scale=job.scale)
+    rows = []
+    for start in range(0, len(job.items), 32):
+        table = read_sources(pa.Table.from_pylist(job.items[start:start + 32]), root=job.images)
+        rows += udf(table).to_pylist()
+    return finish(job, rows)
+
+
+def augment(args, folder: str) -> None:
+    from facegen.cli import main as facegen_main
+    from facegen.runtime import init_ray
+
+    run = run_inprocess if args.no_ray else facegen_main
+    if not args.no_ray:
+        init_ray(args.num_cpus)
+    common = ["--images", f"{folder}/subset/img_align_celeba", "--layout", "celeba",
+              "--labels", f"{folder}/subset/list_attr_celeba.txt", "--bundle", f"{folder}/vae", "--fit-rows", "500"]
+    jobs = {"mean_diff": ["--method", "mean_diff", "--edits", args.edits, "--relabel", "--guide", args.guide],
+            "guided": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide", args.guide],
+            "self": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide", f"{folder}/self_guide"],
+            "recon": ["--method", "mean_diff", "--edits", args.edits.split(",")[0].split(":")[0] + ":0"],
+            "guided_res": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide", args.guide,
+                           "--residual"],
+            "self_res": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide",
+                         f"{folder}/self_guide", "--residual"]}
+    for name in args.jobs.split(","):
+        started = time.perf_counter()
+        variants = "1" if name == "recon" else str(args.variants)
+        argv = ["augment", *common, *jobs[name], "--variants", variants, "--out", f"{folder}/{name}"]
+        if run(argv) != 0:
+            raise SystemExit(f"augment {name} failed")
+        print(f"augment seed {args.seed} {name}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def train(args, folder: str) -> None:
+    base = read_manifest(f"{folder}/shards")
+    cfg = at.classifier_config(base.root, args.batch_size)
+    subset = read_examples(base, "train", base.rows("train"))
+    val, test = (read_examples(base, s, base.rows(s)) for s in ("val", "test"))
+    labels = read_source_labels(f"{folder}/subset/list_attr_celeba.txt")
+    path = f"{folder}/arms.json"
+    results = json.loads(Path(path).read_text()) if os.path.exists(path) else {}
+    for arm in args.arms.split(","):  # "ARM@S": ARM with a share S% of every batch from the variants
+        name, _, share = arm.partition("@")
+        parts = [at.load_variants(f"{folder}/{job}", labels, relabelled) for job, relabelled in ARMS[name]]
+        started = time.perf_counter()
+        model, loss, step, seen = at.train_steps(cfg, at.concat(subset, *parts), val, args.steps, args.seed,
+                                                 originals=subset["image"].shape[0],
+                                                 share=float(share) / 100 if share else None)
+        results[arm] = {"metrics": at.test_metrics(model, test), "val_balanced_accuracy": loss, "best_step": step,
+                        "images_seen": seen, "train_rows": subset["image"].shape[0] + sum(p["image"].shape[0]
+                                                                                          for p in parts),
+                        "seconds": round(time.perf_counter() - started, 1)}
+        Path(path).write_text(json.dumps(results))
+        print(f"train seed {args.seed} {arm}: mean balanced accuracy "
+              f"{results[arm]['metrics']['mean_balanced_accuracy']:.4f} ({results[arm]['seconds']} s)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True, help="VAE bundle, e.g. out/demo/runs/vae_demo64/bundle")
-    parser.add_argument("--work", default="out/bench/augment_gain", help="scratch folder (replaced)")
+    parser.add_argument("stage", choices=["prepare", "augment", "train", "report", "labels"])
+    parser.add_argument("--seed", type=int, default=0, help="subset draw and training seed of this invocation")
+    parser.add_argument("--seeds", default="0,1,2", help="report: the seeds to pool")
+    parser.add_argument("--bundle", help="VAE bundle (prepare, augment), e.g. out/sbs/calibrated_res1/bundle")
+    parser.add_argument("--guide", help="augment: guide classifier bundle (never the evaluation classifier)")
+    parser.add_argument("--judge", default="out/demo_prev/runs/judge_synth64/bundle",
+                        help="labels: the independent classifier that checks the variants' labels")
+    parser.add_argument("--work", default="out/bench/augment_gain", help="scratch folder")
     parser.add_argument("--n", type=int, default=2000, help="synthetic faces rendered (10%% val, 10%% test)")
     parser.add_argument("--synth-seed", type=int, default=1, help="seed of the synthetic faces (demo uses 0)")
     parser.add_argument("--subset", type=int, default=200, help="labelled train faces kept")
-    parser.add_argument("--variants", type=int, default=2)
-    parser.add_argument("--edits", default="Smiling:+2,Eyeglasses:+2")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--baseline-epochs", type=int, default=None,
-                        help="epochs of the subset-only run (default --epochs; (K+1) x --epochs gives both runs "
-                             "about the same optimiser steps)")
+    parser.add_argument("--variants", type=int, default=1)
+    parser.add_argument("--edits", default="Smiling:+4,Eyeglasses:+4")
+    parser.add_argument("--jobs", default="mean_diff,guided,self,recon", help="augment: which jobs")
+    parser.add_argument("--arms", default=",".join(ARMS), help="train: which arms")
+    parser.add_argument("--steps", type=int, default=150, help="optimiser steps of every arm")
+    parser.add_argument("--batch-size", type=int, default=32, help="train: batch size of every arm (config: 64)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a shared box: 1)")
     parser.add_argument("--num-cpus", type=int, default=None)
+    parser.add_argument("--no-ray", action="store_true",
+                        help="augment: run the job's UDF in-process instead of on Ray Data (no lock needed)")
     args = parser.parse_args()
-    edited = list(parse_edits(args.edits))
-    work = os.path.abspath(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    started = time.perf_counter()
-
-    write_synthetic(f"{work}/synth", n=args.n, seed=args.synth_seed, progress=False)
-    subset_folder(f"{work}/synth", f"{work}/subset", args.subset)
-    base = write_shards(read_celeba(f"{work}/subset"), f"{work}/shards_base", resolution=64, progress=False)
-    bundle = bundle_with_subset_directions(args.bundle, f"{work}/bundle", base, args.subset)
-
-    init_ray(args.num_cpus)
-    augment_argv = ["augment", "--bundle", bundle, "--images", f"{work}/subset/img_align_celeba",
-                    "--out", f"{work}/augmented", "--edits", args.edits, "--variants", str(args.variants),
-                    "--layout", "celeba", "--labels", f"{work}/subset/list_attr_celeba.txt", "--with-sources"]
-    if facegen_main(augment_argv) != 0:
-        raise SystemExit("augment failed")
-    aug = write_shards(read_celeba(f"{work}/augmented"), f"{work}/shards_aug", resolution=64, progress=False)
-    baseline_epochs = args.baseline_epochs or args.epochs
-    bundles = {"subset": train_classifier(base.root, "subset", work, baseline_epochs),
-               "subset+augmented": train_classifier(aug.root, "augmented", work, args.epochs)}
-
-    test = read_examples(base, "test", base.rows("test"))  # the same held-out faces for both
-    results = {name: evaluate(load_bundle(b), test) for name, b in bundles.items()}
-    keys = ["mean_accuracy", "mean_balanced_accuracy", *(f"{m}/{a}" for a in edited for m in ("acc", "balanced_acc"))]
-    print("\n$ " + " ".join([sys.executable, *sys.argv]))
-    print(f"train images: subset {base.rows('train')}, subset+augmented {aug.rows('train')}; "
-          f"test images {base.rows('test')}; epochs {baseline_epochs} / {args.epochs}; edits {args.edits} x {args.variants} variants")
-    print(f"{'metric':32s} {'subset':>9s} {'+augmented':>11s} {'gain':>8s}")
-    for key in keys:
-        a, b = results["subset"].get(key, float("nan")), results["subset+augmented"].get(key, float("nan"))
-        print(f"{key:32s} {a:9.4f} {b:11.4f} {b - a:+8.4f}")
-    figures = {f"{name}/{k}": round(results[name].get(k, float("nan")), 4) for name in results for k in keys}
-    print(json.dumps({"bench": "augment_gain", "subset": args.subset, "variants": args.variants, "edits": args.edits,
-                      "epochs": args.epochs, "baseline_epochs": baseline_epochs, "test_rows": base.rows("test"),
-                      "seconds": round(time.perf_counter() - started, 1), **figures}))
+    torch.set_num_threads(args.threads)
+    args.work = os.path.abspath(args.work)
+    folder = f"{args.work}/seed{args.seed}"
+    if args.stage == "report":
+        from augment_report import report
+        report(args.work, [int(s) for s in args.seeds.split(",")], sys.argv)
+    elif args.stage == "labels":
+        from augment_report import label_agreement
+        print(json.dumps({"seed": args.seed, **label_agreement(folder, args.judge)}))
+    else:
+        {"prepare": prepare, "augment": augment, "train": train}[args.stage](args, folder)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ the ``--images`` folder is matched by its relative path, else by its file name (
 
 A variant keeps its source's labels except the edited attributes: a direction edit with a positive strength
 sets the attribute to 1, a negative one to 0 (strength 0 leaves it); a latent-slot edit sets 1 for a value
->= 0.5, else 0. ``OUT/list_attr_celeba.txt`` (1/-1 as in CelebA) and ``OUT/list_eval_partition.txt`` (every
-variant in train, an unedited source copy in its source's split) sit beside ``OUT/img_align_celeba/``, so
+>= 0.5, else 0. With ``--relabel`` a variant instead has the source's labels with the manifest's ``relabels``
+set (what the guide confirmed or saw drift, :mod:`facegen.augment.guided`). ``OUT/list_attr_celeba.txt`` (1/-1 as
+in CelebA) and ``OUT/list_eval_partition.txt`` (every variant in train, an unedited source copy in its source's
+split) sit beside ``OUT/img_align_celeba/``, so
 ``facegen prepare --dataset celeba --src OUT`` reads the result like any CelebA folder.
 """
 
@@ -80,6 +82,11 @@ def edited_labels(values: tuple[int, ...], names: tuple[str, ...], edits: Mappin
     return tuple(out)
 
 
+def relabelled(values: tuple[int, ...], names: tuple[str, ...], relabels: Mapping[str, int]) -> tuple[int, ...]:
+    """The source's labels with the attributes in ``relabels`` (those the labels know) set to its values."""
+    return tuple(int(relabels.get(name, v)) for name, v in zip(names, values))
+
+
 def write_celeba_labels(out: str, rows: list[dict], labels: SourceLabels, source_keys: Mapping[str, str],
                         fixed: frozenset[str]) -> int:
     """Write ``OUT/list_attr_celeba.txt`` and ``OUT/list_eval_partition.txt`` for the manifest rows that have
@@ -91,6 +98,8 @@ def write_celeba_labels(out: str, rows: list[dict], labels: SourceLabels, source
             continue
         key, source_key = row["output"][len(prefix):], source_keys[row["source"]]
         values = edited_labels(labels.attrs[source_key], labels.names, row["edits"], fixed)
+        if row.get("relabels") is not None:  # --relabel: the guide's view of what changed, not the edit's sign
+            values = relabelled(labels.attrs[source_key], labels.names, row["relabels"])
         split = "train"
         if row["variant"] == 0 and labels.splits is not None:  # the unedited copy keeps its own split
             split = labels.splits.get(source_key, "train")

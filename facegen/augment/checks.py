@@ -65,14 +65,9 @@ def resolve_directions(bundle, edits: dict[str, float], keep: tuple[str, ...], m
                                f"(known: {', '.join(known) or 'none'})")
     if found is not None:
         return found
-
+    manifest, batch = training_batch(bundle, fit_rows, f"{location} stores no {stored_method} directions and",
+                                     "fit them")
     shards = bundle.config.data.shards
-    try:
-        manifest = read_manifest(shards)
-    except DatasetError as exc:
-        raise FacegenError(f"{location} stores no {stored_method} directions and its training shards cannot "
-                           f"be read to fit them ({exc})") from None
-    batch = read_examples(manifest, "train", fit_rows)
     try:
         fitted = fit_bundle_directions(bundle.model, batch, manifest.attribute_names, methods=[stored_method])
     except ValueError as exc:
@@ -80,6 +75,16 @@ def resolve_directions(bundle, edits: dict[str, float], keep: tuple[str, ...], m
     print(f"augment: {location} stores no {stored_method} directions; fitted them on {batch['image'].shape[0]} "
           f"train rows of {shards} (not stored in the bundle)", file=sys.stderr)
     return fitted[stored_method]
+
+
+def training_batch(bundle, rows: int, who: str, why: str):
+    """(manifest, up to ``rows`` train rows) of the bundle's training shards; FacegenError naming ``who`` and
+    ``why`` when they cannot be read."""
+    try:
+        manifest = read_manifest(bundle.config.data.shards)
+    except DatasetError as exc:
+        raise FacegenError(f"{who} its training shards cannot be read to {why} ({exc})") from None
+    return manifest, read_examples(manifest, "train", rows)
 
 
 def validate_edits(model, spec, directions: Directions | None) -> None:

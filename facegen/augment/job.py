@@ -20,14 +20,31 @@ from dataclasses import dataclass, field
 
 from facegen import io as fsio
 from facegen.augment.celeba import SourceLabels, read_source_labels, write_celeba_labels
-from facegen.augment.checks import check_model, resolve_directions, validate_edits
-from facegen.augment.variants import (LAYOUT_DIRS, MANIFEST_NAME, AugmentSpec, EditVariants, error_row, list_images,
-                                      manifest_rows, parse_edits, read_sources, write_manifest)
+from facegen.augment.checks import (
+    check_model,
+    resolve_directions,
+    training_batch,
+    validate_edits,
+)
+from facegen.augment.guided import GUIDED, check_guided, training_code_scale
+from facegen.augment.variants import (
+    LAYOUT_DIRS,
+    MANIFEST_NAME,
+    AugmentSpec,
+    EditVariants,
+    error_row,
+    list_images,
+    manifest_rows,
+    parse_edits,
+    read_sources,
+    write_manifest,
+)
 from facegen.bundle import load_bundle
 from facegen.data import celeba, fairface
 from facegen.errors import FacegenError
 from facegen.latent.directions import Directions
 from facegen.latent.edit import EDIT_METHODS
+from facegen.latent.guided import guide_from_bundle
 from facegen.runtime import Demand, init_ray, require_resources
 
 READ_CPUS = 0.25  # one task reading source images, beside the actor pool
@@ -65,8 +82,20 @@ def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="edits and full strengths, e.g. 'Smiling:+1,Eyeglasses:+1' (directions: standard "
                              "deviations of the codes, |S| <= 10; slots: the value to set)")
     parser.add_argument("--variants", type=_positive, default=2, metavar="K", help="variants per image (default 2)")
-    parser.add_argument("--method", choices=EDIT_METHODS, default="mean_diff",
-                        help="direction method; 'conditional' holds the --keep attributes fixed (default mean_diff)")
+    parser.add_argument("--method", choices=(*EDIT_METHODS, GUIDED), default="mean_diff",
+                        help="direction method; 'conditional' holds the --keep attributes fixed; 'guided' steps "
+                             "each face until --guide reads the target (the strength's sign), at most |S|*k/K "
+                             "std far (default mean_diff)")
+    parser.add_argument("--guide", default=None, metavar="CLASSIFIER_BUNDLE",
+                        help="attribute classifier for --method guided and --relabel; not the classifier that "
+                             "will judge the augmented data")
+    parser.add_argument("--residual", action="store_true",
+                        help="write source + (edited decode - reconstruction): the edit's change on the source's "
+                             "own pixels, so variants are not blurrier than the originals")
+    parser.add_argument("--relabel", action="store_true",
+                        help="label variants by the guide, not the edit's sign: an edited attribute gets its "
+                             "target only where the guide reads it, another one the guide's reading where that "
+                             "crossed 0.5 since the reconstruction; the rest keep the source's (needs --guide)")
     parser.add_argument("--keep", default="", metavar="A,B", help="attributes held fixed (--method conditional)")
     parser.add_argument("--jitter", type=float, default=0.0, metavar="J",
                         help="random relative spread of the variants' strengths, in [0, 1) (default 0)")
@@ -106,6 +135,8 @@ class AugmentJob:
     labels: SourceLabels | None = None
     source_keys: dict[str, str] = field(default_factory=dict)
     skipped: int = 0
+    guide: str | None = None
+    scale: object = None  # (D,) tensor: the unit of a guided step (--method guided), else None
 
 
 def _crop(text: str, dataset: str) -> tuple:
@@ -133,13 +164,29 @@ def plan_job(args: argparse.Namespace) -> AugmentJob:
     if args.labels:
         labels = read_source_labels(args.labels)
     slots = check_model(bundle, args.bundle, args.layout, edits, labels)
-    directions = resolve_directions(bundle, edits, keep, args.method, slots, args.fit_rows, args.bundle)
+    guided = args.method == GUIDED
+    if (guided or args.relabel) != bool(args.guide):
+        raise FacegenError("--guide goes with --method guided or --relabel" if args.guide
+                           else f"--{'method guided' if guided else 'relabel'} needs --guide CLASSIFIER_BUNDLE")
+    if guided and keep:
+        raise FacegenError("--keep only applies to --method conditional (a guided edit holds every attribute "
+                           "the guide reads)")
+    if args.guide:
+        check_guided(guide_from_bundle(args.guide), edits, slots, args.method)
+    directions = None if guided else resolve_directions(bundle, edits, keep, args.method, slots, args.fit_rows,
+                                                        args.bundle)
     spec = AugmentSpec(edits=edits, variants=args.variants, method=args.method, keep=keep,
                        jitter=args.jitter, seed=args.seed, crop=_crop(args.crop, bundle.meta.get("dataset", "")),
-                       layout=args.layout, with_sources=args.with_sources, fixed=frozenset(edits) & set(slots))
-    validate_edits(bundle.model, spec, directions)
+                       layout=args.layout, with_sources=args.with_sources, fixed=frozenset(edits) & set(slots),
+                       relabel=args.relabel, residual=args.residual)
+    scale = None
+    if guided:
+        _, batch = training_batch(bundle, args.fit_rows, f"--method guided: {args.bundle}:", "size its steps")
+        scale = training_code_scale(bundle.model, batch)
+    else:
+        validate_edits(bundle.model, spec, directions)
     job = AugmentJob(bundle=args.bundle, images=args.images, out=args.out, spec=spec, directions=directions,
-                     items=[], labels=labels)
+                     items=[], labels=labels, guide=args.guide, scale=scale)
     _add_items(job, images, needs_attrs=bundle.model.condition_part() is not None)
     return job
 
@@ -189,7 +236,8 @@ def run_pipeline(job: AugmentJob, batch_size: int, actors: tuple[int, int], cpus
     ds = ds.map_batches(EditVariants, batch_format="pyarrow", batch_size=batch_size, num_cpus=cpus_per_actor,
                         compute=ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1]),
                         fn_constructor_kwargs={"bundle": job.bundle, "out": job.out, "spec": job.spec,
-                                               "directions": job.directions})
+                                               "directions": job.directions, "guide": job.guide,
+                                               "scale": job.scale})
     return list(ds.iter_rows())
 
 

@@ -15,8 +15,9 @@ an edit sees what the model was trained on. Outputs go to ``OUT/<layout dir>/<re
 
 Manifest (``OUT/manifest.jsonl``, one JSON object a line, sorted by source then variant): ``source`` (path or
 URI of the source image), ``output`` (the written file relative to OUT, null on an error row), ``variant``,
-``edits`` ({attr: strength} applied, {} for variant 0), ``method`` and ``error`` (null, or one line such as
-``PATH: cannot decode image (...)``). This module does no Ray: :class:`EditVariants` is a plain callable that
+``edits`` ({attr: strength} applied, {} for variant 0), ``method``, ``error`` (null, or one line such as
+``PATH: cannot decode image (...)``) and ``relabels`` (with ``--relabel``: ``{attribute: 0/1}``, the labels the
+guide's readings set, :mod:`facegen.augment.guided`; else null). This module does no Ray: :class:`EditVariants` is a plain callable that
 ``facegen.augment.job`` runs as a Ray Data actor.
 """
 
@@ -33,18 +34,21 @@ import pyarrow.fs as pafs
 import torch
 
 from facegen import io as fsio
+from facegen.augment.guided import GUIDED, GuidedEditor
 from facegen.bundle import load_bundle
 from facegen.errors import FacegenError
 from facegen.images import DECODE_ERRORS, decode_face, encode_png, from_uint8
 from facegen.latent.directions import Directions
 from facegen.latent.edit import edit_codes
+from facegen.latent.guided import guide_from_bundle
 from facegen.latent.scoring import batched
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LAYOUT_DIRS = {"images": "images", "celeba": "img_align_celeba"}
 MANIFEST_NAME = "manifest.jsonl"
 ROW_SCHEMA = pa.schema([("source", pa.string()), ("output", pa.string()), ("variant", pa.int32()),
-                        ("edits", pa.string()), ("method", pa.string()), ("error", pa.string())])
+                        ("edits", pa.string()), ("method", pa.string()), ("error", pa.string()),
+                        ("relabels", pa.string())])
 
 
 def parse_edits(text: str) -> dict[str, float]:
@@ -87,6 +91,10 @@ class AugmentSpec:
     layout: str = "images"
     with_sources: bool = False
     fixed: frozenset[str] = field(default_factory=frozenset)
+    relabel: bool = False
+    """Label variants by what the guide sees change (:mod:`facegen.augment.guided`), not by the edit's sign."""
+    residual: bool = False
+    """Write source + (decoded edit - reconstruction): the edit's change on the source's own pixels."""
 
     def __post_init__(self) -> None:
         if self.variants < 1:
@@ -158,13 +166,15 @@ class EditVariants:
     """
 
     def __init__(self, bundle: str, out: str, spec: AugmentSpec, directions: Directions | None,
-                 threads: int = 1):
+                 threads: int = 1, guide: str | None = None, scale: torch.Tensor | None = None):
 
         torch.set_num_threads(threads)  # the actor pool is the parallelism; one BLAS thread per actor
         self.model = load_bundle(bundle).model
         self.resolution = self.model.config.resolution
         self.fs, self.out = fsio.resolve(out)
         self.spec, self.directions = spec, directions
+        # guided edits and --relabel read a guide classifier; scale (D,) is the unit of a guided step
+        self.editor = GuidedEditor(guide_from_bundle(guide), scale) if guide else None
 
     def _write(self, rel_out: str, image: torch.Tensor) -> None:
         fsio.write_atomic(self.fs, fsio.join(self.out, rel_out), encode_png(image))
@@ -199,20 +209,37 @@ class EditVariants:
         if not todo:
             return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
         codes = batched(self.model.encode, images[todo], len(todo), None if cond is None else cond[todo])
+        recon = batched(self.model.decode, codes, len(todo))  # what the edits start from
+        # --residual: the source's own pixels plus what the edit changed, so a variant is no blurrier than it
+        start = images[todo] if spec.residual else recon
+        before = self.editor.readings(start) if spec.relabel else None
         for k in range(1, spec.variants + 1):  # encode once, then one latent step and one decode per variant
             edits = spec.edits_for(k)
-            edited = edit_codes(self.model, codes, edits, keep=spec.keep, method=spec.method,
-                                directions=self.directions)
-            for j, image in zip(todo, batched(self.model.decode, edited, len(todo))):
+            if spec.method == GUIDED:
+                edited = self.editor.edit(self.model, codes, edits)
+            else:
+                edited = edit_codes(self.model, codes, edits, keep=spec.keep, method=spec.method,
+                                    directions=self.directions)
+            decoded = batched(self.model.decode, edited, len(todo))
+            if spec.residual:
+                decoded = (start + decoded - recon).clamp(-1, 1)
+            relabels = None
+            if spec.relabel:
+                targets = {n: int(s >= 0.5) if n in spec.fixed else int(s > 0) for n, s in edits.items()
+                           if s or n in spec.fixed}
+                relabels = self.editor.relabels(before, self.editor.readings(decoded), targets)
+            for n, (j, image) in enumerate(zip(todo, decoded)):
                 self._write(spec.output_name(rels[j], k), image)
                 rows.append({"source": sources[j], "output": spec.output_name(rels[j], k), "variant": k,
-                             "edits": json.dumps(edits), "method": spec.method, "error": None})
+                             "edits": json.dumps(edits), "method": spec.method, "error": None,
+                             "relabels": None if relabels is None else json.dumps(relabels[n])})
         return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
 
 def manifest_rows(rows: list[dict]) -> list[dict]:
     """Rows from the pipeline (edits as JSON text) -> manifest rows (edits as dicts), sorted."""
-    out = [{**row, "edits": None if row["edits"] is None else json.loads(row["edits"])} for row in rows]
+    out = [{**row, "edits": None if row["edits"] is None else json.loads(row["edits"]),
+            "relabels": None if row.get("relabels") is None else json.loads(row["relabels"])} for row in rows]
     return sorted(out, key=lambda r: (r["source"], -1 if r["variant"] is None else r["variant"]))
 
 

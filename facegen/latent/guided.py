@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from facegen.errors import FacegenError
+
 
 @dataclass(frozen=True)
 class Guidance:
@@ -109,3 +111,17 @@ def guided_codes(decode: Callable[[torch.Tensor], torch.Tensor], guide: Guide, c
 def code_scale(codes: torch.Tensor) -> torch.Tensor:
     """(D,) the standard deviation of codes (N, D) per dimension: guidance's unit of step."""
     return codes.float().std(0, unbiased=True) if codes.shape[0] > 1 else torch.ones(codes.shape[1])
+
+
+def guide_from_bundle(location: str) -> Guide:
+    """The attribute classifier bundle at ``location`` as a differentiable guide; FacegenError when it is not
+    one (logits over named attributes)."""
+    from facegen.bundle import load_bundle  # only here: the rest of this module is pure tensor math
+    from facegen.latent.scoring import AttributeScorer
+
+    bundle = load_bundle(location)
+    model = bundle.model
+    if not isinstance(model, AttributeScorer) or not callable(getattr(model, "logits", None)):
+        raise FacegenError(f"--guide {location}: needs an attribute classifier bundle (logits over named "
+                           f"attributes), got a {bundle.config.family!r} bundle")
+    return Guide(model, int(bundle.config.model.resolution), location)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from facegen import io as fsio
 from facegen.bundle import Bundle, load_bundle
 from facegen.errors import FacegenError
-from facegen.latent.guided import Guide
+from facegen.latent.guided import Guide, guide_from_bundle
 from facegen.latent.scoring import AttributeScorer, batched
 
 BATCH = 128
@@ -119,12 +119,7 @@ def load_guide(location: str, judge_location: str) -> Guide:
     if same_location(location, judge_location):
         raise FacegenError(f"--guide {location}: is the judge; guide edits with another classifier "
                            f"(e.g. the demo's classifier bundle)")
-    bundle = load_bundle(location)
-    model = bundle.model
-    if not isinstance(model, AttributeScorer) or not callable(getattr(model, "logits", None)):
-        raise FacegenError(f"--guide {location}: needs an attribute classifier bundle (logits over named "
-                           f"attributes), got a {bundle.config.family!r} bundle")
-    return Guide(model, int(bundle.config.model.resolution), location)
+    return guide_from_bundle(location)
 
 
 def judge_columns(judge: AttributeScorer, names: Sequence[str]) -> list[int]:

@@ -7,19 +7,23 @@ import argparse
 import json
 import os
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
 
-from facegen.bundle import write_bundle
+from facegen.bundle import load_bundle, write_bundle
 from facegen.cli import main
 from facegen.data.celeba import read_celeba
 from facegen.data.pipeline import read_examples
 from facegen.data.shards import read_manifest
 from facegen.errors import FacegenError
-from facegen.augment.variants import AugmentSpec, parse_edits
+from facegen.images import decode_face, from_uint8
+from facegen.latent.edit import edit_codes
+from facegen.augment.variants import AugmentSpec, EditVariants, parse_edits
 from facegen.augment.job import add_augment_arguments, plan_job
-from facegen.latent.store import directions_extras, fit_bundle_directions
+from facegen.latent.store import directions_extras, fit_bundle_directions, stored_directions
 from facegen.models import build_model
 from tests.tiny import tiny_config
 
@@ -156,3 +160,68 @@ def test_ray_pipeline_writes_k_variants_labels_and_an_error_row(ray_session, bun
             assert labels["Male"] == truth["Male"]  # attributes not edited keep the source's label
         else:
             assert labels == truth and split == ("test" if source == "face4.png" else "train"), key
+
+
+def test_guided_variants_follow_the_guide_and_relabel_by_what_it_saw_change(ray_session, bundle, sources, tmp_path,
+                                                                          capsys):
+    """--method guided moves each face toward the guide's target; --relabel labels a variant by the source's
+    labels with the manifest's ``relabels`` set (what the guide confirmed or saw drift)."""
+    cfg = tiny_config("classifier")
+    torch.manual_seed(1)
+    guide = build_model(cfg.model).eval()  # untrained: still a differentiable reader to steer by
+    meta = {"dataset": "celeba", "resolution": 32, "attribute_names": list(guide.attribute_names)}
+    guide_dir = write_bundle(str(tmp_path / "guide"), config=cfg.to_dict(), weights=guide.state_dict(), meta=meta)
+    argv = ["augment", "--bundle", bundle, "--images", sources["folder"], "--edits", "Smiling:+2", "--method", "guided"]
+    assert main([*argv, "--out", str(tmp_path / "bad")]) == 2
+    assert "--method guided needs --guide" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+    out = tmp_path / "out"
+    code = main([*argv, "--out", str(out), "--variants", "2", "--guide", guide_dir, "--relabel", "--layout", "celeba",
+                 "--labels", sources["labels"], "--with-sources", "--fit-rows", "64", "--batch-size", "2"])
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    variants = [r for r in rows if not r["error"] and r["variant"]]
+    assert len(variants) == 4 * 2 and {r["method"] for r in variants} == {"guided"}
+    assert [r["edits"] for r in variants[:2]] == [{"Smiling": 1.0}, {"Smiling": 2.0}]  # bounds of the move
+
+    dataset = read_celeba(str(out))
+    by_key = {r.key: dict(zip(dataset.attribute_names, r.attrs)) for r in dataset.records}
+    smiling = guide.attribute_names.index("Smiling")
+
+    def read(rel):  # the guide's Smiling logit of a written PNG
+        pixels = np.asarray(Image.open(out / rel, formats=["PNG"]).convert("RGB"))
+        return from_uint8(pixels)[None]
+
+    model, moved = load_bundle(bundle).model, []
+    with torch.no_grad():
+        for row in variants:
+            truth = sources["truth"][os.path.basename(row["source"])]
+            assert set(row["relabels"]) <= set(guide.attribute_names) and set(row["relabels"].values()) <= {0, 1}
+            assert row["relabels"].get("Smiling", 1) == 1  # an edited attribute is only ever set to its target
+            labels = by_key[row["output"].split("/", 1)[1]]
+            assert labels == {a: row["relabels"].get(a, v) for a, v in truth.items()}, row
+            source = row["output"].replace(f"__v{row['variant']}", "")  # the unedited copy, variant 0
+            start = guide.logits(model.decode(model.encode(read(source))))[0, smiling]
+            moved.append(float(guide.logits(read(row["output"]))[0, smiling] - start))
+    assert sum(moved) / len(moved) > 0, moved  # the guide reads more smile than in the reconstructions
+
+
+def test_residual_variants_carry_the_edit_on_the_sources_own_pixels(bundle, sources, tmp_path):
+    """--residual writes source + (edited decode - reconstruction): the UDF run in-process on two faces."""
+    loaded = load_bundle(bundle)
+    directions = stored_directions(loaded.extras, "mean_diff")
+    spec = AugmentSpec(edits={"Smiling": 2.0}, variants=1, residual=True)
+    udf = EditVariants(bundle, str(tmp_path), spec, directions)
+    rels = ["a/face0.png", "b/face1.png"]
+    blobs = [open(os.path.join(sources["folder"], rel), "rb").read() for rel in rels]
+    table = pa.table({"rel": rels, "source": rels, "data": blobs, "error": [None, None], "edit": [True, True]})
+    rows = udf(table).to_pylist()
+    assert [r["output"] for r in rows] == ["images/a/face0__v1.png", "images/b/face1__v1.png"]
+    with torch.no_grad():
+        faces = torch.stack([from_uint8(np.asarray(decode_face(b, spec.crop, 32))) for b in blobs])
+        codes = loaded.model.encode(faces)
+        expected = (faces + loaded.model.decode(edit_codes(loaded.model, codes, spec.edits, directions=directions))
+                    - loaded.model.decode(codes)).clamp(-1, 1)
+    written = torch.stack([from_uint8(np.asarray(Image.open(tmp_path / r["output"], formats=["PNG"]))) for r in rows])
+    assert (written - expected).abs().max() <= 1 / 127.5 + 1e-6  # PNG rounding only
+    assert (written - faces).abs().mean() < (written - loaded.model.decode(codes)).abs().mean()  # the source's pixels
