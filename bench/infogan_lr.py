@@ -39,8 +39,8 @@ from facegen.training.loop import make_optimizers, train_one_epoch  # noqa: E402
 
 
 def train(config: str, overrides: list[str], shards: str, steps: int, every: int, seed: int = 0):
-    """Yields (step, code_acc over the last ``every`` steps, label_code_acc on the test split) every ``every``
-    steps. The steps are the harness's own (``train_one_epoch``), fed random batches in-process."""
+    """Yields (step, code_acc over the last ``every`` steps, label_code_acc on the test split, the model) every
+    ``every`` steps. The steps are the harness's own (``train_one_epoch``), fed random batches in-process."""
     torch.manual_seed(seed)
     cfg = load_config(config, [f"data.shards={shards}", *overrides])
     manifest = read_manifest(shards)
@@ -60,7 +60,7 @@ def train(config: str, overrides: list[str], shards: str, steps: int, every: int
                                       contextlib.nullcontext())
         model.eval()
         yield (min(done, steps), means.reduce()["code_acc"],
-               categorical_code_accuracy(model, test["image"], test["label"]))
+               categorical_code_accuracy(model, test["image"], test["label"]), model)
 
 
 def main() -> int:

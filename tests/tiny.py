@@ -21,6 +21,7 @@ TINY_MODEL = {
 # them next to the families. An option that needs a file (a CVAE's constraint classifier) is tested on its own.
 TINY_OPTIONS = {
     "cvae+adversary": ("cvae", {"constraint": {"adversary_weight": 1.0}}),
+    "infogan+info_in_steps": ("infogan", {"info_in_steps": True}),  # no info player: G and D carry the info loss
 }
 
 

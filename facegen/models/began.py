@@ -65,6 +65,8 @@ class BEGANConfig(InfoGANConfig):
             raise ConfigError(f"model.lambda_k: must be >= 0, got {self.lambda_k}")
         if not 0 <= self.k_init <= 1:
             raise ConfigError(f"model.k_init: must be in [0, 1], got {self.k_init}")
+        if self.info_in_steps:  # BEGAN's steps keep the info loss in its own player
+            raise ConfigError("model.info_in_steps: InfoGAN only; BEGAN trains its codes in the info player")
 
 
 class BEGAN(CodeGAN):

@@ -33,6 +33,13 @@ class InfoGANConfig:
     continuous: number of continuous codes, uniform in [-1, 1] (e.g. 2 to 4).
     lambda_categorical, lambda_continuous, lambda_noise: weights of the info loss's cross-entropy,
         Gaussian negative log-likelihood and noise mean squared error.
+    info_augment: strength of a random shift (up to this fraction of the side), zoom (1 +- it) and rotation
+        (+- it x 90 degrees) given to each generated image before the code heads read it in the info step
+        (Elastic-InfoGAN, Ojha et al. 2019): a code that must survive identity-preserving changes cannot
+        hide in position, size or slant, which leaves the class; 0 = off. Used by the info player only.
+    info_in_steps: add the info loss to the generator's and the discriminator's own steps, as Chen et al.'s
+        code does (one Adam per network, so the adversarial and info gradients share its scaling), instead of
+        a third "info" player with its own Adam and ``lr_info`` (InfoGAN only).
     lr_generator, lr_discriminator, lr_info: each player's learning rate; null = ``train.lr``.
     betas: Adam betas of every player, e.g. [0.5, 0.999] as usual for GANs; null = ``train.betas``.
     """
@@ -46,6 +53,8 @@ class InfoGANConfig:
     lambda_categorical: float = 1.0
     lambda_continuous: float = 0.5
     lambda_noise: float = 0.5
+    info_augment: float = 0.0
+    info_in_steps: bool = False
     lr_generator: float | None = None
     lr_discriminator: float | None = None
     lr_info: float | None = None
@@ -68,6 +77,8 @@ class InfoGANConfig:
                 object.__setattr__(self, key, None)
             if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise ConfigError(f"model.{key}: must be > 0 (or null for train.lr), got {getattr(self, key)}")
+        if not 0 <= self.info_augment < 0.5:
+            raise ConfigError(f"model.info_augment: must be in [0, 0.5), got {self.info_augment}")
         if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"model.betas: each must be in [0, 1), got {list(self.betas)}")
 
@@ -124,6 +135,20 @@ class InfoCodes(nn.Module):
         return StepOutput(loss, {k: v.detach() for k, v in metrics.items()})
 
 
+def jitter(images: torch.Tensor, amount: float) -> torch.Tensor:
+    """images (N, C, H, W), each randomly shifted, zoomed and rotated by ``amount`` (see ``info_augment``);
+    differentiable (one affine resampling), so the generator learns through it. amount 0: images as is."""
+    if amount <= 0:
+        return images
+    n = images.shape[0]
+    uniform = torch.rand(n, 4, device=images.device, dtype=images.dtype) * 2 - 1  # [-1, 1)
+    angle, zoom = uniform[:, 0] * amount * torch.pi / 2, 1 + uniform[:, 1] * amount
+    theta = torch.stack([torch.stack([angle.cos() / zoom, -angle.sin() / zoom, 2 * amount * uniform[:, 2]], 1),
+                         torch.stack([angle.sin() / zoom, angle.cos() / zoom, 2 * amount * uniform[:, 3]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+
+
 def predicted_categories(model: LatentModel, images: torch.Tensor) -> torch.Tensor:
     """The first categorical code ``model.encode`` reads from images (N, 3, H, W): (N,) int64."""
     start = 0
@@ -167,6 +192,8 @@ class CodeGAN(LatentModel):
     def __init__(self, config: InfoGANConfig, feature_dim: int) -> None:
         super().__init__(config)
         self.codes = InfoCodes(config, feature_dim)
+        if config.info_in_steps:  # the info loss rides on the other two players' steps (see InfoGANConfig)
+            self.players = ("generator", "discriminator")
         self.latent_parts = self.codes.parts
         self.generator = ConvDecoder(config.resolution, self.codes.width, config.base_channels, config.max_channels)
 
@@ -184,7 +211,7 @@ class CodeGAN(LatentModel):
 
     def _step_info(self, batch: Batch) -> StepOutput:
         latent = self._prior(batch)
-        return self.codes.loss(self.features(self.generator(latent)), latent)
+        return self.codes.loss(self.features(jitter(self.generator(latent), self.config.info_augment)), latent)
 
     def _modules_parameters(self, *modules: nn.Module) -> Iterator[nn.Parameter]:
         return (p for module in modules for p in module.parameters())

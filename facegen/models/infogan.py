@@ -10,6 +10,9 @@ carries three heads: real/fake logit, code (categorical logits, continuous mean 
     discriminator  softplus(-D(x)) + softplus(D(G(z))), fakes made without grad        -> T + real/fake head
     info           lambda_cat * CE + lambda_cont * Gaussian NLL + lambda_noise * MSE    -> G + T + code/noise heads
 
+With ``info_in_steps`` (Chen et al.'s own code) there is no info player: the info loss is added to the
+generator's loss (-> G) and, on the same fakes, to the discriminator's (-> T + heads).
+
 The info loss is, up to constants, minus the variational lower bound on the mutual information between the
 codes and the image: minimising it makes every code readable from the image, which is what gives codes a
 meaning. Recovering the noise too makes G nearly invertible, so ``encode`` maps a *real* image to a latent
@@ -48,21 +51,32 @@ class InfoGAN(CodeGAN):
         return self.trunk(images)
 
     def _step_generator(self, batch: Batch) -> StepOutput:
-        logits = self.real_fake(self.trunk(self.generator(self._prior(batch))))
-        loss = F.softplus(-logits).mean()  # -log D(G(z)): strong gradients while D wins
-        return StepOutput(loss, {"g_loss": loss.detach()})
+        latent = self._prior(batch)
+        features = self.trunk(self.generator(latent))
+        loss = F.softplus(-self.real_fake(features)).mean()  # -log D(G(z)): strong gradients while D wins
+        metrics = {"g_loss": loss.detach()}
+        if self.config.info_in_steps:  # Chen et al.: G's own loss carries the info term
+            info = self.codes.loss(features, latent)
+            loss, metrics = loss + info.loss, {**metrics, **info.metrics}
+        return StepOutput(loss, metrics)
 
     def _step_discriminator(self, batch: Batch) -> StepOutput:
         real = batch["image"]
+        latent = self._prior(batch)
         with torch.no_grad():  # the generator is not this player's; no graph through it
-            fake = self.generator(self._prior(batch))
-        logits = self.real_fake(self.trunk(torch.cat([real, fake]))).squeeze(1)  # GroupNorm: per image
+            fake = self.generator(latent)
+        features = self.trunk(torch.cat([real, fake]))  # GroupNorm: per image
+        logits = self.real_fake(features).squeeze(1)
         real_logit, fake_logit = logits[:real.shape[0]], logits[real.shape[0]:]
-        loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
-        return StepOutput(loss, {"d_loss": loss.detach(), "d_real_acc": (real_logit > 0).float().mean(),
-                                 "d_fake_acc": (fake_logit < 0).float().mean()})
+        d_loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
+        metrics = {"d_loss": d_loss.detach(), "d_real_acc": (real_logit > 0).float().mean(),
+                   "d_fake_acc": (fake_logit < 0).float().mean()}
+        if self.config.info_in_steps:  # ... and so does D's (trunk and code heads), on the same fakes
+            return StepOutput(d_loss + self.codes.loss(features[real.shape[0]:], latent).loss, metrics)
+        return StepOutput(d_loss, metrics)
 
     def parameters_for(self, player: str) -> Iterator[nn.Parameter]:
-        modules = {"generator": (self.generator,), "discriminator": (self.trunk, self.real_fake),
+        heads = (self.codes,) if self.config.info_in_steps else ()  # no info player: D steps the code heads
+        modules = {"generator": (self.generator,), "discriminator": (self.trunk, self.real_fake, *heads),
                    "info": (self.generator, self.trunk, self.codes)}[player]
         return self._modules_parameters(*modules)

@@ -15,15 +15,17 @@ import torch
 import torch.multiprocessing as mp
 
 from facegen.config import from_dict
+from facegen.errors import ConfigError
 from facegen.models import MODELS, build_model
 from facegen.models.base import LatentPart
-from facegen.models.code_gan import categorical_code_accuracy
+from facegen.models.code_gan import categorical_code_accuracy, jitter
 from facegen.training.loop import make_optimizers
 from tests.conftest import free_port
 from tests.models.test_models import fixed_batch
 from tests.tiny import TINY_MODEL, tiny_config
 
-MULTI_PLAYER = sorted(f for f in MODELS if len(MODELS[f].players) > 1) + ["cvae+adversary"]  # tests/tiny.py
+MULTI_PLAYER = sorted(f for f in MODELS if len(MODELS[f].players) > 1) + ["cvae+adversary",  # tests/tiny.py
+                                                                          "infogan+info_in_steps"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,6 +82,31 @@ def test_infogan_players_own_the_specified_modules():
     assert prefixes("info") == {"generator", "trunk", "codes"}
 
 
+def test_infogan_info_in_steps_has_no_info_player_and_d_steps_the_code_heads():
+    model = tiny("infogan", info_in_steps=True)
+    assert model.players == ("generator", "discriminator")
+    out = model(fixed_batch(), player="generator")
+    assert {"g_loss", "cat_ce", "code_acc"} <= set(out.metrics)  # G's own loss carries the info term
+    model(fixed_batch(), player="discriminator").loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.codes.parameters())
+    with pytest.raises(ConfigError, match="info_in_steps"):
+        tiny("began", info_in_steps=True)
+
+
+def test_info_augment_moves_each_image_and_lets_the_gradient_through():
+    images = fixed_batch()["image"].requires_grad_()
+    assert jitter(images, 0.0) is images  # off: untouched
+    torch.manual_seed(0)
+    moved = jitter(images, 0.15)
+    assert moved.shape == images.shape and not torch.allclose(moved, images)
+    moved.sum().backward()  # the generator learns through the resampling
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    model = tiny("infogan", info_augment=0.15)
+    assert torch.isfinite(model(fixed_batch(), player="info").loss)
+    with pytest.raises(ConfigError, match="info_augment"):
+        tiny("infogan", info_augment=0.5)
+
+
 @pytest.mark.parametrize("player, weights", [
     ("discriminator", {}),  # the real/fake head
     ("info", {"lambda_categorical": 1.0, "lambda_continuous": 0.0, "lambda_noise": 0.0}),  # code head: logits
@@ -97,6 +124,7 @@ def test_infogan_trunk_learns_from_every_head(player, weights):
 # over several seeds; the tests use seed 0).
 LEARNS = {
     "infogan": {"d_loss": 0.6, "cat_ce": 0.6, "noise_mse": 0.6},  # D separates; codes and noise recoverable
+    "infogan+info_in_steps": {"d_loss": 0.6, "cat_ce": 0.6, "noise_mse": 0.6},
     "began": {"loss_real": 0.5, "cat_ce": 0.75},  # D reconstructs real images; the category is recoverable
 }
 
