@@ -2,7 +2,7 @@
 
 ``@serve.batch`` in a model deployment only merges the *forward passes*: every request still pays its own
 DeploymentHandle call per hop (routing, an actor RPC, pickling), which on a 2-core machine costs more than
-the model (``bench/serve_hops.py``). Batching the requests in the ingress, before the hops, makes one handle
+the model (``bench/serve_load.py``'s per-hop breakdown). Batching the requests in the ingress, before the hops, makes one handle
 call per hop carry a whole batch, so the hop cost is shared too.
 
 The wait adapts to the load: a batch waits for more callers only while other requests are known to be on

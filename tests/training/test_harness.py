@@ -159,22 +159,26 @@ def test_the_console_is_one_line_per_epoch_from_rank_0_and_none_of_rays_internal
 def test_a_killed_worker_is_restarted_from_the_latest_checkpoint(ray_session, tiny_shards, tmp_path):
     from ray.util.state import list_actors
 
+    def train_workers() -> list:
+        return list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+
+    earlier = {actor.actor_id for actor in train_workers()}  # an earlier test's workers may not be reaped yet
     box: dict = {}
     thread = threading.Thread(target=lambda: box.update(
         out=run(tiny_shards, tmp_path, "chaos", workers=2, epochs=10, rows=128, max_failures=2)))
     thread.start()
     run_dir = tmp_path / "chaos"
     deadline = time.monotonic() + 300
-    # The workers are looked up first (the state API can take seconds; an epoch here takes about two), then
-    # killed as soon as two checkpoints are on disk: the first is certainly registered, and the run is mid-way.
-    workers = []
-    while time.monotonic() < deadline and (not workers or len(list(run_dir.glob("checkpoint_*"))) < 2):
-        if not workers:
-            workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    # Killed once two checkpoints are on disk (the first is certainly registered): every Train worker that was
+    # not there before this run, looked up then (the state API's earlier answers can name workers that are gone).
+    while time.monotonic() < deadline and len(list(run_dir.glob("checkpoint_*"))) < 2:
         time.sleep(0.1)
+    workers = [actor for actor in train_workers() if actor.actor_id not in earlier]
     assert workers, "no live Train worker to kill"
     checkpoints_at_kill = len(list(run_dir.glob("checkpoint_*")))
-    os.kill(workers[-1].pid, signal.SIGKILL)
+    for worker in workers:
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.kill(worker.pid, signal.SIGKILL)
     thread.join(timeout=600)
     assert checkpoints_at_kill < 10, "the run had already finished: the kill proves nothing"
     result, bundle = box["out"]
