@@ -39,6 +39,10 @@ VARIANTS = {
     "margin0.98-keep4": Guidance(margin=0.98, keep_weight=4.0),
     "margin0.995-keep4": Guidance(margin=0.995, keep_weight=4.0, steps=60),
     "keep4": Guidance(keep_weight=4.0),
+    # A strength s bounds a served / augmenting guided edit to round(s / lr) steps: the demo's +2 is 8 steps.
+    "bound2": Guidance(steps=8),
+    "bound4": Guidance(steps=16),
+    "bound6": Guidance(steps=24),
 }
 DIRECTIONS = ("mean_diff", "boundary")
 

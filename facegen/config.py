@@ -17,6 +17,8 @@ the CLI and from Ray Tune, and their values are parsed as YAML scalars.
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import types
 import typing
@@ -61,6 +63,10 @@ class TrainConfig:
     epochs: passes over the training split.
     lr, betas, weight_decay: AdamW settings shared by every player (GANs may override per player in their
         model config).
+    lr_schedule: ``constant``, or ``cosine``: every player's learning rate follows a half cosine from its own
+        value at epoch 1 down to ``lr_final_ratio`` of it at the last epoch (set once per epoch, so a resumed
+        run continues on the same curve).
+    lr_final_ratio: the last epoch's share of the learning rate under ``cosine``.
     num_workers: Ray Train DDP workers; 0 runs the loop in the driver process (no DDP).
     cpus_per_worker: CPUs reserved per worker; fractions let 2 workers and Ray Data share a 2-core laptop.
     use_gpu: GPUs for the workers, NCCL backend, bf16 autocast when ``amp`` is set.
@@ -87,6 +93,8 @@ class TrainConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_final_ratio: float = 0.02
     num_workers: int = 2
     cpus_per_worker: float = 0.5
     use_gpu: bool = False
@@ -107,6 +115,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "train.epochs", "must be positive")
         _check(self.lr > 0, "train.lr", "must be positive")
+        _check(self.lr_schedule in ("constant", "cosine"), "train.lr_schedule", "must be constant or cosine")
+        _check(0 <= self.lr_final_ratio <= 1, "train.lr_final_ratio", "must be in [0, 1]")
         _check(self.num_workers >= 0, "train.num_workers", "must be >= 0")
         _check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be positive")
         _check(0 < self.gpus_per_worker <= 8, "train.gpus_per_worker", "must be in (0, 8]")
@@ -115,6 +125,13 @@ class TrainConfig:
         _check(self.monitor_mode in ("min", "max"), "train.monitor_mode", "must be min or max")
         _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
         _check(self.torch_threads >= 0, "train.torch_threads", "must be >= 0 (0 derives it from cpus_per_worker)")
+
+    def lr_factor(self, epoch: int) -> float:
+        """The share of each player's learning rate in (0-based) ``epoch`` under ``lr_schedule``."""
+        if self.lr_schedule == "constant" or self.epochs == 1:
+            return 1.0
+        progress = epoch / (self.epochs - 1)  # 0 at the first epoch, 1 at the last
+        return self.lr_final_ratio + (1 - self.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from facegen.training.trainer import fit
 
 DEFAULT_CONFIG = "configs/vae_demo64.yaml"
 CLASSIFIER_CONFIG = "configs/classifier_synth64.yaml"
+GUIDE_NAME = "guide_synth64"
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +48,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     parser.add_argument("--classifier-epochs", type=int, default=6,
                         help="epochs of the attribute classifier that scores edits (default 6)")
+    parser.add_argument("--guide-epochs", type=int, default=6,
+                        help="epochs of the second classifier (another seed) that steers guided edits; 0: no "
+                             "guide, no guided edits (default 6)")
 
 
 def _step(title: str) -> float:
@@ -101,6 +105,18 @@ def build_demo(args: argparse.Namespace) -> dict:
     classifier = fit(classifier_cfg)
     timings["train_classifier_s"] = time.perf_counter() - started
 
+    guide = None
+    if args.guide_epochs > 0:
+        # Guided edits push the codes until a classifier reads the attribute; the scores the demo reports come
+        # from the classifier above, so the guide is another one (same recipe, another seed, no shared weights).
+        guide_cfg = load_config(CLASSIFIER_CONFIG, [f"data.shards={shards}", f"train.storage_path={out}/runs",
+                                                    f"train.epochs={args.guide_epochs}", f"train.name={GUIDE_NAME}",
+                                                    "train.seed=1"])
+        started = _step(f"training the guide classifier (steers guided edits; another seed, never the judge): "
+                        f"{guide_cfg.train.epochs} epochs")
+        guide = fit(guide_cfg).bundle
+        timings["train_guide_s"] = time.perf_counter() - started
+
     started = _step("drawing reconstructions, samples and latent traversals")
     pictures = draw_pictures(result.bundle, manifest, out)
     timings["pictures_s"] = time.perf_counter() - started
@@ -116,12 +132,12 @@ def build_demo(args: argparse.Namespace) -> dict:
     timings["analysis_s"] = time.perf_counter() - started
 
     started = _step("quality benchmark: reconstruction, samples and edits against the renderer's counterfactuals")
-    quality = benchmark(out, raw, result.bundle, classifier.bundle)
+    quality = benchmark(out, raw, result.bundle, classifier.bundle, guide)
     timings["quality_s"] = time.perf_counter() - started
 
     metrics = {"family": cfg.family, "config": args.config, "bundle": result.bundle, "final": result.metrics,
                "val_recon_mse": result.metrics.get("val/recon_mse_mean_z"),
-               "classifier_bundle": classifier.bundle,
+               "classifier_bundle": classifier.bundle, "guide_bundle": guide,
                "classifier_val_mean_accuracy": classifier.metrics.get("val/mean_accuracy"),
                "timings_s": timings, "pictures": pictures, "report": report_md, "analysis": analysis["md"],
                "quality": quality,
@@ -131,16 +147,17 @@ def build_demo(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def benchmark(out: str, raw: str, bundle: str, classifier: str) -> dict:
-    """``facegen evaluate`` of the demo model against 32 counterfactual pairs per attribute; returns the page's
-    paths and headline figures. The demo's classifier judges: no model of the demo trains against it (the
-    full benchmark, bench/quality.sh, trains a judge of its own)."""
+def benchmark(out: str, raw: str, bundle: str, classifier: str, guide: str | None = None) -> dict:
+    """``facegen evaluate`` of the demo model against 32 counterfactual pairs per attribute (with ``guided``
+    edits steered by ``guide`` when given); returns the page's paths and headline figures. The demo's
+    classifier judges: no model of the demo trains or steers against it (the full benchmark, bench/quality.sh,
+    trains a judge of its own)."""
     counterfactuals = f"{out}/counterfactuals"
     if not fsio.exists(*fsio.resolve(counterfactuals)):
         write_counterfactuals(raw, counterfactuals, n=32, seed=0)
     # Beside the bundle (like the analysis): the served page shows each slider's counterfactual fidelity from it.
     paths = evaluate([bundle], classifier, os.path.join(os.path.dirname(bundle.rstrip("/")), "quality"),
-                     settings=Settings(n=256, edit_n=32, counterfactuals=counterfactuals))
+                     settings=Settings(n=256, edit_n=32, counterfactuals=counterfactuals, guide=guide))
     with open(paths["json"]) as f:
         result = json.load(f)["bundles"][0]
     recon = result.get("reconstruction", {})
@@ -179,7 +196,7 @@ def print_summary(metrics: dict) -> None:
     print(f"    edits flipping >= 90% with <= 5% drift: {', '.join(q['reliable_edits']) or 'none'}")
     served = metrics.get("served_edit")
     if served:
-        print(f"  edit over HTTP     {served['picture']}  ({served['edit']}: classifier score "
+        print(f"  edit over HTTP     {served['picture']}  ({served.get('method', '')} {served['edit']}: classifier score "
               f"{_fmt(served['scores_before'])} -> {_fmt(served['scores_after'])}; confirmed on "
               f"{served['confirmed']} faces tried)")
         if "counterfactual_psnr" in served:

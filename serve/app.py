@@ -9,7 +9,7 @@ being answered (``tests/serve/test_rollout.py``).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from ray.serve import Application
 
 from facegen.io import absolute_path
@@ -21,6 +21,8 @@ from serve.images import MAX_BYTES, MAX_PIXELS
 class AppArgs(BaseModel):
     """bundle: a latent-model bundle (ae, vae, cvae, infogan, began), local path or URI.
     classifier: an attribute-classifier bundle for scores (optional; without it edits carry no scores).
+    guide: an attribute-classifier bundle that steers ``guided`` edits (optional; then the default method). It
+        must not be ``classifier``: scores from the model an edit was pushed against would only confirm the push.
     max_batch_size: edits the ingress gathers into one batch (one model call per hop for all of them), and
         twice that many rows per forward pass in the model deployments; 1 turns batching off.
     batch_wait_timeout_s: the most a batch waits for requests already on their way to the ingress (a lone
@@ -33,6 +35,7 @@ class AppArgs(BaseModel):
 
     bundle: str
     classifier: str | None = None
+    guide: str | None = None
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, le=256)
     batch_wait_timeout_s: float = Field(DEFAULT_BATCH_WAIT_S, ge=0, le=1)
     max_bytes: int = Field(MAX_BYTES, ge=1024)
@@ -45,11 +48,18 @@ class AppArgs(BaseModel):
     scaled Encoder/Decoder/Classifier deployments, for models large enough to need their own replicas (or GPU
     share). Same HTTP API either way."""
 
-    @field_validator("bundle", "classifier")
+    @field_validator("bundle", "classifier", "guide")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         # Replicas run in Ray's own working folders: a relative local path must be made absolute here.
         return absolute_path(value) if value else value
+
+    @model_validator(mode="after")
+    def _guide_is_not_the_classifier(self) -> "AppArgs":
+        if self.guide and self.classifier and self.guide.rstrip("/") == self.classifier.rstrip("/"):
+            raise ValueError("guide must be another classifier than 'classifier': the page's scores would only "
+                             "confirm what the edit was pushed toward")
+        return self
 
 
 def build_app(args: dict | AppArgs) -> Application:
@@ -65,12 +75,12 @@ def build_app(args: dict | AppArgs) -> Application:
         encoder = decoder = classifier = None
     else:
         encoder = Encoder.options(**options).bind(args.bundle)
-        decoder = Decoder.options(**options).bind(args.bundle)
+        decoder = Decoder.options(**options).bind(args.bundle, args.guide)
         classifier = Classifier.options(**options).bind(args.classifier) if args.classifier else None
     editor = {"user_config": batching, **({"ray_actor_options": options["ray_actor_options"]}
                                            if args.fused and args.gpus_per_replica else {})}
     return Editor.options(**editor).bind(encoder, decoder, classifier, args.bundle, args.classifier, args.max_bytes,
-                                         args.max_pixels, args.align, args.fused)
+                                         args.max_pixels, args.align, args.fused, args.guide)
 
 
 def model_deployments(args: dict | AppArgs) -> tuple[str, ...]:

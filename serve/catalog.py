@@ -14,6 +14,7 @@ import torch
 from facegen.bundle import load_bundle
 from facegen.latent.directions import METHODS
 from facegen.latent.edit import MAX_STRENGTH, latent_slots
+from facegen.latent.guided import GUIDED
 from facegen.latent.sampler import PCAKDESampler
 from facegen.latent.store import stored_directions
 from facegen.models import AttributeClassifier, LatentModel
@@ -42,10 +43,22 @@ class ConditionSpec:
         return torch.stack([(scores[list(names).index(n)] > 0.5).float() for n in self.attributes])
 
 
-class ModelCatalog:
-    """Metadata of the generator bundle (and the classifier bundle's attribute names, if one is served)."""
+def _classifier_names(location: str | None, role: str) -> tuple[str | None, list[str]]:
+    """(run name, attribute names) of the attribute-classifier bundle at ``location``; (None, []) without one."""
+    if not location:
+        return None, []
+    loaded = load_bundle(location)
+    if not isinstance(loaded.model, AttributeClassifier):
+        raise ValueError(f"{location}: a {loaded.config.family} bundle is not an attribute classifier and cannot "
+                         f"{role}")
+    return loaded.config.train.name or loaded.config.family, list(loaded.model.attribute_names)
 
-    def __init__(self, bundle: str, classifier_bundle: str | None = None) -> None:
+
+class ModelCatalog:
+    """Metadata of the generator bundle (and the attribute names of the classifier and guide bundles, if
+    served)."""
+
+    def __init__(self, bundle: str, classifier_bundle: str | None = None, guide_bundle: str | None = None) -> None:
         loaded = load_bundle(bundle)
         if not isinstance(loaded.model, LatentModel):
             raise ValueError(f"{bundle}: a {loaded.config.family} bundle cannot encode and decode; serve an "
@@ -57,15 +70,8 @@ class ModelCatalog:
         self.directions = {m: d for m in METHODS if (d := stored_directions(loaded.extras, m)) is not None}
         self.sampler = (PCAKDESampler.from_state_dict(loaded.extras)
                         if "sampler/mean" in loaded.extras else None)
-        self.classifier_name: str | None = None
-        self.classifier_attributes: list[str] = []
-        if classifier_bundle:
-            scorer = load_bundle(classifier_bundle)
-            if not isinstance(scorer.model, AttributeClassifier):
-                raise ValueError(f"{classifier_bundle}: a {scorer.config.family} bundle is not an attribute "
-                                 "classifier")
-            self.classifier_name = scorer.config.train.name or scorer.config.family
-            self.classifier_attributes = list(scorer.model.attribute_names)
+        self.classifier_name, self.classifier_attributes = _classifier_names(classifier_bundle, "score edits")
+        self.guide_name, self.guide_attributes = _classifier_names(guide_bundle, "guide edits")
         self.condition = self._condition_spec()
         # Held-out faces, training data, measured edit reliability and the face frame uploads are aligned to.
         self.showcase = load_showcase(bundle, loaded.config.data.shards, loaded.meta, self.default_method())
@@ -89,18 +95,36 @@ class ModelCatalog:
     # ---- what can be edited ----
 
     def methods(self) -> list[str]:
+        """Edit methods, the default first (the page preselects it)."""
         if not self.directions:
             return []
-        return [*self.directions, "conditional"]
+        found = [*self.directions, "conditional"]
+        return [GUIDED, *found] if self.guided() else found
+
+    def guided(self) -> bool:
+        """Whether guided edits are offered: a guide is served, and stored directions give the codes' spread
+        (the unit of a guided step)."""
+        return bool(self.guide_attributes) and bool(self.directions)
 
     def default_method(self) -> str:
-        # mean_diff first: boundary normals lean into low-variance latent dimensions the decoder ignores, so
-        # their edits barely show (measured by `facegen analyze` on the demo VAE).
+        # guided when served: it flips the most faces (bench/guided_edits.py, README "Guided edits"). Else
+        # mean_diff: boundary normals lean into low-variance latent dimensions the decoder ignores, so their
+        # edits barely show (measured by `facegen analyze` on the demo VAE).
+        return GUIDED if self.guided() else self.direction_method()
+
+    def direction_method(self) -> str:
+        """The stored directions that ``conditional`` projects and that list the editable attributes."""
         return "mean_diff" if "mean_diff" in self.directions else "boundary"
 
+    def code_scale(self) -> torch.Tensor:
+        """(D,) standard deviation of the training codes per dimension, from the stored directions' covariance:
+        one unit of a guided step, as it is one unit of a direction edit."""
+        found = self.directions[self.direction_method()]
+        return torch.diagonal(found.cov).clamp(min=0).sqrt().float()
+
     def directions_for(self, method: str):
-        if method == "conditional":
-            return self.directions.get(self.default_method())
+        if method in ("conditional", GUIDED):
+            return self.directions.get(self.direction_method())
         return self.directions.get(method)
 
     def editable(self) -> list[dict[str, Any]]:
@@ -114,7 +138,7 @@ class ModelCatalog:
                 out.append({"name": name, "kind": "value", "min": -1.0, "max": 1.0, "step": 0.05,
                             "default": 0.0})
         names = {entry["name"] for entry in out}
-        found = self.directions.get(self.default_method())
+        found = self.directions.get(self.direction_method())
         for name in (found.names if found else ()):
             if name not in names:
                 out.append({"name": name, "kind": "direction", "min": -MAX_STRENGTH, "max": MAX_STRENGTH, "step": 0.1,
@@ -130,7 +154,9 @@ class ModelCatalog:
                               "edit_reliability_source": self.showcase.reliability_source,
                               "face_frame": {**vars(self.showcase.frame), "source": self.showcase.frame_source}},
                 "classifier": ({"name": self.classifier_name, "attributes": self.classifier_attributes}
-                               if self.classifier_name else None)}
+                               if self.classifier_name else None),
+                "guide": ({"name": self.guide_name, "attributes": self.guide_attributes}
+                          if self.guide_name else None)}
 
     # ---- codes ----
 

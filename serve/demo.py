@@ -81,15 +81,16 @@ def before_after(frames: list[tuple[str, Image.Image]], path: str, scale: int = 
 
 def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port: int,
                    attribute: str = "Smiling", strength: float = 2.0, candidates: int = 8,
-                   counterfactuals: str | None = None) -> dict:
+                   counterfactuals: str | None = None, guide: str | None = None) -> dict:
     """Deploy the app on 127.0.0.1:``port`` (on the running local Ray), edit ``candidates`` held-out faces
     lacking ``attribute`` over HTTP and picture one. With the renderer's ``counterfactuals`` for the attribute,
     the faces are their originals, the picture ends with the true counterfactual, and it shows a face whose
     edit the classifier confirms (its score crosses 0.5; the one closest to its counterfactual) when any is.
-    Returns ``{"url", "picture", "edit", "faces_tried", "confirmed", "scores_before", "scores_after"}`` (and
-    ``counterfactual_psnr``, ``reconstruction_psnr`` in dB with counterfactuals)."""
+    With a ``guide`` the service's default method, hence this edit's, is ``guided``.
+    Returns ``{"url", "picture", "edit", "method", "faces_tried", "confirmed", "scores_before",
+    "scores_after"}`` (and ``counterfactual_psnr``, ``reconstruction_psnr`` in dB with counterfactuals)."""
     url = start_serving(serving_config(bundle=bundle, classifier=classifier, no_classifier=not classifier,
-                                       host="127.0.0.1", port=port))
+                                       host="127.0.0.1", port=port, guide=guide))
     pairs = counterfactual_photos(counterfactuals, attribute, strength, k=candidates)
     photos = pairs or [(photo, None) for photo in held_out_photos(manifest, attribute, k=candidates)]
     tried = []
@@ -99,7 +100,7 @@ def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port
         answer = post_json(f"{url}/v1/edit", request, timeout=60)
         scores = {k: (answer.get(k) or {}).get(attribute) for k in ("scores_before", "scores_after")}
         frames = [open_rgb(photo)] + [open_rgb(base64.b64decode(answer[f])) for f in ("reconstruction", "image")]
-        tried.append({"frames": frames, "truth": truth and open_rgb(truth), **scores,
+        tried.append({"frames": frames, "truth": truth and open_rgb(truth), "method": answer["method"], **scores,
                       "confirmed": None not in scores.values()
                       and (scores["scores_before"] < 0.5 <= scores["scores_after"]) == (strength > 0)})
     for t in tried:
@@ -112,10 +113,12 @@ def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port
     chosen = (max(confirmed, key=lambda t: t.get("counterfactual_psnr", t["gain"])) if confirmed
               else max(tried, key=lambda t: t["gain"]))
     sign = "+" if strength > 0 else ""
-    titles = ["original", "reconstruction", f"edit {attribute} {sign}{strength:g}", "counterfactual (renderer)"]
+    titles = ["original", "reconstruction", f"{chosen['method']} {attribute} {sign}{strength:g}",
+              "counterfactual (renderer)"]
     frames = list(zip(titles, chosen["frames"] + ([chosen["truth"]] if chosen["truth"] is not None else [])))
     picture = before_after(frames, f"{out}/edit_before_after.png")
-    result = {"url": url, "picture": picture, "edit": {attribute: strength}, "faces_tried": len(tried),
+    result = {"url": url, "picture": picture, "edit": {attribute: strength}, "method": chosen["method"],
+              "faces_tried": len(tried),
               "confirmed": f"{len(confirmed)} of {len(tried)}"}
     result.update({k: chosen[k] for k in ("scores_before", "scores_after", "counterfactual_psnr",
                                           "reconstruction_psnr") if k in chosen})

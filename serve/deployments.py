@@ -8,6 +8,10 @@ rows back. Batching is tuned live through ``user_config`` (``serve deploy`` with
 the load benchmark turns it off with ``max_batch_size: 1``. Every deployment keeps a histogram of the rows
 per forward pass it ran, so tests and benchmarks can see that batching really happens.
 
+With a guide classifier (the app's ``guide``), the replicas that hold the decoder (``Decoder``, or
+``FusedModels``) also run guided edits: gradient steps on the codes through the decoder and the guide
+(:func:`facegen.latent.guided.guided_edit`), which need both models in one process.
+
 ``FusedModels`` loads all three models into the ingress's own replica (``fused: true`` in the app's args): no
 hop between the ingress and the models, for models small enough to share a process; large ones keep the
 separately scaled deployments.
@@ -25,6 +29,7 @@ import torch
 from ray import serve
 
 from facegen.bundle import Bundle, load_bundle
+from facegen.latent.guided import Guide, guide_from_bundle, guided_edit
 from serve.requests import ApiError
 
 # Rolling updates start the new replicas before the old ones stop. With Serve's default of 0 a one-replica
@@ -134,6 +139,32 @@ class _Decodes:
         return list(self.decode_rows(torch.cat(codes)).split([len(part) for part in codes]))
 
 
+class _Guides:
+    """Guided edits where the decoder is: per call, codes (k, D) with one {attribute: strength} per row and the
+    codes' spread (D,) -> edited codes (k, D). Rows asking for the same edit are steered together."""
+
+    guide: Guide | None = None
+
+    def load_guide(self, location: str | None) -> None:
+        self.guide = guide_from_bundle(location, map_location=self.device) if location else None
+
+    def guide_rows(self, codes: torch.Tensor, edits: list[dict[str, float]], scale: torch.Tensor) -> torch.Tensor:
+        if self.guide is None:
+            raise ValueError("this deployment has no guide classifier: guided edits need the app's 'guide'")
+        codes, scale = codes.to(self.device), scale.to(self.device)
+        edited = codes.clone()
+        groups: dict[tuple, list[int]] = collections.defaultdict(list)
+        for i, row in enumerate(edits):
+            groups[tuple(sorted(row.items()))].append(i)
+        for edit, rows in groups.items():
+            edited[rows] = guided_edit(self.generator, self.guide, codes[rows], dict(edit), scale)
+        return edited.cpu()
+
+    async def guided(self, codes: torch.Tensor, edits: list[dict[str, float]], scale: torch.Tensor) -> torch.Tensor:
+        # Tens of decoder + guide passes: in a worker thread, so the replica keeps answering decode calls.
+        return await asyncio.to_thread(self.guide_rows, codes, edits, scale)
+
+
 class _Scores:
     """Per call: images (k, 3, R, R) in [-1, 1], any R -> attribute probabilities (k, A) in the classifier
     bundle's attribute order. Images are resized to the classifier's own resolution, so a 64 px generator can
@@ -164,8 +195,12 @@ class Encoder(_Encodes, _BatchedModel):
 
 
 @serve.deployment(**_MODEL_OPTIONS)
-class Decoder(_Decodes, _BatchedModel):
+class Decoder(_Decodes, _Guides, _BatchedModel):
     batched_methods = ("decode",)
+
+    def __init__(self, bundle: str, guide: str | None = None) -> None:
+        super().__init__(bundle)
+        self.load_guide(guide)
 
 
 @serve.deployment(**_MODEL_OPTIONS)
@@ -176,14 +211,15 @@ class Classifier(_Scores, _BatchedModel):
         return {**super().info(), "attributes": list(self.model.attribute_names)}
 
 
-class FusedModels(_Encodes, _Decodes, _Scores, _BatchedModel):
-    """Generator and classifier loaded in the ingress's own replica (``fused: true``): no hop at all between
-    the ingress and the models. ``remote(name)`` stands in for a DeploymentHandle method: the forward pass runs
-    in a worker thread (torch releases the GIL), so the ingress keeps reading requests meanwhile."""
+class FusedModels(_Encodes, _Decodes, _Guides, _Scores, _BatchedModel):
+    """Generator, classifier (and guide) loaded in the ingress's own replica (``fused: true``): no hop at all
+    between the ingress and the models. ``remote(name)`` stands in for a DeploymentHandle method: the forward
+    pass runs in a worker thread (torch releases the GIL), so the ingress keeps reading requests meanwhile."""
 
-    def __init__(self, bundle: str, classifier: str | None = None) -> None:
+    def __init__(self, bundle: str, classifier: str | None = None, guide: str | None = None) -> None:
         super().__init__(bundle)
         self.scorer = load_serving_bundle(classifier) if classifier else None
+        self.load_guide(guide)
         self._lock = threading.Lock()  # one forward pass at a time: one intra-op thread, like a replica
 
     def _locked(self, method: str, *args):
@@ -191,7 +227,8 @@ class FusedModels(_Encodes, _Decodes, _Scores, _BatchedModel):
             return getattr(self, method)(*args)
 
     def remote(self, method: str) -> "_LocalMethod":
-        return _LocalMethod(self, {"encode": "encode_rows", "decode": "decode_rows", "scores": "score_rows"}[method])
+        return _LocalMethod(self, {"encode": "encode_rows", "decode": "decode_rows", "scores": "score_rows",
+                                   "guided": "guide_rows"}[method])
 
     async def run(self, method: str, *args) -> torch.Tensor:
         """A model call's bad input is a 400, as a replica's ValueError/TypeError is through a handle."""
@@ -212,12 +249,12 @@ class _LocalMethod:
 
 
 class LocalHandle:
-    """A DeploymentHandle look-alike over :class:`FusedModels`: ``.encode``/``.decode``/``.scores``."""
+    """A DeploymentHandle look-alike over :class:`FusedModels`: ``.encode``/``.decode``/``.scores``/``.guided``."""
 
     def __init__(self, models: FusedModels) -> None:
         self.models = models
 
     def __getattr__(self, method: str) -> _LocalMethod:
-        if method in ("encode", "decode", "scores"):
+        if method in ("encode", "decode", "scores", "guided"):
             return self.models.remote(method)
         raise AttributeError(method)

@@ -27,6 +27,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facegen.latent.edit import EDIT_METHODS, MAX_STRENGTH, check_edits, edit_codes, latent_slots
+from facegen.latent.guided import GUIDED, check_guided_edits
 from serve.batcher import AdaptiveBatcher
 from serve.catalog import ModelCatalog
 from serve.deployments import (DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, ROLLOUT_SURGE_PERCENT, FusedModels,
@@ -92,13 +93,13 @@ class Editor:
 
     def __init__(self, encoder, decoder, classifier, bundle: str, classifier_bundle: str | None = None,
                  max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, align: bool = True,
-                 fused: bool = False) -> None:
+                 fused: bool = False, guide_bundle: str | None = None) -> None:
         if fused:
-            self.models = FusedModels(bundle, classifier_bundle)
+            self.models = FusedModels(bundle, classifier_bundle, guide_bundle)
             encoder = decoder = LocalHandle(self.models)
             classifier = decoder if classifier_bundle else None
         self.encoder, self.decoder, self.classifier = encoder, decoder, classifier
-        self.catalog = ModelCatalog(bundle, classifier_bundle)
+        self.catalog = ModelCatalog(bundle, classifier_bundle, guide_bundle)
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
         self.align = align  # for requests that do not say: find and frame the face like the training faces
         self.fused = fused
@@ -142,7 +143,9 @@ class Editor:
     async def attributes(self) -> dict:
         return {"model": self.catalog.name, "domain": self.catalog.domain(), "attributes": self.catalog.editable(),
                 "classifier_attributes": self.catalog.classifier_attributes,
-                "methods": self.catalog.methods(), "max_strength": MAX_STRENGTH, "align_default": self.align,
+                "methods": self.catalog.methods(), "default_method": self.catalog.default_method(),
+                "guide_attributes": self.catalog.guide_attributes, "max_strength": MAX_STRENGTH,
+                "align_default": self.align,
                 "edit_reliability": self.catalog.showcase.reliability,
                 "edit_reliability_source": self.catalog.showcase.reliability_source}
 
@@ -194,10 +197,32 @@ class Editor:
         """codes (k, D) -> images (k, 3, R, R)."""
         return await _call(self.decoder.decode.remote(codes))
 
+    async def _guided(self, codes: torch.Tensor, edits: list[dict[str, float]]) -> torch.Tensor:
+        """codes (k, D) steered by the guide where the decoder is -> edited codes (k, D)."""
+        return await _call(self.decoder.guided.remote(codes, edits, self.catalog.code_scale()))
+
     async def _edit_batch(self, items: list[tuple[torch.Tensor, EditSpec]]) -> list:
         """The adaptive batcher's work: k (image, spec) -> k (EditRows, row) or an ApiError for a bad row."""
         return await edit_batch(items, self.catalog, self._encode_rows, self._decode,
-                                self._score_rows if self.classifier is not None else None)
+                                self._score_rows if self.classifier is not None else None,
+                                self._guided if self.catalog.guided() else None)
+
+    def _check_edit(self, edits: dict[str, float], keep: list[str], method: str) -> None:
+        """An edit that cannot run is a 400 naming the problem, before it joins a batch."""
+        try:
+            if method != GUIDED:
+                check_edits(self.catalog.generator, edits, keep, method, self.catalog.directions_for(method))
+                return
+            if not self.catalog.guided():
+                raise ApiError(400, "no_guide", "guided edits need a guide classifier (the app's 'guide' argument, "
+                               "`facegen serve --guide BUNDLE`) and a bundle with stored directions; methods here: "
+                               f"{', '.join(self.catalog.methods()) or 'none'}")
+            if keep:
+                raise ValueError("keep=[...] only applies to method='conditional' (a guided edit holds every "
+                                 "attribute the guide reads)")
+            check_guided_edits(self.catalog.guide_attributes, edits, list(latent_slots(self.catalog.generator)))
+        except ValueError as exc:
+            raise ApiError(400, "bad_edit", str(exc)) from None
 
     # ---- endpoints ----
 
@@ -217,12 +242,9 @@ class Editor:
             if not edits:
                 raise ApiError(400, "bad_field", "'edits' is empty: give at least one {attribute: strength}")
             keep = get_str_list(parsed.fields, "keep")
-            method = get_str(parsed.fields, "method", self.catalog.default_method(), EDIT_METHODS)
-            name = self.catalog.default_method() if method == "conditional" else method
-            try:
-                check_edits(self.catalog.generator, edits, keep, method, self.catalog.directions.get(name))
-            except ValueError as exc:
-                raise ApiError(400, "bad_edit", str(exc)) from None
+            method = get_str(parsed.fields, "method", self.catalog.default_method(), (*EDIT_METHODS, GUIDED))
+            name = None if method == GUIDED else self.catalog.direction_method() if method == "conditional" else method
+            self._check_edit(edits, keep, method)
             submitted = time.perf_counter()
             (rows, i), waited = await self.edits.submit((image, EditSpec(edits, keep, method, name)))
         answered, names = time.perf_counter(), self.catalog.classifier_attributes

@@ -1,5 +1,8 @@
 """One batch of edits through the models: encode, move each code, decode both, score both.
 
+A code moves by latent arithmetic here (direction methods, latent slots) or, for ``guided`` edits, by gradient
+steps where the decoder and the guide are (one ``guided`` call for the batch's guided rows).
+
 The same steps run in two places, chosen by the app's ``fused`` argument: in the ingress with each model a
 DeploymentHandle call (the split deployments, three hops per batch), or inside ``FusedModels`` with the
 models in that process (one hop per batch). Each step's wall time comes back with the rows, so a client can
@@ -15,6 +18,7 @@ from typing import Awaitable, Callable
 import torch
 
 from facegen.latent.edit import edit_codes
+from facegen.latent.guided import GUIDED
 from facegen.models import LatentModel
 from serve.requests import ApiError
 
@@ -22,7 +26,7 @@ from serve.requests import ApiError
 @dataclass(frozen=True)
 class EditSpec:
     """One request's edit: ``edits`` {attribute: strength}, ``keep``, ``method`` and ``directions``, the name
-    of the stored directions it uses (None: latent slots only)."""
+    of the stored directions it uses (None: latent slots only, or a guided edit)."""
 
     edits: dict[str, float]
     keep: list[str]
@@ -48,9 +52,11 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
                         encode: Callable[[torch.Tensor, torch.Tensor | None], Awaitable[torch.Tensor]],
                         decode: Callable[[torch.Tensor], Awaitable[torch.Tensor]],
                         scores: Callable[[torch.Tensor], Awaitable[torch.Tensor]] | None,
-                        generator: LatentModel, directions_of: Callable) -> EditRows:
+                        generator: LatentModel, directions_of: Callable,
+                        guided: Callable[[torch.Tensor, list], Awaitable[torch.Tensor]] | None = None) -> EditRows:
     """images (k, 3, R, R) with specs (k) -> :class:`EditRows`. ``encode``/``decode``/``scores`` are the
-    models (a handle call or a local call); ``directions_of(name)`` looks up stored directions."""
+    models (a handle call or a local call); ``directions_of(name)`` looks up stored directions; ``guided(codes,
+    edits)`` steers the rows whose method is ``guided``."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -62,7 +68,15 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
     codes = await encode(images, conds)
     lap("encode")
     edited, errors = [], []
+    steered = [i for i, spec in enumerate(specs) if spec.method == GUIDED]
+    if steered:
+        moved = dict(zip(steered, await guided(codes[steered], [specs[i].edits for i in steered])))
+        lap("guided")
     for i, spec in enumerate(specs):
+        if spec.method == GUIDED:
+            edited.append(moved[i])
+            errors.append(None)
+            continue
         try:
             directions = directions_of(spec.directions) if spec.directions else None
             edited.append(edit_codes(generator, codes[i:i + 1], spec.edits, spec.keep, spec.method,
@@ -95,14 +109,15 @@ async def read_conditions(catalog, scores: Callable | None, images: torch.Tensor
     return torch.zeros(len(images), spec.size)
 
 
-async def edit_batch(items: list[tuple[torch.Tensor, EditSpec]], catalog, encode, decode, scores) -> list:
+async def edit_batch(items: list[tuple[torch.Tensor, EditSpec]], catalog, encode, decode, scores,
+                     guided=None) -> list:
     """k (image (3, R, R), spec) -> k (EditRows, row index), or an ApiError for a row that cannot be edited."""
     images, specs = torch.stack([image for image, _ in items]), [spec for _, spec in items]
     started = time.perf_counter()
     conds = await read_conditions(catalog, scores, images)
     conditioned = time.perf_counter()
     rows = await run_edit_rows(images, conds, specs, encode, decode, scores, catalog.generator,
-                               catalog.directions.get)
+                               catalog.directions.get, guided)
     if conds is not None:
         rows.timings["cond"] = conditioned - started
     return [(rows, i) if error is None else ApiError(400, "bad_edit", error) for i, error in enumerate(rows.errors)]

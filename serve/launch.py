@@ -46,7 +46,8 @@ def facegen_app(config: dict, where: str = "the Serve config") -> dict:
 
 
 def serving_config(path: str = DEFAULT_CONFIG, *, bundle: str | None = None, classifier: str | None = None,
-                   no_classifier: bool = False, host: str | None = None, port: int | None = None) -> dict:
+                   no_classifier: bool = False, host: str | None = None, port: int | None = None,
+                   guide: str | None = None, no_guide: bool = False) -> dict:
     """``path`` (a Serve config YAML) with the editing service's bundles and the HTTP address replaced, checked
     against Ray's ``ServeDeploySchema`` and the app's own ``AppArgs``; returns the plain dict Serve deploys.
     Local bundle paths are made absolute (replicas do not run in this folder); URIs stay as written."""
@@ -63,9 +64,12 @@ def serving_config(path: str = DEFAULT_CONFIG, *, bundle: str | None = None, cla
     if not isinstance(config, dict):
         raise FacegenError(f"{path}: not a Serve config (expected a mapping)")
     args = facegen_app(config, path).setdefault("args", {})
-    args.update({key: value for key, value in (("bundle", bundle), ("classifier", classifier)) if value})
+    args.update({key: value for key, value in (("bundle", bundle), ("classifier", classifier), ("guide", guide))
+                 if value})
     if no_classifier:
         args.pop("classifier", None)
+    if no_guide:
+        args.pop("guide", None)
     config["http_options"] = {**(config.get("http_options") or {}),
                               **{key: value for key, value in (("host", host), ("port", port)) if value}}
     try:
@@ -87,7 +91,7 @@ def check_bundles(config: dict) -> None:
     """Every bundle the editing service names is there (a ``meta.json``, locally or at a URI): a wrong path is
     one line now, not replicas failing to start again and again after Ray is up."""
     args = facegen_app(config)["args"]
-    for key in ("bundle", "classifier"):
+    for key in ("bundle", "classifier", "guide"):
         location = args.get(key)
         if not location:
             continue
@@ -170,6 +174,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", help="model bundle to serve, path or URI (default: the config's args.bundle)")
     parser.add_argument("--classifier", help="attribute-classifier bundle for the scores (default: the config's)")
     parser.add_argument("--no-classifier", action="store_true", help="serve without a classifier (no scores)")
+    parser.add_argument("--guide", help="a second attribute-classifier bundle that steers 'guided' edits, then the "
+                                        "default method (not the --classifier: its scores would only confirm the "
+                                        "push; default: the config's, none in serve/config.yaml)")
+    parser.add_argument("--no-guide", action="store_true", help="serve without a guide (no guided edits)")
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="Serve config to start from (default serve/config.yaml)")
     parser.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1; 0.0.0.0 exposes "
@@ -184,8 +192,11 @@ def run_serve(args: argparse.Namespace) -> int:
         raise FacegenError(f"--port {args.port}: expected 1..65535")
     if args.classifier and args.no_classifier:
         raise FacegenError("--classifier and --no-classifier exclude each other")
+    if args.guide and args.no_guide:
+        raise FacegenError("--guide and --no-guide exclude each other")
     config = serving_config(args.config, bundle=args.bundle, classifier=args.classifier,
-                            no_classifier=args.no_classifier, host=args.host, port=args.port)
+                            no_classifier=args.no_classifier, host=args.host, port=args.port,
+                            guide=args.guide, no_guide=args.no_guide)
     check_bundles(config)
     if args.print_config:
         print(yaml.safe_dump(config, sort_keys=False), end="")
@@ -198,7 +209,8 @@ def run_serve(args: argparse.Namespace) -> int:
         url = start_serving(config)
         served = facegen_app(config)["args"]
         print(f"serving {served['bundle']}" + (f" with the classifier {served['classifier']}"
-                                               if served.get("classifier") else ""), flush=True)
+                                               if served.get("classifier") else "")
+              + (f", guided edits by {served['guide']}" if served.get("guide") else ""), flush=True)
         print(f"web page: {url}/   API: {url}/v1/edit   docs: {url}/docs   (Ctrl-C stops the server)", flush=True)
         wait_for_ctrl_c()
     finally:

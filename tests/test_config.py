@@ -56,6 +56,7 @@ def test_tune_style_mapping_overrides_do_not_mutate_the_base():
     ({"model": {"family": "vae", "resolution": 48}}, "model.resolution: must be one of"),
     ({"model": {"family": "vae"}, "optim": {}}, "optim: unknown section"),
     ({"model": {"family": "vae"}, "data": [1, 2]}, "data: expected a mapping"),
+    ({"model": {"family": "vae"}, "train": {"lr_schedule": "step"}}, "train.lr_schedule: must be constant or"),
 ])
 def test_bad_configs_fail_with_one_line_naming_the_key(raw, message):
     with pytest.raises(ConfigError) as info:
@@ -73,3 +74,31 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(CONFIGS[0], ["train.lr"])
+
+
+def test_a_cosine_schedule_runs_from_the_full_rate_to_its_final_ratio():
+    import math
+
+    cfg = from_dict({"model": {"family": "vae"}, "train": {"epochs": 5, "lr_schedule": "cosine",
+                                                            "lr_final_ratio": 0.1}})
+    factors = [cfg.train.lr_factor(e) for e in range(5)]
+    assert factors[0] == 1.0 and math.isclose(factors[-1], 0.1) and math.isclose(factors[2], 0.55)
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+    assert from_dict({"model": {"family": "vae"}, "train": {"epochs": 5}}).train.lr_factor(3) == 1.0
+
+
+def test_each_epoch_sets_every_players_rate_from_its_own_initial_rate():
+    import torch
+
+    from facegen.training.loop import set_epoch_lr
+
+    cfg = from_dict({"model": {"family": "vae"}, "train": {"epochs": 3, "lr_schedule": "cosine",
+                                                            "lr_final_ratio": 0.0}})
+    weights = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
+    optimizers = {"g": torch.optim.AdamW([weights[0]], lr=1e-3), "d": torch.optim.AdamW([weights[1]], lr=2e-4)}
+    set_epoch_lr(optimizers, cfg, 1)
+    assert [o.param_groups[0]["lr"] for o in optimizers.values()] == [0.5e-3, 1e-4]
+    restored = torch.optim.AdamW([weights[0]], lr=1e-3)  # a resumed run: the checkpoint holds initial_lr
+    restored.load_state_dict(optimizers["g"].state_dict())
+    set_epoch_lr({"g": restored}, cfg, 2)
+    assert restored.param_groups[0]["lr"] == 0.0 and restored.param_groups[0]["initial_lr"] == 1e-3

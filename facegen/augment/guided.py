@@ -28,11 +28,10 @@ from dataclasses import dataclass
 import torch
 
 from facegen.errors import FacegenError
-from facegen.latent.edit import MAX_STRENGTH, edit_codes, latent_slots
-from facegen.latent.guided import Guidance, Guide, code_scale, guided_codes
+from facegen.latent.guided import GUIDED, Guidance, Guide, check_guided_edits, code_scale, guided_edit
 from facegen.latent.scoring import batched
 
-GUIDED = "guided"
+__all__ = ["GUIDED", "GuidedEditor", "check_guided", "training_code_scale"]
 GUIDANCE = Guidance()  # the measured default (margin 0.98, keep weight 4, steps of 0.25 std)
 
 
@@ -40,15 +39,10 @@ def check_guided(guide: Guide, edits: dict[str, float], slots, method: str) -> N
     """Refuse, before Ray starts, a guided edit of an attribute the guide does not read."""
     if method != GUIDED:
         return
-    for name, strength in edits.items():
-        if name in slots:
-            continue
-        if name not in guide.attribute_names:
-            raise FacegenError(f"--method guided: the guide {guide.location} does not read {name!r} "
-                               f"(it reads: {', '.join(guide.attribute_names)})")
-        if not 0 < abs(strength) <= MAX_STRENGTH:
-            raise FacegenError(f"--edits {name}: a guided edit needs 0 < |strength| <= {MAX_STRENGTH:g} "
-                               f"(its sign is the target, its size the farthest move), got {strength:g}")
+    try:
+        check_guided_edits(guide.attribute_names, edits, list(slots))
+    except ValueError as exc:
+        raise FacegenError(f"--method guided (guide {guide.location}): {exc}") from None
 
 
 def training_code_scale(model, batch: dict) -> torch.Tensor:
@@ -66,19 +60,7 @@ class GuidedEditor:
 
     def edit(self, model, codes: torch.Tensor, edits: dict[str, float]) -> torch.Tensor:
         """Codes (N, D) moved by a guided variant's ``edits`` (module docstring)."""
-        slots = latent_slots(model)
-        slot_edits = {n: s for n, s in edits.items() if n in slots}
-        edited = edit_codes(model, codes, slot_edits) if slot_edits else codes.clone()
-
-        for name, strength in edits.items():
-            steps = round(abs(strength) / GUIDANCE.lr)
-            if name in slots or steps < 1:
-                continue
-            guidance = Guidance(steps=steps, lr=GUIDANCE.lr, margin=GUIDANCE.margin,
-                                keep_weight=GUIDANCE.keep_weight, prox_weight=GUIDANCE.prox_weight)
-            targets = torch.full((codes.shape[0],), float(strength > 0))
-            edited = guided_codes(model.decode, self.guide, edited, name, targets, self.scale, guidance=guidance)
-        return edited
+        return guided_edit(model, self.guide, codes, edits, self.scale, GUIDANCE)
 
     @torch.no_grad()
     def readings(self, images: torch.Tensor) -> torch.Tensor:

@@ -20,13 +20,16 @@ distance. Only ``u`` gets gradients (``torch.autograd.grad``): the decoder and t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from facegen.errors import FacegenError
+from facegen.latent.edit import MAX_STRENGTH, edit_codes, latent_slots
+
+GUIDED = "guided"
 
 
 @dataclass(frozen=True)
@@ -108,18 +111,52 @@ def guided_codes(decode: Callable[[torch.Tensor], torch.Tensor], guide: Guide, c
     return (codes + u.detach() * scale).detach()
 
 
+def check_guided_edits(guide_attributes: Sequence[str], edits: Mapping[str, float], slots: Sequence[str] = ()) -> None:
+    """Refuse, before any compute, a guided edit the guide cannot steer: an attribute it does not read, or a
+    strength outside 0 < |s| <= MAX_STRENGTH (its sign is the target, its size the farthest move). Latent slots
+    (``slots``) are set as usual and pass. ValueError naming the culprit."""
+    for name, strength in edits.items():
+        if name in slots:
+            continue
+        if name not in guide_attributes:
+            raise ValueError(f"the guide does not read {name!r} (it reads: {', '.join(guide_attributes)})")
+        if not 0 < abs(strength) <= MAX_STRENGTH:
+            raise ValueError(f"{name}: a guided edit needs 0 < |strength| <= {MAX_STRENGTH:g} (its sign is the "
+                             f"target, its size the farthest move in standard deviations), got {strength:g}")
+
+
+def guided_edit(model, guide: Guide, codes: torch.Tensor, edits: Mapping[str, float], scale: torch.Tensor,
+                guidance: Guidance = Guidance()) -> torch.Tensor:
+    """Codes (N, D) with ``edits`` {attribute: strength} applied by guidance: the strength's sign is the target
+    (present when positive), ``|strength|`` standard deviations of the codes the farthest a face moves
+    (``round(|s| / lr)`` steps), so a strength keeps the unit it has for a direction edit, as a bound rather than
+    the move itself. Several attributes are steered one after the other, each holding the guide's reading of all
+    the others; the model's latent slots are set as usual. ``model``: a latent model (``decode``, slots)."""
+    slots = latent_slots(model)
+    slot_edits = {n: s for n, s in edits.items() if n in slots}
+    edited = edit_codes(model, codes, slot_edits) if slot_edits else codes.clone()
+    for name, strength in edits.items():
+        steps = round(abs(strength) / guidance.lr)
+        if name in slots or steps < 1:
+            continue
+        targets = torch.full((codes.shape[0],), float(strength > 0))
+        edited = guided_codes(model.decode, guide, edited, name, targets, scale,
+                              guidance=replace(guidance, steps=steps))
+    return edited
+
+
 def code_scale(codes: torch.Tensor) -> torch.Tensor:
     """(D,) the standard deviation of codes (N, D) per dimension: guidance's unit of step."""
     return codes.float().std(0, unbiased=True) if codes.shape[0] > 1 else torch.ones(codes.shape[1])
 
 
-def guide_from_bundle(location: str) -> Guide:
+def guide_from_bundle(location: str, map_location: str | torch.device = "cpu") -> Guide:
     """The attribute classifier bundle at ``location`` as a differentiable guide; FacegenError when it is not
     one (logits over named attributes)."""
     from facegen.bundle import load_bundle  # only here: the rest of this module is pure tensor math
     from facegen.latent.scoring import AttributeScorer
 
-    bundle = load_bundle(location)
+    bundle = load_bundle(location, map_location=map_location)
     model = bundle.model
     if not isinstance(model, AttributeScorer) or not callable(getattr(model, "logits", None)):
         raise FacegenError(f"--guide {location}: needs an attribute classifier bundle (logits over named "

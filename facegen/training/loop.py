@@ -37,6 +37,14 @@ def make_optimizers(model: FaceModel, cfg: ExperimentConfig) -> dict[str, torch.
     return optimizers
 
 
+def set_epoch_lr(optimizers: dict[str, torch.optim.Optimizer], cfg: ExperimentConfig, epoch: int) -> None:
+    """Every param group's learning rate for ``epoch``: its own initial value times ``cfg.train.lr_factor``."""
+    factor = cfg.train.lr_factor(epoch)
+    for optimizer in optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor  # kept in checkpoints
+
+
 def worker_threads(cfg: ExperimentConfig, cores: int | None = None) -> int:
     """Intra-op threads of one worker: ``train.torch_threads`` if set, else one per CPU Ray gives the worker
     (``cpus_per_worker`` rounded up), never more than the node's cores. A fixed 1 halved a 1-worker run
@@ -173,6 +181,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.train.epochs):
         torch.manual_seed(epoch_seed(cfg.train.seed, epoch, rank))
         model.set_epoch(epoch)
+        set_epoch_lr(optimizers, cfg, epoch)
         started, wait = time.perf_counter(), DataWait()
         means, seen, corrupt = train_one_epoch(
             ddp_model, model, optimizers,

@@ -71,3 +71,28 @@ def test_bad_requests_name_the_problem(space):
                      scale=torch.ones(8))
     with pytest.raises(ValueError, match="margin"):
         Guidance(margin=0.4)
+
+
+def test_a_strength_is_the_target_by_its_sign_and_a_bound_on_the_move_by_its_size(space):
+    from facegen.latent.guided import guided_edit
+
+    codes, scale = space.codes[:32], code_scale(space.codes)
+    guide = _guide(space)
+    for strength in (0.5, 1.0, -1.0):
+        edited = guided_edit(space.model, guide, codes, {"Smiling": strength}, scale)
+        whitened = ((edited - codes) / scale).norm(dim=1)
+        assert (whitened <= abs(strength) + 1e-4).all() and whitened.max() > abs(strength) - 0.25 - 1e-4
+        before, after = (space.scorer.predict_proba(space.model.decode(c))[:, 0] for c in (codes, edited))
+        moved = whitened > 0
+        assert ((after - before)[moved] * strength > 0).all()  # toward present when positive, absent when not
+    assert torch.equal(guided_edit(space.model, guide, codes, {"Smiling": 0.1}, scale), codes)  # < one step
+
+
+def test_guided_edits_are_checked_before_any_compute():
+    from facegen.latent.guided import check_guided_edits
+
+    check_guided_edits(["Smiling"], {"Smiling": -10.0, "class": 3}, slots=["class"])  # a slot passes as is
+    for edits, says in (({"Bald": 1.0}, "does not read 'Bald'"), ({"Smiling": 0.0}, "strength"),
+                        ({"Smiling": 10.5}, "strength")):
+        with pytest.raises(ValueError, match=says):
+            check_guided_edits(["Smiling"], edits)
