@@ -39,6 +39,9 @@ VARIANTS = {
     "margin0.98-keep4": Guidance(margin=0.98, keep_weight=4.0),
     "margin0.995-keep4": Guidance(margin=0.995, keep_weight=4.0, steps=60),
     "keep4": Guidance(keep_weight=4.0),
+    "keep8": Guidance(keep_weight=8.0),
+    "keep16": Guidance(keep_weight=16.0),
+    "keep32": Guidance(keep_weight=32.0),
     # A strength s bounds a served / augmenting guided edit to round(s / lr) steps: the demo's +2 is 8 steps.
     "bound2": Guidance(steps=8),
     "bound4": Guidance(steps=16),

@@ -8,7 +8,7 @@
 #
 # OUT defaults to out/quality; DATA (default out/demo, what `make demo` leaves) holds the shards; missing ones
 # are rendered and prepared first. --gpu trains each config with one GPU worker (bf16); --set adds a config
-# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 2.5 h on 2 CPU cores.
+# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 3 h on 2 CPU cores (ae_synth64 alone ~35 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/quality

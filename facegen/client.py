@@ -225,7 +225,9 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="move attribute NAME by STRENGTH (repeatable), e.g. --set Smiling=1.5")
     parser.add_argument("--keep", action="append", default=[], metavar="NAME",
                         help="attribute to hold fixed while editing (repeatable)")
-    parser.add_argument("--method", default=None, help="edit method (server default if omitted)")
+    parser.add_argument("--method", default=None,
+                        help="edit method: guided (when the service has a guide), mean_diff, boundary or conditional "
+                             "(default: the service's, the first of GET /v1/attributes' methods)")
     parser.add_argument("--no-align", dest="align", action="store_false", default=None,
                         help="send the photo as it is framed (its centre square), without the server's face "
                              "detection and alignment; for faces already cropped like the model's training faces")

@@ -33,7 +33,8 @@ DEPLOY_TIMEOUT_S = 600  # replicas that never get resources would otherwise leav
 
 def _one_line(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    return f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
+    message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+    return f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {message}"
 
 
 def facegen_app(config: dict, where: str = "the Serve config") -> dict:

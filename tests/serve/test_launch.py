@@ -66,11 +66,24 @@ def test_bad_paths_and_a_busy_port_are_refused_before_ray(tiny_bundles, tmp_path
         with pytest.raises(FacegenError, match=f"--port {port}: cannot listen on 127.0.0.1"):
             check_port_free(serving_config(bundle=tiny_bundles["vae"], port=port))
     args = dict(bundle=tiny_bundles["vae"], classifier=None, no_classifier=False, config=DEFAULT_CONFIG,
-                host=None, port=None, print_config=False)
+                host=None, port=None, print_config=False, guide=None, no_guide=False)
     with pytest.raises(FacegenError, match="--port 70000"):
         run_serve(argparse.Namespace(**{**args, "port": 70000}))
     with pytest.raises(FacegenError, match="exclude each other"):
         run_serve(argparse.Namespace(**{**args, "classifier": tiny_bundles["classifier"], "no_classifier": True}))
+    with pytest.raises(FacegenError, match="--guide and --no-guide exclude each other"):
+        run_serve(argparse.Namespace(**{**args, "guide": tiny_bundles["classifier"], "no_guide": True}))
+    with pytest.raises(FacegenError, match=r"--guide .*absent: not a model bundle"):
+        check_bundles(serving_config(bundle=tiny_bundles["vae"], guide=str(tmp_path / "absent")))
+    # The scores the page shows must not come from the model the edit was pushed against: one line, no pydantic.
+    with pytest.raises(FacegenError, match=r"config: guide must be another classifier than 'classifier'") as caught:
+        serving_config(bundle=tiny_bundles["vae"], classifier=tiny_bundles["classifier"],
+                       guide=tiny_bundles["classifier"])
+    assert "Value error" not in str(caught.value)
+    guided = serving_config(bundle=tiny_bundles["vae"], guide=tiny_bundles["classifier"], no_classifier=True)
+    assert guided["applications"][0]["args"]["guide"] == tiny_bundles["classifier"]
+    assert "guide" not in serving_config(bundle=tiny_bundles["vae"], guide=tiny_bundles["classifier"],
+                                         no_guide=True)["applications"][0]["args"]
 
 
 def test_print_config_is_a_serve_config(tiny_bundles):
