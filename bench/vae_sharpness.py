@@ -54,7 +54,7 @@ from facegen.latent.sampler import fit_sampler, sample_faces  # noqa: E402
 from facegen.models import build_model  # noqa: E402
 from facegen.models.losses import gaussian_kl  # noqa: E402
 from facegen.quality.metrics import psnr, ssim  # noqa: E402
-from facegen.training.loop import epoch_seed, make_optimizers, train_one_epoch  # noqa: E402
+from facegen.training.loop import epoch_seed, make_optimizers, set_epoch_lr, train_one_epoch  # noqa: E402
 
 # Widths pinned with no residual decoder blocks, so a row means the same whatever --config sets.
 NARROW = ["model.base_channels=16", "model.max_channels=128", "model.decoder_res_blocks=0"]
@@ -158,6 +158,7 @@ def train_variant(name: str, overrides: list[str], args, train: torch.Tensor, te
 
     while True:
         model.set_epoch(epoch)
+        set_epoch_lr(optimizers, cfg, epoch)  # train.lr_schedule, as the Ray Train loop sets it
         torch.manual_seed(epoch_seed(args.seed, epoch, 0))  # the loop's reparameterisation noise
         started = time.perf_counter()
 

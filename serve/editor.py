@@ -26,13 +26,13 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from facegen.latent.edit import EDIT_METHODS, MAX_STRENGTH, check_edits, edit_codes, latent_slots
-from facegen.latent.guided import GUIDED, check_guided_edits
+from facegen.latent.edit import EDIT_METHODS, MAX_STRENGTH, edit_codes, latent_slots
+from facegen.latent.guided import GUIDED
 from serve.batcher import AdaptiveBatcher
 from serve.catalog import ModelCatalog
 from serve.deployments import (DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, ROLLOUT_SURGE_PERCENT, FusedModels,
                                LocalHandle)
-from serve.edits import EditSpec, edit_batch, named, read_conditions, server_timing
+from serve.edits import EditSpec, check_edit, edit_batch, named, read_conditions, server_timing
 from serve.images import MAX_BYTES, MAX_PIXELS, png_base64
 from serve.requests import (ApiError, error_response, get_bool, get_int, get_number_map, get_str, get_str_list,
                             image_from, parse_request)
@@ -207,23 +207,6 @@ class Editor:
                                 self._score_rows if self.classifier is not None else None,
                                 self._guided if self.catalog.guided() else None)
 
-    def _check_edit(self, edits: dict[str, float], keep: list[str], method: str) -> None:
-        """An edit that cannot run is a 400 naming the problem, before it joins a batch."""
-        try:
-            if method != GUIDED:
-                check_edits(self.catalog.generator, edits, keep, method, self.catalog.directions_for(method))
-                return
-            if not self.catalog.guided():
-                raise ApiError(400, "no_guide", "guided edits need a guide classifier (the app's 'guide' argument, "
-                               "`facegen serve --guide BUNDLE`) and a bundle with stored directions; methods here: "
-                               f"{', '.join(self.catalog.methods()) or 'none'}")
-            if keep:
-                raise ValueError("keep=[...] only applies to method='conditional' (a guided edit holds every "
-                                 "attribute the guide reads)")
-            check_guided_edits(self.catalog.guide_attributes, edits, list(latent_slots(self.catalog.generator)))
-        except ValueError as exc:
-            raise ApiError(400, "bad_edit", str(exc)) from None
-
     # ---- endpoints ----
 
     @app.post(f"/{API_VERSION}/edit")
@@ -244,7 +227,7 @@ class Editor:
             keep = get_str_list(parsed.fields, "keep")
             method = get_str(parsed.fields, "method", self.catalog.default_method(), (*EDIT_METHODS, GUIDED))
             name = None if method == GUIDED else self.catalog.direction_method() if method == "conditional" else method
-            self._check_edit(edits, keep, method)
+            check_edit(self.catalog, edits, keep, method)
             submitted = time.perf_counter()
             (rows, i), waited = await self.edits.submit((image, EditSpec(edits, keep, method, name)))
         answered, names = time.perf_counter(), self.catalog.classifier_attributes

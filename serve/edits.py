@@ -17,8 +17,8 @@ from typing import Awaitable, Callable
 
 import torch
 
-from facegen.latent.edit import edit_codes
-from facegen.latent.guided import GUIDED
+from facegen.latent.edit import check_edits, edit_codes, latent_slots
+from facegen.latent.guided import GUIDED, check_guided_edits
 from facegen.models import LatentModel
 from serve.requests import ApiError
 
@@ -95,6 +95,24 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
         lap("scores")
     return EditRows(decoded[:k], decoded[k:], None if probabilities is None else probabilities[:k],
                     None if probabilities is None else probabilities[k:], errors, timings)
+
+
+def check_edit(catalog, edits: dict[str, float], keep: list[str], method: str) -> None:
+    """An edit that cannot run is a 400 naming the problem, before it joins a batch."""
+    try:
+        if method != GUIDED:
+            check_edits(catalog.generator, edits, keep, method, catalog.directions_for(method))
+            return
+        if not catalog.guided():
+            raise ApiError(400, "no_guide", "guided edits need a guide classifier (the app's 'guide' argument, "
+                           "`facegen serve --guide BUNDLE`) and a bundle with stored directions; methods here: "
+                           f"{', '.join(catalog.methods()) or 'none'}")
+        if keep:
+            raise ValueError("keep=[...] only applies to method='conditional' (a guided edit holds every attribute "
+                             "the guide reads)")
+        check_guided_edits(catalog.guide_attributes, edits, list(latent_slots(catalog.generator)))
+    except ValueError as exc:
+        raise ApiError(400, "bad_edit", str(exc)) from None
 
 
 async def read_conditions(catalog, scores: Callable | None, images: torch.Tensor) -> torch.Tensor | None:
