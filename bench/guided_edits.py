@@ -42,7 +42,7 @@ VARIANTS = {
     "keep8": Guidance(keep_weight=8.0),
     "keep16": Guidance(keep_weight=16.0),
     "keep32": Guidance(keep_weight=32.0),
-    # A strength s bounds a served / augmenting guided edit to round(s / lr) steps: the demo's +2 is 8 steps.
+    # A strength s bounds a served / augmenting guided edit to round(s / lr) steps: the demo's +6 is 24 steps.
     "bound2": Guidance(steps=8),
     "bound4": Guidance(steps=16),
     "bound6": Guidance(steps=24),

@@ -17,9 +17,8 @@ the CLI and from Ray Tune, and their values are parsed as YAML scalars.
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field

@@ -31,7 +31,6 @@ from facegen.errors import FacegenError
 from facegen.latent.guided import GUIDED, Guidance, Guide, check_guided_edits, code_scale, guided_edit
 from facegen.latent.scoring import batched
 
-__all__ = ["GUIDED", "GuidedEditor", "check_guided", "training_code_scale"]
 # Margin 0.98, steps of 0.25 std, keep weight 4: the setting bench/augment_gain.py's figures were measured with
 # (the edit default is now 16, which drifts less; augmentation has not been re-measured with it).
 GUIDANCE = Guidance(keep_weight=4.0)

@@ -26,7 +26,7 @@ from facegen.augment.checks import (
     training_batch,
     validate_edits,
 )
-from facegen.augment.guided import GUIDED, check_guided, training_code_scale
+from facegen.augment.guided import check_guided, training_code_scale
 from facegen.augment.variants import (
     LAYOUT_DIRS,
     MANIFEST_NAME,
@@ -44,7 +44,7 @@ from facegen.data import celeba, fairface
 from facegen.errors import FacegenError
 from facegen.latent.directions import Directions
 from facegen.latent.edit import EDIT_METHODS
-from facegen.latent.guided import guide_from_bundle
+from facegen.latent.guided import GUIDED, guide_from_bundle
 from facegen.runtime import Demand, init_ray, require_resources
 
 READ_CPUS = 0.25  # one task reading source images, beside the actor pool

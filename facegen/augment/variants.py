@@ -34,13 +34,13 @@ import pyarrow.fs as pafs
 import torch
 
 from facegen import io as fsio
-from facegen.augment.guided import GUIDED, GuidedEditor
+from facegen.augment.guided import GuidedEditor
 from facegen.bundle import load_bundle
 from facegen.errors import FacegenError
 from facegen.images import DECODE_ERRORS, decode_face, encode_png, from_uint8
 from facegen.latent.directions import Directions
 from facegen.latent.edit import edit_codes
-from facegen.latent.guided import guide_from_bundle
+from facegen.latent.guided import GUIDED, guide_from_bundle
 from facegen.latent.scoring import batched
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
