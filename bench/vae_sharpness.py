@@ -134,7 +134,7 @@ def picture(model, test: torch.Tensor, seed: int, path: str) -> str:
     faces = test[:16]
     recon = model.decode(model.encode(faces))
     if model.needs_fitted_sampler:
-        samples = sample_faces(model, fit_sampler(model, test, variance_share=0.95), SAMPLES, seed)
+        samples = sample_faces(model, fit_sampler(model, test), SAMPLES, seed)
     else:
         samples = model.sample(SAMPLES, generator=torch.Generator().manual_seed(seed))
     rows = [faces[:8], recon[:8], faces[8:], recon[8:], samples]

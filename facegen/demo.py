@@ -60,7 +60,7 @@ def _step(title: str) -> float:
 
 def draw_pictures(bundle_path: str, manifest, out: str) -> dict[str, str]:
     """Reconstruction, sample and traversal grids of the trained model, on held-out faces. Samples decode codes
-    of a PCA + KDE density fitted on training codes: the prior's draws fall between the faces the encoder uses."""
+    of a Gaussian mixture fitted on training codes: the prior's draws fall between the faces the encoder uses."""
     model = load_bundle(bundle_path).model
     val = read_examples(manifest, "val", 256)["image"]
     train = read_examples(manifest, "train", 512)["image"]
@@ -68,7 +68,7 @@ def draw_pictures(bundle_path: str, manifest, out: str) -> dict[str, str]:
     dims = grids.most_active_dims(model, val, k=8)
     return {
         "reconstructions": grids.save_png(grids.reconstruction_grid(model, val[:32]), f"{out}/reconstructions.png"),
-        "samples": grids.save_png(grids.image_grid(sample_faces(model, fit_sampler(model, train, variance_share=0.95),
+        "samples": grids.save_png(grids.image_grid(sample_faces(model, fit_sampler(model, train),
                                                                 64), nrow=8), f"{out}/samples.png"),
         "traversals": grids.save_png(grids.traversal_grid(model, val[0], dims, val), f"{out}/traversals.png"),
     }

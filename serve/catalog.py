@@ -15,7 +15,7 @@ from facegen.bundle import load_bundle
 from facegen.latent.directions import METHODS
 from facegen.latent.edit import MAX_STRENGTH, latent_slots
 from facegen.latent.guided import GUIDED
-from facegen.latent.sampler import PCAKDESampler
+from facegen.latent.sampler import load_sampler
 from facegen.latent.store import stored_directions
 from facegen.models import AttributeClassifier, LatentModel
 from serve.requests import ApiError, get_float
@@ -68,7 +68,7 @@ class ModelCatalog:
         self.resolution = int(loaded.meta["resolution"])
         self.latent_width = self.generator.latent_width()
         self.directions = {m: d for m in METHODS if (d := stored_directions(loaded.extras, m)) is not None}
-        self.sampler = (PCAKDESampler.from_state_dict(loaded.extras)
+        self.sampler = (load_sampler(loaded.extras)
                         if "sampler/mean" in loaded.extras else None)
         self.classifier_name, self.classifier_attributes = _classifier_names(classifier_bundle, "score edits")
         self.guide_name, self.guide_attributes = _classifier_names(guide_bundle, "guide edits")
@@ -161,7 +161,7 @@ class ModelCatalog:
     # ---- codes ----
 
     def prior_codes(self, n: int, seed: int) -> torch.Tensor:
-        """(n, D) new codes: from the bundle's stored PCA+KDE sampler when it has one (an AE needs it; for a VAE
+        """(n, D) new codes: from the bundle's stored density of its codes when it has one (an AE needs it; for a VAE
         it is an ex-post density that draws better faces than the prior), else from the model's prior."""
         if self.sampler is not None:
             return self.sampler.sample(n, seed)

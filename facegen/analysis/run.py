@@ -5,7 +5,7 @@
 reads ``--n`` training and ``--n-eval`` held-out images of the bundle's shards (or ``--shards``), and writes
 ``OUT/analysis.md`` (+ ``analysis.json``, ``analysis.html`` and PNGs; OUT defaults to ``analysis/`` beside the
 bundle) with: traversals, named dimensions, attribute directions, edit evaluation, disentanglement metrics
-against the synthetic ground truth, latent maps and, for an AE, PCA+KDE samples. The fitted directions (and
+against the synthetic ground truth, latent maps and, for an AE, samples of a density of its codes. The fitted directions (and
 an AE's sampler) are stored in the bundle's extras, where the edit service and augmentation find them.
 No Ray: everything runs in this process.
 """
@@ -30,7 +30,7 @@ from facegen.bundle import load_bundle, update_extras
 from facegen.data.shards import read_manifest
 from facegen.errors import FacegenError
 from facegen.latent.edit import latent_slots
-from facegen.latent.sampler import PCAKDESampler
+from facegen.latent.sampler import fit_density
 from facegen.latent.scoring import batched
 from facegen.latent.store import directions_extras, encode_batch
 from facegen.models import AttributeClassifier, LatentModel, latent_families
@@ -194,12 +194,12 @@ def analyze(bundle_path: str, classifier: str | None = None, shards: str | None 
                         cond_test=model.condition_of(data.test.batch), out=out, say=say, scorer=scorer)
     extras = {}
     if model.needs_fitted_sampler:
-        ctx.sampler = PCAKDESampler.fit(ctx.codes_train, variance_share=0.95)
+        ctx.sampler = fit_density(ctx.codes_train)
         extras.update(ctx.sampler.state_dict())
     elif model.condition_part() is None and not model.code_parts():
         # An ex-post density of the codes draws faces where the prior falls into holes the encoder never fills
         # (`facegen evaluate` scores both); the service samples from it when a bundle has one.
-        extras.update(PCAKDESampler.fit(ctx.codes_train, variance_share=0.95).state_dict())
+        extras.update(fit_density(ctx.codes_train).state_dict())
     if model.code_parts() and scorer is not None:
         ctx.settings = steps.figures.code_settings(model)
         ctx.setting_scores = steps.figures.setting_scores(model, ctx.codes_train[:16], scorer, ctx.settings)

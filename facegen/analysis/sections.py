@@ -20,7 +20,7 @@ from facegen.latent.disentanglement import dci, mig, sap
 from facegen.latent.edit import latent_slots
 from facegen.latent.grids import image_grid, save_png
 from facegen.latent.naming import name_dimensions, naming_figure, naming_table_markdown
-from facegen.latent.sampler import PCAKDESampler, sample_faces
+from facegen.latent.sampler import CodeSampler, sample_faces
 from facegen.latent.scoring import AttributeScorer
 from facegen.models.base import LatentModel
 from facegen.reporting.page import Part
@@ -29,7 +29,7 @@ from facegen.reporting.page import Part
 class Context:
     """Everything the sections share. codes_*: (N, D) codes of the data's splits (encoded with their
     condition); cond_test: the held-out condition (a CVAE) or None; scorer: the classifier (restricted to the
-    labelled attributes) or None; sampler: the AE's fitted PCA+KDE sampler; settings/setting_scores: an
+    labelled attributes) or None; sampler: the AE's fitted density of its codes; settings/setting_scores: an
     InfoGAN's code levers and the scorer's mean P(attribute) under each, (S, A)."""
 
     model: LatentModel
@@ -41,7 +41,7 @@ class Context:
     out: str
     say: Callable[[str], None]
     scorer: AttributeScorer | None = None
-    sampler: PCAKDESampler | None = None
+    sampler: CodeSampler | None = None
     settings: list = field(default_factory=list)
     setting_scores: np.ndarray | None = None
     directions: dict[str, Directions] = field(default_factory=dict)
@@ -233,13 +233,11 @@ def maps(ctx: Context, tsne_points: int = 400, seed: int = 0) -> Part:
 
 
 def sampler_part(ctx: Context, n: int = 64) -> Part:
-    """The AE's PCA+KDE sampler: what it kept and what it draws."""
-
+    """The AE's ex-post density of its codes: what it kept and what it draws."""
     s = ctx.sampler
-    part = Part("sampler", "PCA + KDE samples")
+    part = Part("sampler", "Samples from the codes' density")
     part.pictures["samples"] = save_png(image_grid(sample_faces(ctx.model, s, n), nrow=8), ctx.png("samples"))
-    part.data = {"n_components": s.n_components, "explained": s.explained, "bandwidth": s.bandwidth}
-    part.markdown = (f"Fitted on {len(ctx.codes_train)} training codes: {s.n_components} principal components "
-                     f"keep {s.explained:.1%} of the variance, KDE bandwidth {s.bandwidth:.3f} (whitened units). "
+    part.data = {"n_components": s.n_components, "explained": s.explained, "sampler": s.describe()}
+    part.markdown = (f"Fitted on {len(ctx.codes_train)} training codes: {s.describe()}. "
                      "Stored in the bundle under `sampler/`, so the service draws new faces from it.")
     return part

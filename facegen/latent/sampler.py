@@ -1,9 +1,11 @@
-"""New codes for a deterministic autoencoder: PCA, then a kernel density estimate in the PCA space.
+"""New codes for a deterministic autoencoder: PCA, then a density in the whitened PCA space, a Gaussian
+mixture (:class:`GMMSampler`, the default of :func:`fit_density`) or a kernel density estimate (below).
 
 An AE has no prior; its codes fill an irregular, low-dimensional region of R^D, and N(0, I) codes decode to
 mush. The sampler (i) keeps the principal components explaining ``variance_share`` of the codes' variance,
 which drops directions the decoder never saw vary, (ii) whitens those coordinates, so one scalar bandwidth
-suits every axis, and (iii) draws from a Gaussian KDE there: a random training point plus N(0, h^2 I) noise.
+suits every axis, and (iii) draws from the density there; for the KDE, a random training point plus
+N(0, h^2 I) noise.
 
 Plain KDE sampling inflates the variance by (1 + h^2), and Scott's h = n^(-1/(k+4)) is not small for k in
 the tens (0.8 for n = 10^4, k = 40). Samples are therefore shrunk toward the mean by 1 / sqrt(1 + h^2)
@@ -23,6 +25,8 @@ from facegen.latent.scoring import batched
 from facegen.models.base import LatentModel
 
 _KEYS = ("mean", "components", "stds", "points", "bandwidth", "explained")
+MIN_CODES_PER_MODE = 10
+_GMM_KEYS = ("mean", "components", "stds", "weights", "means", "scale_tril", "explained")
 
 
 class PCAKDESampler:
@@ -50,25 +54,16 @@ class PCAKDESampler:
         max_points: the KDE keeps a random subset of at most this many points: they are stored in the bundle
             and every sample reads them, while more barely changes a density this smooth.
         """
-        if not 0 < variance_share <= 1:
-            raise ValueError(f"variance_share must be in (0, 1], got {variance_share}")
-        x = np.asarray(codes.detach().cpu() if isinstance(codes, torch.Tensor) else codes, dtype=np.float64)
-        if x.ndim != 2 or x.shape[0] < 2:
-            raise ValueError(f"codes must be (N, D) with N >= 2, got shape {x.shape}")
-        mean = x.mean(0)
-        _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
-        variances = singular**2 / (x.shape[0] - 1)
-        if variances.sum() <= 0:
-            raise ValueError("codes have no variance: every code is the same")
-        cumulative = np.cumsum(variances) / variances.sum()
-        k = int(np.searchsorted(cumulative, variance_share - 1e-12) + 1)  # tolerance: share 1.0 after rounding
-        stds = np.sqrt(variances[:k])
-        points = (x - mean) @ vt[:k].T / stds
+        mean, vt, stds, points, explained = _whitened_pca(codes, variance_share)
         rng = np.random.default_rng(seed)
         if points.shape[0] > max_points:
             points = points[rng.choice(points.shape[0], max_points, replace=False)]
         h = _bandwidth(points, bandwidth, rng)
-        return cls(_tensor(mean), _tensor(vt[:k]), _tensor(stds), _tensor(points), h, float(cumulative[k - 1]))
+        return cls(_tensor(mean), _tensor(vt), _tensor(stds), _tensor(points), h, explained)
+
+    def describe(self) -> str:
+        return (f"PCA+KDE sampler ({self.n_components} components, {self.explained:.0%} of the variance, "
+                f"bandwidth {self.bandwidth:.2f})")
 
     def sample(self, n: int, seed: int = 0, shrink: bool = True) -> torch.Tensor:
         """n new codes (n, D), reproducible for a given ``seed``; see the module docstring for ``shrink``."""
@@ -96,8 +91,92 @@ class PCAKDESampler:
                    bandwidth.item(), explained.item())
 
 
+class GMMSampler:
+    """A Gaussian mixture in the same whitened PCA space (Ghosh et al. 2020, "From variational to deterministic
+    autoencoders": an ex-post mixture on a plain AE's codes took CelebA-64 FID 127.9 -> 45.1). Categorical
+    factors (hair colour, glasses) make the codes clustered; a KDE shrunk toward the mean blends clusters into
+    in-between faces, a mixture keeps each cluster's own mean and covariance.
+
+    mean, components, stds, explained as :class:`PCAKDESampler`; weights (K,), means (K, k) and scale_tril
+    (K, k, k), the Cholesky factors of the component covariances, in whitened units."""
+
+    def __init__(self, mean: torch.Tensor, components: torch.Tensor, stds: torch.Tensor, weights: torch.Tensor,
+                 means: torch.Tensor, scale_tril: torch.Tensor, explained: float) -> None:
+        self.mean, self.components, self.stds = mean, components, stds
+        self.weights, self.means, self.scale_tril, self.explained = weights, means, scale_tril, float(explained)
+
+    @property
+    def n_components(self) -> int:
+        return self.components.shape[0]
+
+    @property
+    def n_modes(self) -> int:
+        return self.weights.shape[0]
+
+    @classmethod
+    def fit(cls, codes: torch.Tensor | np.ndarray, n_components: int = 20, variance_share: float = 0.95,
+            reg_covar: float = 1e-3, seed: int = 0) -> GMMSampler:
+        """Fit on codes (N, D): PCA to ``variance_share``, then a full-covariance mixture of ``n_components``
+        Gaussians by EM (k-means start), fewer where the codes are too few (at least ``MIN_CODES_PER_MODE``
+        codes a mode). ``reg_covar`` (whitened units) keeps thin clusters invertible."""
+        from sklearn.mixture import GaussianMixture
+
+        if n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {n_components}")
+        mean, vt, stds, points, explained = _whitened_pca(codes, variance_share)
+        modes = max(1, min(n_components, points.shape[0] // MIN_CODES_PER_MODE))
+        mixture = GaussianMixture(modes, covariance_type="full", reg_covar=reg_covar, max_iter=300,
+                                  random_state=seed).fit(points)
+        return cls(_tensor(mean), _tensor(vt), _tensor(stds), _tensor(mixture.weights_), _tensor(mixture.means_),
+                   _tensor(np.linalg.cholesky(mixture.covariances_)), explained)
+
+    def describe(self) -> str:
+        return (f"Gaussian mixture ({self.n_modes} modes) on the training codes' {self.n_components} leading "
+                f"components ({self.explained:.0%} of the variance)")
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """n new codes (n, D), reproducible for a given ``seed``."""
+        generator = torch.Generator().manual_seed(seed)
+        modes = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        noise = torch.randn(n, self.n_components, 1, generator=generator)
+        whitened = self.means[modes] + (self.scale_tril[modes] @ noise).squeeze(-1)  # (n, k)
+        return self.mean + (whitened * self.stds) @ self.components
+
+    def state_dict(self, prefix: str = "sampler") -> dict[str, torch.Tensor]:
+        values = (self.mean, self.components, self.stds, self.weights, self.means, self.scale_tril,
+                  torch.tensor(self.explained))
+        return {f"{prefix}/{key}": value for key, value in zip(_GMM_KEYS, values)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "sampler") -> GMMSampler:
+        missing = [f"{prefix}/{key}" for key in _GMM_KEYS if f"{prefix}/{key}" not in state]
+        if missing:
+            raise ValueError(f"no mixture sampler under {prefix!r} (missing {', '.join(missing)})")
+        *tensors, explained = (state[f"{prefix}/{key}"] for key in _GMM_KEYS)
+        return cls(*(t.float().cpu() for t in tensors), explained.item())
+
+
 def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).float()
+
+
+def _whitened_pca(codes: torch.Tensor | np.ndarray, variance_share: float):
+    """(mean (D,), components (k, D), stds (k,), whitened coordinates (N, k), explained share) of codes (N, D),
+    keeping the fewest leading components whose explained variance reaches ``variance_share``."""
+    if not 0 < variance_share <= 1:
+        raise ValueError(f"variance_share must be in (0, 1], got {variance_share}")
+    x = np.asarray(codes.detach().cpu() if isinstance(codes, torch.Tensor) else codes, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"codes must be (N, D) with N >= 2, got shape {x.shape}")
+    mean = x.mean(0)
+    _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
+    variances = singular**2 / (x.shape[0] - 1)
+    if variances.sum() <= 0:
+        raise ValueError("codes have no variance: every code is the same")
+    cumulative = np.cumsum(variances) / variances.sum()
+    k = int(np.searchsorted(cumulative, variance_share - 1e-12) + 1)  # tolerance: share 1.0 after rounding
+    stds = np.sqrt(variances[:k])
+    return mean, vt[:k], stds, (x - mean) @ vt[:k].T / stds, float(cumulative[k - 1])
 
 
 def _bandwidth(points: np.ndarray, bandwidth: float | str | None, rng: np.random.Generator) -> float:
@@ -135,15 +214,36 @@ def _cv_bandwidth(points: np.ndarray, candidates: np.ndarray, folds: int = 3) ->
     return float(candidates[int(totals.argmax())])
 
 
+CodeSampler = PCAKDESampler | GMMSampler
+
+
+def fit_density(codes: torch.Tensor | np.ndarray, seed: int = 0, kind: str = "gmm", **fit_kwargs) -> CodeSampler:
+    """The default ex-post density of an autoencoder's codes (N, D): a 20-mode Gaussian mixture on the 95%
+    PCA space (``kind="gmm"``), or PCA + KDE (``"pca_kde"``). Side by side on the 64 px AE
+    (``bench/samplers.py``, 2,400 training codes, 2 seeds): judge-feature Fréchet distance 671 vs 714 (floor
+    590), attribute TV 0.057 vs 0.066 (training codes decoded as they are: 640, 0.054)."""
+    if kind == "gmm":
+        return GMMSampler.fit(codes, **{"n_components": 20, "variance_share": 0.95, "seed": seed, **fit_kwargs})
+    if kind == "pca_kde":
+        return PCAKDESampler.fit(codes, **{"variance_share": 0.95, "seed": seed, **fit_kwargs})
+    raise ValueError(f"unknown density kind {kind!r}: 'gmm' or 'pca_kde'")
+
+
+def load_sampler(state: dict[str, torch.Tensor], prefix: str = "sampler") -> CodeSampler:
+    """Whichever sampler ``state_dict(prefix)`` stored (bundles written before mixtures hold PCA + KDE)."""
+    kind = GMMSampler if f"{prefix}/weights" in state else PCAKDESampler
+    return kind.from_state_dict(state, prefix)
+
+
 @torch.no_grad()
 def fit_sampler(model: LatentModel, images: torch.Tensor, cond: torch.Tensor | None = None,
-                batch_size: int = 256, **fit_kwargs) -> PCAKDESampler:
-    """Encode images (N, 3, H, W) in batches and fit a :class:`PCAKDESampler` (``fit_kwargs`` go to ``fit``)."""
-    return PCAKDESampler.fit(batched(model.encode, images, batch_size, cond), **fit_kwargs)
+                batch_size: int = 256, **fit_kwargs) -> CodeSampler:
+    """Encode images (N, 3, H, W) in batches and fit :func:`fit_density` (``fit_kwargs`` go to it)."""
+    return fit_density(batched(model.encode, images, batch_size, cond), **fit_kwargs)
 
 
 @torch.no_grad()
-def sample_faces(model: LatentModel, sampler: PCAKDESampler, n: int, seed: int = 0,
+def sample_faces(model: LatentModel, sampler: CodeSampler, n: int, seed: int = 0,
                  device: torch.device | str = "cpu") -> torch.Tensor:
     """n new images (n, 3, H, W) in [-1, 1]: sampler codes decoded by ``model`` (on ``device``)."""
     return model.decode(sampler.sample(n, seed).to(device))

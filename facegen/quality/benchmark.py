@@ -33,7 +33,8 @@ from facegen.quality.tables import write_quality
 
 @dataclass
 class Settings:
-    n: int = 512  # test images (and samples, and training images for the floor, sampler and directions)
+    n: int = 512  # test images (and samples, and training images for the floors and directions)
+    fit_n: int = 4000  # training images whose codes the ex-post density is fitted on (more codes, better density)
     edit_n: int = 64  # counterfactual pairs per attribute
     seed: int = 0
     attributes: tuple[str, ...] | None = None  # judged (and edited) attributes; None: all the judge can score
@@ -52,6 +53,16 @@ class Data:
     test: dict[str, torch.Tensor]
     train: dict[str, torch.Tensor]
     cache: dict = field(default_factory=dict)
+
+    def fit_rows(self, n: int) -> dict[str, torch.Tensor]:
+        """Up to n training rows for fitting a density of the codes (read once, shared by the bundles)."""
+        if self.cache.get("fit_rows_n") != n:
+            from facegen.data.pipeline import read_examples
+
+            self.cache["fit_rows"] = (self.train if n <= self.train["image"].shape[0]
+                                      else read_examples(self.manifest, "train", n))
+            self.cache["fit_rows_n"] = n
+        return self.cache["fit_rows"]
 
 
 def load_data(shards: str, n: int) -> Data:
@@ -95,13 +106,14 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
     result["reconstruction"], recon = sections.reconstruction(model, judge, data.test, labels, names)
     result["pictures"]["reconstructions"] = _grid([data.test["image"][:8], recon[:8]], f"{folder}/reconstructions.png")
     n_samples = min(settings.n, data.train["image"].shape[0])  # as many as the floor's training images
-    samples, how = sections.draw_samples(model, n_samples, settings.seed, data.test, data.train)
+    fit_on = data.fit_rows(settings.fit_n)
+    samples, how = sections.draw_samples(model, n_samples, settings.seed, data.test, fit_on)
     result["generation"] = {"sampler": how, **sections.generation(judge, samples, data.test, data.train, labels,
                                                                   names, data.cache)}
     result["pictures"]["samples"] = grids.save_png(grids.image_grid(samples[:64], nrow=8), f"{folder}/samples.png")
     if not model.needs_fitted_sampler and model.condition_part() is None and not model.code_parts():
         # A prior the encoder's codes do not fill leaves holes: the same decoder, fed an ex-post density
-        samples, how = sections.draw_samples(model, n_samples, settings.seed, data.test, data.train, fitted=True)
+        samples, how = sections.draw_samples(model, n_samples, settings.seed, data.test, fit_on, fitted=True)
         result["generation_fitted"] = {"sampler": how, **sections.generation(
             judge, samples, data.test, data.train, labels, names, data.cache)}
         result["pictures"]["samples_fitted"] = grids.save_png(grids.image_grid(samples[:64], nrow=8),
@@ -217,6 +229,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: RUN_FOLDER/quality, or out/quality)")
     parser.add_argument("--n", type=_positive, default=512,
                         help="test images, samples and training images (default 512)")
+    parser.add_argument("--fit-n", type=_positive, default=4000,
+                        help="training images whose codes an autoencoder's ex-post density is fitted on "
+                             "(default 4000)")
     parser.add_argument("--edit-n", type=_positive, default=64, help="counterfactual pairs per attribute (default 64)")
     parser.add_argument("--attributes", default=None, metavar="A,B",
                         help="attributes to judge and edit (default: every one the judge knows that varies in the "
@@ -242,7 +257,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise FacegenError("--bundles: give at least one bundle")
     out = args.out or (fsio.join(args.runs.rstrip("/"), "quality") if args.runs else "out/quality")
     attributes = tuple(a.strip() for a in args.attributes.split(",") if a.strip()) if args.attributes else None
-    settings = Settings(n=args.n, edit_n=args.edit_n, seed=args.seed, attributes=attributes,
+    settings = Settings(n=args.n, fit_n=args.fit_n, edit_n=args.edit_n, seed=args.seed, attributes=attributes,
                         counterfactuals=args.counterfactuals, guide=args.guide)
     paths = evaluate(locations, args.judge, out, args.shards, settings)
     print(f"quality: {paths['md']}\n         {paths['html']}\n         {paths['json']}")

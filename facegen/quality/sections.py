@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facegen.latent.sampler import PCAKDESampler
+from facegen.latent.sampler import fit_density
 from facegen.latent.scoring import batched
 from facegen.models.base import Batch, LatentModel
 from facegen.quality.judge import BATCH, judge_columns
@@ -31,7 +31,6 @@ from facegen.quality.metrics import (
     within_one_bin_accuracy,
 )
 
-SAMPLER_SHARE = 0.95  # PCA variance kept by the fitted sampler (facegen.latent.sampler)
 ORDINAL_HEADS = ("age",)  # classifier heads whose classes are ordered bins: within-one-bin accuracy too
 
 
@@ -94,18 +93,17 @@ def reconstruction(model: LatentModel, judge, batch: Batch, label_names: Sequenc
 def draw_samples(model: LatentModel, n: int, seed: int, test: Batch, train: Batch,
                  fitted: bool = False) -> tuple[torch.Tensor, str]:
     """n new images and how they were drawn. A model with ``needs_fitted_sampler`` (or ``fitted``: an ex-post
-    density, Ghosh et al. 2020) decodes codes of a PCA + KDE sampler fitted on its training codes; the others
-    sample their prior. A conditional model samples under the test rows' conditions (cycled), so attribute
-    frequencies can be compared with the test set's."""
+    density, Ghosh et al. 2020) decodes codes of a Gaussian mixture fitted on its training codes
+    (:func:`facegen.latent.sampler.fit_density`); the others sample their prior. A conditional model samples
+    under the test rows' conditions (cycled), so attribute frequencies can be compared with the test set's."""
     cond = model.condition_of(test) if model.condition_part() is not None else None
     if cond is not None:
         cond = cond[torch.arange(n) % cond.shape[0]]
     if model.needs_fitted_sampler or fitted:
         codes = batched(model.encode, train["image"], BATCH, model.condition_of(train))
-        sampler = PCAKDESampler.fit(codes, variance_share=SAMPLER_SHARE, seed=seed)
-        how = (f"PCA+KDE sampler fitted on {codes.shape[0]} training codes ({sampler.n_components} components, "
-               f"{sampler.explained:.0%} of the variance)")
-        return batched(model.decode, sampler.sample(n, seed).to(model.device()), BATCH, cond), how
+        sampler = fit_density(codes, seed=seed)
+        return batched(model.decode, sampler.sample(n, seed).to(model.device()), BATCH, cond), \
+            f"{sampler.describe()}, fitted on {codes.shape[0]} training codes"
     generator = torch.Generator().manual_seed(seed)
     chunks, done = [], 0
     while done < n:
@@ -118,10 +116,11 @@ def draw_samples(model: LatentModel, n: int, seed: int, test: Batch, train: Batc
 @torch.no_grad()
 def generation(judge, samples: torch.Tensor, test: Batch, train: Batch, label_names: Sequence[str],
                names: Sequence[str], cache: dict | None = None) -> dict[str, Any]:
-    """Fréchet distance in the judge's features between samples and test images, with its floor (test vs
-    train images: what two real sets of this size score), and the attribute-frequency TV between the
-    judge's 0/1 readings of the samples and the test labels, with its floor (the judge reading the test
-    images themselves). ``cache`` keeps the real images' features and readings between bundles."""
+    """Fréchet distance in the judge's features between samples and test images, and the attribute-frequency
+    TV between the judge's 0/1 readings of the samples and the test labels; each with its floor, what two real
+    sets of these sizes score (the training images in place of the samples: sampling noise and the judge's
+    errors included), and the TV the judge's errors alone cost (its readings of the test images themselves).
+    ``cache`` keeps the real images' features and readings between bundles."""
     cache = {} if cache is None else cache
     if "test_features" not in cache:
         cache["test_features"] = judge.features(test["image"])
@@ -133,14 +132,19 @@ def generation(judge, samples: torch.Tensor, test: Batch, train: Batch, label_na
                            "feature_dim": int(real.shape[1])}
     if names:
         labels = label_matrix(test, label_names, names)
-        key = ("test_reading", tuple(names))
+        key = ("readings", tuple(names))
         if key not in cache:
-            cache[key] = judge_reading(judge, test["image"], names) >= 0.5
+            cache[key] = (judge_reading(judge, test["image"], names) >= 0.5,
+                          judge_reading(judge, train["image"], names) >= 0.5)
+        on_test, on_train = cache[key]
         per = attribute_tv_per_attribute(judge_reading(judge, samples, names) >= 0.5, labels)
-        floor = attribute_tv_per_attribute(cache[key], labels)
+        floor = attribute_tv_per_attribute(on_train, labels)
+        judge_only = attribute_tv_per_attribute(on_test, labels)
         out.update(attribute_tv=float(per.mean()), attribute_tv_floor=float(floor.mean()),
-                   per_attribute={n: {"tv": float(t), "floor": float(f), "test_rate": float(labels[:, i].mean())}
-                                  for i, (n, t, f) in enumerate(zip(names, per, floor))})
+                   attribute_tv_judge=float(judge_only.mean()),
+                   per_attribute={n: {"tv": float(t), "floor": float(f), "judge": float(j),
+                                      "test_rate": float(labels[:, i].mean())}
+                                  for i, (n, t, f, j) in enumerate(zip(names, per, floor, judge_only))})
     return out
 
 

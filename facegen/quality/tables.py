@@ -88,10 +88,11 @@ def _generation(results: list[dict]) -> Part:
             gen = r.get(key)
             if gen:
                 rows.append([f"`{r['name']}`", gen["sampler"], gen["n_samples"], gen["fd"], gen["fd_floor"],
-                             gen.get("attribute_tv"), gen.get("attribute_tv_floor")])
+                             gen.get("attribute_tv"), gen.get("attribute_tv_floor"),
+                             gen.get("attribute_tv_judge")])
                 part.pictures[f"{picture.replace('_', ' ')} {r['name']}"] = r["pictures"][picture]
     part.markdown = table(["bundle", "drawn from", "n", "FD (judge features)", "FD floor (test vs train)",
-                           "attribute TV", "TV floor (judge on test)"], rows)
+                           "attribute TV", "TV floor (train vs test)", "TV of the judge's errors"], rows)
     return part
 
 

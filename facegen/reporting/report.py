@@ -103,10 +103,10 @@ def draw(bundle: Bundle, batch: dict[str, torch.Tensor], metrics: dict[str, floa
         pictures["loss curves"] = curves
     if isinstance(model, LatentModel):
         images, cond = batch["image"][:256], model.condition_of({k: v[:256] for k, v in batch.items()})
-        if model.needs_fitted_sampler:  # the AE: PCA + kernel density fitted on the held-out codes
+        if model.needs_fitted_sampler:  # the AE: a density fitted on the held-out codes
 
-            samples = sample_faces(model, fit_sampler(model, images, variance_share=0.95), 64)
-            pictures["samples (PCA + KDE)"] = grids.save_png(grids.image_grid(samples, nrow=8),
+            samples = sample_faces(model, fit_sampler(model, images), 64)
+            pictures["samples (ex-post density)"] = grids.save_png(grids.image_grid(samples, nrow=8),
                                                              f"{out}/samples.png")
         else:
             pictures["samples"] = grids.save_png(grids.sample_grid(model, 64), f"{out}/samples.png")

@@ -110,7 +110,7 @@ def test_each_family_is_evaluated_with_its_own_lever(bundles, tmp_path, name, ex
 
 def test_autoencoder_on_fairface_without_classifier(bundles, tmp_path):
     from facegen.bundle import load_bundle
-    from facegen.latent.sampler import PCAKDESampler
+    from facegen.latent.sampler import GMMSampler, load_sampler
 
     out = str(tmp_path / "ae")
     report = analyze("--bundle", bundles["ae-fairface"], "--out", out, "--n", "64", "--n-eval", "24")
@@ -121,8 +121,8 @@ def test_autoencoder_on_fairface_without_classifier(bundles, tmp_path):
     assert evaluation["judges"] == ["probe"] and evaluation["group_source"] == "the dataset's FairFace labels"
     assert "synthetic ground truth" in report["sections"]["directions"]["labels"]  # FairFace: labels from factors
     extras = load_bundle(bundles["ae-fairface"]).extras
-    sampler = PCAKDESampler.from_state_dict(extras)
-    assert sampler.n_components == report["sections"]["sampler"]["n_components"]
+    sampler = load_sampler(extras)
+    assert isinstance(sampler, GMMSampler) and sampler.n_components == report["sections"]["sampler"]["n_components"]
     assert "directions/boundary/vectors" in extras
 
 

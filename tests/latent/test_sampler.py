@@ -6,7 +6,15 @@ import torch
 
 from facegen.bundle import load_bundle, write_bundle
 from facegen.latent.directions import Directions, fit_directions
-from facegen.latent.sampler import PCAKDESampler, fit_sampler, sample_faces
+from facegen.latent.sampler import (
+    MIN_CODES_PER_MODE,
+    GMMSampler,
+    PCAKDESampler,
+    fit_density,
+    fit_sampler,
+    load_sampler,
+    sample_faces,
+)
 from facegen.models import build_model
 from tests.latent.toy import NAMES, LinearFaces, make_space, orthogonal
 from tests.tiny import tiny_config
@@ -101,3 +109,54 @@ def test_fit_sampler_encodes_images_and_decodes_new_faces():
     assert torch.allclose(sampler.mean, space.codes.mean(0), atol=1e-4)
     faces = sample_faces(model, sampler, 5, seed=0)
     assert faces.shape == (5, 3, 8, 8) and torch.equal(faces, sample_faces(model, sampler, 5, seed=0))
+
+
+def clustered_codes(n: int = 3000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (n, 8) in three tight clusters of shares 0.6 / 0.3 / 0.1 (a categorical factor such as hair
+    colour), and each code's cluster."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.zeros(3, 8)
+    centres[0, 0], centres[1, 0], centres[2, 1] = 4.0, -4.0, 4.0
+    which = torch.multinomial(torch.tensor([0.6, 0.3, 0.1]), n, replacement=True, generator=g)
+    return centres[which] + 0.3 * torch.randn(n, 8, generator=g), centres
+
+
+def nearest(codes: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(codes, centres).argmin(1)
+
+
+def test_a_mixture_keeps_clusters_and_their_shares_where_the_kde_blends_them():
+    codes, centres = clustered_codes()
+    mixture = GMMSampler.fit(codes, n_components=3, variance_share=0.99)
+    assert mixture.n_modes == 3 and sorted(mixture.weights.tolist()) == pytest.approx([0.1, 0.3, 0.6], abs=0.03)
+    samples = mixture.sample(6000, seed=1)
+    shares = torch.bincount(nearest(samples, centres), minlength=3).float() / 6000
+    assert shares.tolist() == pytest.approx([0.6, 0.3, 0.1], abs=0.03)
+    # Drawn faces lie in a cluster, as the codes do; the shrunk KDE leaves a share between them.
+    def stray(x):
+        return (torch.cdist(x, centres).min(1).values > 1.5).float().mean().item()
+    kde = PCAKDESampler.fit(codes, variance_share=0.99).sample(6000, seed=1)
+    assert stray(samples) < 0.01 < stray(kde)
+    assert torch.equal(samples, mixture.sample(6000, seed=1)) and not torch.equal(samples, mixture.sample(6000, 2))
+
+
+def test_a_mixture_uses_fewer_modes_when_codes_are_few_and_refuses_none():
+    codes, _ = clustered_codes(n=5 * MIN_CODES_PER_MODE)
+    assert GMMSampler.fit(codes, n_components=20).n_modes == 5
+    with pytest.raises(ValueError, match="n_components must be >= 1"):
+        GMMSampler.fit(codes, n_components=0)
+
+
+def test_the_default_density_round_trips_and_bundles_keep_their_kind(tmp_path):
+    codes, _ = clustered_codes(n=600)
+    for kind, cls in (("gmm", GMMSampler), ("pca_kde", PCAKDESampler)):
+        sampler = fit_density(codes, seed=0, kind=kind)
+        back = load_sampler({k: v.clone() for k, v in sampler.state_dict().items()})
+        assert isinstance(sampler, cls) and isinstance(back, cls)
+        assert torch.equal(back.sample(16, seed=3), sampler.sample(16, seed=3))
+        assert sampler.describe()
+    assert isinstance(fit_density(codes), GMMSampler)
+    with pytest.raises(ValueError, match="unknown density kind 'flow'"):
+        fit_density(codes, kind="flow")
+    with pytest.raises(ValueError, match="no mixture sampler under 'other'"):
+        GMMSampler.from_state_dict(fit_density(codes).state_dict(), prefix="other")

@@ -26,6 +26,7 @@ from facegen.quality.judge import load_judge
 from facegen.quality.sections import (
     classifier_scores,
     code_accuracy,
+    generation,
     judged_attributes,
     reconstruction,
     training_budget,
@@ -93,6 +94,20 @@ def test_identity_reconstruction_has_infinite_psnr_and_full_agreement(judge_dir,
     assert out["psnr"] == math.inf and out["ssim"] == pytest.approx(1.0)
     assert out["agreement"] == pytest.approx(1.0)
     assert all(v["agreement"] == pytest.approx(1.0) for v in out["per_attribute"].values())
+
+
+def test_training_images_as_samples_score_the_floors_and_test_images_the_judges_own_tv(judge_dir, test_batch,
+                                                                                      tiny_shards):
+    judge, manifest = load_judge(judge_dir), read_manifest(tiny_shards)
+    labels, train = list(manifest.attribute_names), read_examples(manifest, "train", 24)
+    names = judged_attributes(judge, labels, test_batch["attrs"])
+    cache: dict = {}
+    as_train = generation(judge, train["image"], test_batch, train, labels, names, cache)
+    assert as_train["fd"] == pytest.approx(as_train["fd_floor"], rel=1e-5)
+    assert as_train["attribute_tv"] == pytest.approx(as_train["attribute_tv_floor"])
+    as_test = generation(judge, test_batch["image"], test_batch, train, labels, names, cache)
+    assert as_test["fd"] == pytest.approx(0, abs=1e-3)
+    assert as_test["attribute_tv"] == pytest.approx(as_test["attribute_tv_judge"])
 
 
 class LookupJudge:
@@ -214,7 +229,9 @@ def test_the_command_evaluates_every_family(run_folder, judge_dir, tiny_shards, 
         assert b["generation"]["fd_floor"] >= 0 and 0 <= b["generation"]["attribute_tv"] <= 1
         assert os.path.isfile(out / b["pictures"]["samples"])
         assert b["budget"]["images_seen"] is not None and b["budget"]["cpu_minutes"] > 0
-    assert "PCA+KDE" in by_family["ae"]["generation"]["sampler"]
+    ae = by_family["ae"]["generation"]
+    assert "Gaussian mixture" in ae["sampler"] and "fitted on 128 training codes" in ae["sampler"]  # all train rows
+    assert 0 <= ae["attribute_tv_floor"] <= 1 and 0 <= ae["attribute_tv_judge"] <= 1
     rows = by_family["cvae"]["editing"]["rows"]  # Smiling is the CVAE's own slot
     assert {(r["attribute"], r["method"]) for r in rows if r["attribute"] == "Smiling"} == {("Smiling", "slot")}
     methods = {r["method"] for r in by_family["vae"]["editing"]["rows"]}
