@@ -20,6 +20,8 @@ SSIM      the standard 11x11 SSIM (``facegen.quality.metrics.ssim``);
 KL        KL(q(z|x) || N(0, I)) per test image, nats;
 active    latent dimensions whose posterior mean varies over the test set (variance > 0.01);
 kl90      the fewest latent dimensions that hold 90% of the KL (how concentrated the information is);
+agree     with ``--judge``: the judge's balanced accuracy on reconstructions over that on the originals
+          (attribute agreement, as ``facegen evaluate`` measures it; nan without a judge);
 prior_gap KL(moment-matched Gaussian of the aggregate posterior || N(0, I)), nats: how far the codes the
           decoder was trained on are from the prior that samples are drawn from (near 0: prior samples land
           where reconstructions do; large: many prior samples land where the decoder never learned to draw).
@@ -51,7 +53,7 @@ from facegen.data.pipeline import read_examples  # noqa: E402
 from facegen.data.shards import read_manifest  # noqa: E402
 from facegen.latent.grids import image_grid, save_png  # noqa: E402
 from facegen.latent.sampler import fit_sampler, sample_faces  # noqa: E402
-from facegen.models import build_model  # noqa: E402
+from facegen.pretrained import build_for_training  # noqa: E402
 from facegen.models.losses import gaussian_kl  # noqa: E402
 from facegen.quality.metrics import psnr, ssim  # noqa: E402
 from facegen.training.loop import epoch_seed, make_optimizers, set_epoch_lr, train_one_epoch  # noqa: E402
@@ -145,7 +147,7 @@ def train_variant(name: str, overrides: list[str], args, train: torch.Tensor, te
     """Trains one variant; yields a result dict every ``--eval-epochs`` epochs and at the end."""
     cfg = load_config(args.config, [f"data.shards={args.shards}", *overrides, *args.set])
     torch.manual_seed(args.seed)
-    model = build_model(cfg.model)
+    model = build_for_training(cfg.model)  # as the harness: feature nets and backbones loaded
     optimizers = make_optimizers(model, cfg)
     batch_size = cfg.data.batch_size
     per_epoch = len(train) // batch_size * batch_size
@@ -187,17 +189,37 @@ def train_variant(name: str, overrides: list[str], args, train: torch.Tensor, te
                 torch.save({"config": cfg.to_dict(), "model": model.state_dict()},
                            f"{args.out}/{name}_e{round(epochs, 1):g}.pt")
             yield {"variant": name, "epochs": round(epochs, 2), "images": seen, "train_s": round(train_s, 1),
-                   **measure(model, test), "psnr5": sum(recent) / len(recent), "train_loss": metrics.get("loss"),
+                   **measure(model, test), "agree": args.agreement(model) if args.agreement else float("nan"),
+                   "psnr5": sum(recent) / len(recent), "train_loss": metrics.get("loss"),
                    "train_decoder_std": metrics.get("decoder_std"), "overrides": overrides,
                    "png": picture(model, test, args.seed, f"{args.out}/{name}_e{round(epochs, 1):g}.png")}
         if done:
             return
 
 
-ROW = ("{variant:<22}{epochs:>7.1f}{images:>9}{train_s:>9.0f}{psnr:>8.2f}{psnr5:>7.2f}{ssim:>7.3f}{kl:>8.1f}"
-       "{active:>7}{kl90:>6}{prior_gap:>10.1f}")
-HEADER = (f"{'variant':<22}{'epochs':>7}{'images':>9}{'train_s':>9}{'PSNR':>8}{'PSNR5':>7}{'SSIM':>7}{'KL':>8}"
-          f"{'active':>7}{'kl90':>6}{'prior_gap':>10}")
+ROW = ("{variant:<22}{epochs:>7.1f}{images:>9}{train_s:>9.0f}{psnr:>8.2f}{psnr5:>7.2f}{ssim:>7.3f}{agree:>7.3f}"
+       "{kl:>8.1f}{active:>7}{kl90:>6}{prior_gap:>10.1f}")
+HEADER = (f"{'variant':<22}{'epochs':>7}{'images':>9}{'train_s':>9}{'PSNR':>8}{'PSNR5':>7}{'SSIM':>7}{'agree':>7}"
+          f"{'KL':>8}{'active':>7}{'kl90':>6}{'prior_gap':>10}")
+
+
+def agreement_of(judge_location: str, manifest, test_batch: dict):
+    """model -> the judge's attribute agreement of its reconstructions of ``test_batch`` (see ``agree``)."""
+    from facegen.quality import sections
+    from facegen.quality.judge import load_judge
+    from facegen.quality.metrics import attribute_agreement, balanced_accuracy
+
+    judge, labels = load_judge(judge_location), list(manifest.attribute_names)
+    names = sections.judged_attributes(judge, labels, test_batch["attrs"])
+    truth = sections.label_matrix(test_batch, labels, names)
+    per_original, _ = balanced_accuracy(sections.judge_reading(judge, test_batch["image"], names), truth)
+
+    def agreement(model) -> float:
+        model.eval()
+        recon = sections.reconstruct(model, test_batch)
+        per_recon, _ = balanced_accuracy(sections.judge_reading(judge, recon, names), truth)
+        return attribute_agreement(per_recon, per_original)
+    return agreement
 
 
 def parse_variants(spec: str) -> dict[str, list[str]]:
@@ -236,6 +258,8 @@ def main() -> int:
     parser.add_argument("--save-weights", action="store_true",
                         help="also save each measured model as OUT/<variant>_e<epochs>.pt (config and state_dict)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--judge", default=None, metavar="BUNDLE",
+                        help="an independent judge bundle (configs/judge_synth64.yaml): adds attribute agreement")
     args = parser.parse_args()
     try:
         variants = parse_variants(args.variants)
@@ -246,7 +270,9 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     manifest = read_manifest(args.shards)
     train = read_examples(manifest, "train", 1_000_000)["image"]
-    test = read_examples(manifest, "test", 1_000_000)["image"]
+    test_batch = read_examples(manifest, "test", 1_000_000)
+    test = test_batch["image"]
+    args.agreement = agreement_of(args.judge, manifest, test_batch) if args.judge else None
     budget = f"{args.minutes_per_variant:g} min" + (f" or {args.images} images" if args.images else "")
     print(f"{args.config} {' '.join(args.set)}: {len(train)} train / {len(test)} test images, "
           f"{args.threads} thread(s), {budget} per variant, seed {args.seed}\n", flush=True)

@@ -79,14 +79,11 @@ class PCAKDESampler:
         """Named tensors ``prefix/<key>`` for a bundle's extras."""
         values = (self.mean, self.components, self.stds, self.points, torch.tensor(self.bandwidth),
                   torch.tensor(self.explained))
-        return {f"{prefix}/{key}": value for key, value in zip(_KEYS, values)}
+        return dict(zip((f"{prefix}/{key}" for key in _KEYS), values))
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "sampler") -> PCAKDESampler:
-        missing = [f"{prefix}/{key}" for key in _KEYS if f"{prefix}/{key}" not in state]
-        if missing:
-            raise ValueError(f"no PCA+KDE sampler under {prefix!r} (missing {', '.join(missing)})")
-        mean, components, stds, points, bandwidth, explained = (state[f"{prefix}/{key}"] for key in _KEYS)
+        mean, components, stds, points, bandwidth, explained = _stored(state, prefix, _KEYS, "PCA+KDE sampler")
         return cls(mean.float().cpu(), components.float().cpu(), stds.float().cpu(), points.float().cpu(),
                    bandwidth.item(), explained.item())
 
@@ -145,15 +142,20 @@ class GMMSampler:
     def state_dict(self, prefix: str = "sampler") -> dict[str, torch.Tensor]:
         values = (self.mean, self.components, self.stds, self.weights, self.means, self.scale_tril,
                   torch.tensor(self.explained))
-        return {f"{prefix}/{key}": value for key, value in zip(_GMM_KEYS, values)}
+        return dict(zip((f"{prefix}/{key}" for key in _GMM_KEYS), values))
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "sampler") -> GMMSampler:
-        missing = [f"{prefix}/{key}" for key in _GMM_KEYS if f"{prefix}/{key}" not in state]
-        if missing:
-            raise ValueError(f"no mixture sampler under {prefix!r} (missing {', '.join(missing)})")
-        *tensors, explained = (state[f"{prefix}/{key}"] for key in _GMM_KEYS)
+        *tensors, explained = _stored(state, prefix, _GMM_KEYS, "mixture sampler")
         return cls(*(t.float().cpu() for t in tensors), explained.item())
+
+
+def _stored(state: dict[str, torch.Tensor], prefix: str, keys: tuple[str, ...], what: str) -> list[torch.Tensor]:
+    """The tensors ``prefix/<key>`` of ``state`` in ``keys`` order, or a ValueError naming the missing ones."""
+    missing = [f"{prefix}/{key}" for key in keys if f"{prefix}/{key}" not in state]
+    if missing:
+        raise ValueError(f"no {what} under {prefix!r} (missing {', '.join(missing)})")
+    return [state[f"{prefix}/{key}"] for key in keys]
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
