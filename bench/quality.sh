@@ -8,12 +8,12 @@
 #
 # OUT defaults to out/quality; DATA (default out/demo, what `make demo` leaves) holds the shards; missing ones
 # are rendered and prepared first. --gpu trains each config with one GPU worker (bf16); --set adds a config
-# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 3 h on 2 CPU cores (ae_synth64 alone ~35 min).
+# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 3 h 45 min on 2 CPU cores (ae_synth64 ~35 min, ae_perceptual_synth64 ~45).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/quality
 DATA=out/demo
-CONFIGS="classifier_synth64 ae_synth64 vae_synth64 betavae_synth64 cvae_synth64 infogan_digits fairface_synth64 cvae_digits began_synth64 infogan_synth64"
+CONFIGS="classifier_synth64 ae_synth64 ae_perceptual_synth64 vae_synth64 betavae_synth64 cvae_synth64 infogan_digits fairface_synth64 cvae_digits began_synth64 infogan_synth64"
 FORCE=0
 SETS=()
 while [ $# -gt 0 ]; do
@@ -56,6 +56,8 @@ for name in judge_synth64 $CONFIGS; do
   [ -n "$shards" ] && paths+=("data.shards=${shards/#out\/demo/$DATA}")
   classifier=$(sed -n 's/^    classifier: //p' "configs/$name.yaml")
   [ -n "$classifier" ] && paths+=("model.constraint.classifier=${classifier/#out\/quality/$OUT}")
+  perceptual=$(sed -n 's/^    path: //p' "configs/$name.yaml")
+  [ -n "$perceptual" ] && paths+=("model.perceptual.path=${perceptual/#out\/quality/$OUT}")
   flock "$LOCK" $PY -m facegen.cli train --config "configs/$name.yaml" train.storage_path="$OUT/runs" \
       ${paths[@]+"${paths[@]}"} ${SETS[@]+"${SETS[@]}"} --metrics-out "$OUT/$name.metrics.json" > "$OUT/$name.log" 2>&1 \
       || echo "    FAILED (see $OUT/$name.log)"

@@ -170,7 +170,8 @@ def benchmark(out: str, raw: str, bundle: str, classifier: str, guide: str | Non
     reliable = sorted(a for a, row in best.items() if row["flip_rate"] >= 0.9 and (row["drift"] or 0) <= 0.05)
     return {"md": paths["md"], "psnr": recon.get("psnr"), "agreement": recon.get("agreement"),
             "fd": generation.get("fd"), "fd_floor": generation.get("fd_floor"),
-            "attribute_tv": generation.get("attribute_tv"), "reliable_edits": reliable}
+            "attribute_tv": generation.get("attribute_tv"), "attribute_tv_floor": generation.get("attribute_tv_floor"),
+            "reliable_edits": reliable}
 
 
 def write_metrics(metrics: dict) -> str:
@@ -192,7 +193,7 @@ def print_summary(metrics: dict) -> None:
     print(f"  quality benchmark  {q['md']}")
     print(f"    {metrics['family']} from {metrics['config']}: PSNR {_fmt(q['psnr'])} dB, attribute agreement "
           f"{_fmt(q['agreement'])}, sample Fréchet distance {_fmt(q['fd'])} (floor {_fmt(q['fd_floor'])}), "
-          f"attribute TV {_fmt(q['attribute_tv'])}")
+          f"attribute TV {_fmt(q['attribute_tv'])} (floor {_fmt(q.get('attribute_tv_floor'))})")
     print(f"    edits flipping >= 90% with <= 5% drift: {', '.join(q['reliable_edits']) or 'none'}")
     served = metrics.get("served_edit")
     if served:
