@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from facegen.bundle import load_bundle
-from facegen.latent.sampler import GMMSampler, PCAKDESampler
+from facegen.latent.mixture import GMMSampler
+from facegen.latent.sampler import PCAKDESampler
 from facegen.latent.scoring import batched
 from facegen.quality import sections
 from facegen.quality.benchmark import load_data

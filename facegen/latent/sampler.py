@@ -1,5 +1,5 @@
 """New codes for a deterministic autoencoder: PCA, then a density in the whitened PCA space, a Gaussian
-mixture (:class:`GMMSampler`, the default of :func:`fit_density`) or a kernel density estimate (below).
+mixture (:class:`facegen.latent.mixture.GMMSampler`, the default of :func:`fit_density`) or a kernel density estimate (below).
 
 An AE has no prior; its codes fill an irregular, low-dimensional region of R^D, and N(0, I) codes decode to
 mush. The sampler (i) keeps the principal components explaining ``variance_share`` of the codes' variance,
@@ -21,12 +21,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from facegen.latent.mixture import GMMSampler
+from facegen.latent.pca_space import as_tensor, stored_tensors, whitened_pca
 from facegen.latent.scoring import batched
 from facegen.models.base import LatentModel
 
 _KEYS = ("mean", "components", "stds", "points", "bandwidth", "explained")
-MIN_CODES_PER_MODE = 10
-_GMM_KEYS = ("mean", "components", "stds", "weights", "means", "scale_tril", "explained")
 
 
 class PCAKDESampler:
@@ -54,12 +54,12 @@ class PCAKDESampler:
         max_points: the KDE keeps a random subset of at most this many points: they are stored in the bundle
             and every sample reads them, while more barely changes a density this smooth.
         """
-        mean, vt, stds, points, explained = _whitened_pca(codes, variance_share)
+        mean, vt, stds, points, explained = whitened_pca(codes, variance_share)
         rng = np.random.default_rng(seed)
         if points.shape[0] > max_points:
             points = points[rng.choice(points.shape[0], max_points, replace=False)]
         h = _bandwidth(points, bandwidth, rng)
-        return cls(_tensor(mean), _tensor(vt), _tensor(stds), _tensor(points), h, explained)
+        return cls(as_tensor(mean), as_tensor(vt), as_tensor(stds), as_tensor(points), h, explained)
 
     def describe(self) -> str:
         return (f"PCA+KDE sampler ({self.n_components} components, {self.explained:.0%} of the variance, "
@@ -83,102 +83,9 @@ class PCAKDESampler:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "sampler") -> PCAKDESampler:
-        mean, components, stds, points, bandwidth, explained = _stored(state, prefix, _KEYS, "PCA+KDE sampler")
+        mean, components, stds, points, bandwidth, explained = stored_tensors(state, prefix, _KEYS, "PCA+KDE sampler")
         return cls(mean.float().cpu(), components.float().cpu(), stds.float().cpu(), points.float().cpu(),
                    bandwidth.item(), explained.item())
-
-
-class GMMSampler:
-    """A Gaussian mixture in the same whitened PCA space (Ghosh et al. 2020, "From variational to deterministic
-    autoencoders": an ex-post mixture on a plain AE's codes took CelebA-64 FID 127.9 -> 45.1). Categorical
-    factors (hair colour, glasses) make the codes clustered; a KDE shrunk toward the mean blends clusters into
-    in-between faces, a mixture keeps each cluster's own mean and covariance.
-
-    mean, components, stds, explained as :class:`PCAKDESampler`; weights (K,), means (K, k) and scale_tril
-    (K, k, k), the Cholesky factors of the component covariances, in whitened units."""
-
-    def __init__(self, mean: torch.Tensor, components: torch.Tensor, stds: torch.Tensor, weights: torch.Tensor,
-                 means: torch.Tensor, scale_tril: torch.Tensor, explained: float) -> None:
-        self.mean, self.components, self.stds = mean, components, stds
-        self.weights, self.means, self.scale_tril, self.explained = weights, means, scale_tril, float(explained)
-
-    @property
-    def n_components(self) -> int:
-        return self.components.shape[0]
-
-    @property
-    def n_modes(self) -> int:
-        return self.weights.shape[0]
-
-    @classmethod
-    def fit(cls, codes: torch.Tensor | np.ndarray, n_components: int = 20, variance_share: float = 0.95,
-            reg_covar: float = 1e-3, seed: int = 0) -> GMMSampler:
-        """Fit on codes (N, D): PCA to ``variance_share``, then a full-covariance mixture of ``n_components``
-        Gaussians by EM (k-means start), fewer where the codes are too few (at least ``MIN_CODES_PER_MODE``
-        codes a mode). ``reg_covar`` (whitened units) keeps thin clusters invertible."""
-        from sklearn.mixture import GaussianMixture
-
-        if n_components < 1:
-            raise ValueError(f"n_components must be >= 1, got {n_components}")
-        mean, vt, stds, points, explained = _whitened_pca(codes, variance_share)
-        modes = max(1, min(n_components, points.shape[0] // MIN_CODES_PER_MODE))
-        mixture = GaussianMixture(modes, covariance_type="full", reg_covar=reg_covar, max_iter=300,
-                                  random_state=seed).fit(points)
-        return cls(_tensor(mean), _tensor(vt), _tensor(stds), _tensor(mixture.weights_), _tensor(mixture.means_),
-                   _tensor(np.linalg.cholesky(mixture.covariances_)), explained)
-
-    def describe(self) -> str:
-        return (f"Gaussian mixture ({self.n_modes} modes) on the training codes' {self.n_components} leading "
-                f"components ({self.explained:.0%} of the variance)")
-
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        """n new codes (n, D), reproducible for a given ``seed``."""
-        generator = torch.Generator().manual_seed(seed)
-        modes = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        noise = torch.randn(n, self.n_components, 1, generator=generator)
-        whitened = self.means[modes] + (self.scale_tril[modes] @ noise).squeeze(-1)  # (n, k)
-        return self.mean + (whitened * self.stds) @ self.components
-
-    def state_dict(self, prefix: str = "sampler") -> dict[str, torch.Tensor]:
-        values = (self.mean, self.components, self.stds, self.weights, self.means, self.scale_tril,
-                  torch.tensor(self.explained))
-        return dict(zip((f"{prefix}/{key}" for key in _GMM_KEYS), values))
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "sampler") -> GMMSampler:
-        *tensors, explained = _stored(state, prefix, _GMM_KEYS, "mixture sampler")
-        return cls(*(t.float().cpu() for t in tensors), explained.item())
-
-
-def _stored(state: dict[str, torch.Tensor], prefix: str, keys: tuple[str, ...], what: str) -> list[torch.Tensor]:
-    """The tensors ``prefix/<key>`` of ``state`` in ``keys`` order, or a ValueError naming the missing ones."""
-    missing = [f"{prefix}/{key}" for key in keys if f"{prefix}/{key}" not in state]
-    if missing:
-        raise ValueError(f"no {what} under {prefix!r} (missing {', '.join(missing)})")
-    return [state[f"{prefix}/{key}"] for key in keys]
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array)).float()
-
-
-def _whitened_pca(codes: torch.Tensor | np.ndarray, variance_share: float):
-    """(mean (D,), components (k, D), stds (k,), whitened coordinates (N, k), explained share) of codes (N, D),
-    keeping the fewest leading components whose explained variance reaches ``variance_share``."""
-    if not 0 < variance_share <= 1:
-        raise ValueError(f"variance_share must be in (0, 1], got {variance_share}")
-    x = np.asarray(codes.detach().cpu() if isinstance(codes, torch.Tensor) else codes, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"codes must be (N, D) with N >= 2, got shape {x.shape}")
-    mean = x.mean(0)
-    _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
-    variances = singular**2 / (x.shape[0] - 1)
-    if variances.sum() <= 0:
-        raise ValueError("codes have no variance: every code is the same")
-    cumulative = np.cumsum(variances) / variances.sum()
-    k = int(np.searchsorted(cumulative, variance_share - 1e-12) + 1)  # tolerance: share 1.0 after rounding
-    stds = np.sqrt(variances[:k])
-    return mean, vt[:k], stds, (x - mean) @ vt[:k].T / stds, float(cumulative[k - 1])
 
 
 def _bandwidth(points: np.ndarray, bandwidth: float | str | None, rng: np.random.Generator) -> float:

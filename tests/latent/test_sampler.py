@@ -6,9 +6,8 @@ import torch
 
 from facegen.bundle import load_bundle, write_bundle
 from facegen.latent.directions import Directions, fit_directions
+from facegen.latent.mixture import MIN_CODES_PER_MODE, GMMSampler
 from facegen.latent.sampler import (
-    MIN_CODES_PER_MODE,
-    GMMSampler,
     PCAKDESampler,
     fit_density,
     fit_sampler,
