@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from bench.vae_sharpness import epoch_batches  # noqa: E402
 from facegen.config import load_config  # noqa: E402
 from facegen.latent.grids import image_grid, save_png  # noqa: E402
-from facegen.models import build_model  # noqa: E402
+from facegen.pretrained import build_for_training  # noqa: E402
 from facegen.quality import sections  # noqa: E402
 from facegen.quality.benchmark import load_data  # noqa: E402
 from facegen.quality.judge import load_judge  # noqa: E402
@@ -42,7 +42,7 @@ SAMPLES = 512
 def train_variant(name: str, overrides: list[str], args, train, data, judge, names, labels):
     cfg = load_config(args.config, [f"data.shards={args.shards}", *overrides, *args.set])
     torch.manual_seed(args.seed)
-    model = build_model(cfg.model)
+    model = build_for_training(cfg.model)  # as the harness builds it
     optimizers = make_optimizers(model, cfg)
     rows, started = [], time.perf_counter()
     for epoch in range(args.epochs):

@@ -53,8 +53,8 @@ from facegen.data.pipeline import read_examples  # noqa: E402
 from facegen.data.shards import read_manifest  # noqa: E402
 from facegen.latent.grids import image_grid, save_png  # noqa: E402
 from facegen.latent.sampler import fit_sampler, sample_faces  # noqa: E402
-from facegen.pretrained import build_for_training  # noqa: E402
 from facegen.models.losses import gaussian_kl  # noqa: E402
+from facegen.pretrained import build_for_training  # noqa: E402
 from facegen.quality.metrics import psnr, ssim  # noqa: E402
 from facegen.training.loop import epoch_seed, make_optimizers, set_epoch_lr, train_one_epoch  # noqa: E402
 
