@@ -67,6 +67,24 @@ def fake_purity(model, shards: str, n: int = 2000) -> float:
     return matched_mass(confusion) / n
 
 
+@torch.no_grad()
+def merged_digits(model, shards: str, share: float = 0.2) -> dict[str, list[int]]:
+    """Where the code fails on the test split: code -> the digits that each make up at least ``share`` of
+    the test images it is read on, for codes holding more than one (two digits sharing a code)."""
+    from facegen.data.shards import read_manifest
+    from facegen.models.code_gan import predicted_categories
+
+    test = read_examples(read_manifest(shards), "test", 100_000)
+    codes, digits = predicted_categories(model, test["image"]).numpy(), test["label"].numpy()
+    out = {}
+    for code in np.unique(codes):
+        counts = np.bincount(digits[codes == code], minlength=10)
+        major = [int(d) for d in np.flatnonzero(counts >= share * counts.sum())]
+        if len(major) > 1:
+            out[str(int(code))] = major
+    return out
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
     """'name=key=value,key=value' (or just 'name=' for the config as is) -> (name, overrides)."""
     name, _, rest = text.partition("=")
@@ -119,17 +137,19 @@ def main() -> int:
             wall = time.perf_counter() - started
             step, code_acc, label_acc, model = curve[-1]
             purity = fake_purity(model, args.shards)
+            merged = merged_digits(model, args.shards)
             curve = [point[:3] for point in curve]
             batch_size = load_config(args.config, [*args.set, *overrides]).data.batch_size
             row = {"variant": name, "seed": seed, "overrides": [*args.set, *overrides], "steps": step,
                    "images": step * batch_size, "label_code_acc": label_acc, "code_acc": code_acc,
-                   "fake_purity": purity, "curve": curve, "wall_s": wall}
+                   "fake_purity": purity, "merged": merged, "curve": curve, "wall_s": wall}
             rows.append(row)
             os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
             with open(args.log, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(f"{name} seed {seed}: label_code_acc {label_acc:.3f} (curve "
-                  f"{' '.join(f'{a:.2f}' for _, _, a in curve)}), {wall:.0f} s, fake purity {purity:.3f}",
+                  f"{' '.join(f'{a:.2f}' for _, _, a in curve)}), {wall:.0f} s, fake purity {purity:.3f}, "
+                  f"codes holding several digits: {merged or 'none'}",
                   file=sys.stderr, flush=True)
     print(f"\n{args.config} {' '.join(args.set)}, {args.steps} steps, test split\n")
     print(table(rows))

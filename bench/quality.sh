@@ -8,12 +8,12 @@
 #
 # OUT defaults to out/quality; DATA (default out/demo, what `make demo` leaves) holds the shards; missing ones
 # are rendered and prepared first. --gpu trains each config with one GPU worker (bf16); --set adds a config
-# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 3 h 45 min on 2 CPU cores (ae_synth64 ~35 min, ae_perceptual_synth64 ~45).
+# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 4 h on 2 CPU cores (ae_synth64 ~35 min, ae_perceptual_synth64 ~45, vae_named_synth64 ~10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/quality
 DATA=out/demo
-CONFIGS="classifier_synth64 ae_synth64 ae_perceptual_synth64 vae_synth64 betavae_synth64 cvae_synth64 infogan_digits fairface_synth64 cvae_digits began_synth64 infogan_synth64"
+CONFIGS="classifier_synth64 ae_synth64 ae_perceptual_synth64 vae_synth64 vae_named_synth64 betavae_synth64 cvae_synth64 infogan_digits fairface_synth64 cvae_digits began_synth64 infogan_synth64"
 FORCE=0
 SETS=()
 while [ $# -gt 0 ]; do

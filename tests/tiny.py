@@ -22,6 +22,8 @@ TINY_MODEL = {
 TINY_OPTIONS = {
     "cvae+adversary": ("cvae", {"constraint": {"adversary_weight": 1.0}}),
     "infogan+info_in_steps": ("infogan", {"info_in_steps": True}),  # no info player: G and D carry the info loss
+    "infogan+real_info": ("infogan", {"real_info": 1.0}),  # the info step also clusters real images
+    "vae+attribute_dims": ("vae", {"attribute_dims": ["Male", "Smiling"]}),  # two named latent dimensions
 }
 
 

@@ -16,7 +16,7 @@ import torch
 from facegen.analysis import figures
 from facegen.analysis.data import AnalysisData
 from facegen.latent.directions import METHODS, Directions, fit_directions
-from facegen.latent.disentanglement import dci, mig, sap
+from facegen.latent.disentanglement import dci, mig_per_factor, sap
 from facegen.latent.edit import latent_slots
 from facegen.latent.grids import image_grid, save_png
 from facegen.latent.naming import name_dimensions, naming_figure, naming_table_markdown
@@ -174,12 +174,16 @@ def _disentanglement_part(part: Part, ctx: Context, dims: list[int], known: np.n
                           factors: np.ndarray) -> Part:
     """The metrics and their tables (see :func:`disentanglement`)."""
 
-    data, scores, skipped = ctx.data, {}, {}
-    for name, metric in (("mig", mig), ("sap", sap)):
-        try:
-            scores[name] = metric(codes, factors, data.factor_discrete)
-        except ValueError as exc:
-            skipped[name] = str(exc)
+    data, scores, skipped, gaps = ctx.data, {}, {}, {}
+    try:
+        gaps = dict(zip(data.factor_names, mig_per_factor(codes, factors, data.factor_discrete).tolist()))
+        scores["mig"] = float(np.mean(list(gaps.values())))
+    except ValueError as exc:
+        skipped["mig"] = str(exc)
+    try:
+        scores["sap"] = sap(codes, factors, data.factor_discrete)
+    except ValueError as exc:
+        skipped["sap"] = str(exc)
     try:
         result = dci(codes, factors, data.factor_discrete)
         scores.update({"dci_disentanglement": result.disentanglement, "dci_completeness": result.completeness,
@@ -190,7 +194,7 @@ def _disentanglement_part(part: Part, ctx: Context, dims: list[int], known: np.n
     except ValueError as exc:
         skipped["dci"], top = str(exc), {}
     part.data.update({"scores": scores, "skipped": skipped, "factors": data.factor_names, "n": int(known.sum()),
-                      "source": data.factor_source, "top_dimension": top})
+                      "source": data.factor_source, "top_dimension": top, "mig_per_factor": gaps})
     lines = [f"Codes of {int(known.sum())} training images"
              + (" (the CVAE's given condition left out)" if len(dims) < ctx.codes_train.shape[1] else "")
              + f" against {len(data.factor_names)} factors from {data.factor_source}: "
@@ -198,9 +202,10 @@ def _disentanglement_part(part: Part, ctx: Context, dims: list[int], known: np.n
     lines += [f"| {k} | {v:.3f} |" for k, v in scores.items()]
     lines += [f"| {k} | skipped: {v} |" for k, v in skipped.items()]
     if top:
-        lines += ["", "Per factor, the code dimension with the largest share of its DCI importance:", "",
-                  "| factor | dimension | share |", "|---|---:|---:|"]
-        lines += [f"| {f} | z[{t['dim']}] | {t['share']:.2f} |" for f, t in top.items()]
+        lines += ["", "Per factor, the code dimension with the largest share of its DCI importance, and the "
+                  "factor's MIG gap:", "", "| factor | dimension | share | MIG gap |", "|---|---:|---:|---:|"]
+        lines += [f"| {f} | z[{t['dim']}] | {t['share']:.2f} | {gaps.get(f, float('nan')):.3f} |"
+                  for f, t in top.items()]
     part.markdown = "\n".join(lines) + "\n"
     return part
 

@@ -72,6 +72,12 @@ def _labels(column: np.ndarray) -> np.ndarray:
 
 def mig(codes, factors, discrete: bool | Sequence[bool], n_bins: int = 20) -> float:
     """Mutual information gap of codes (N, D) for factors (N, K); see the module docstring."""
+    return float(np.mean(mig_per_factor(codes, factors, discrete, n_bins)))
+
+
+def mig_per_factor(codes, factors, discrete: bool | Sequence[bool], n_bins: int = 20) -> np.ndarray:
+    """Each factor's gap (K,): the best code's and the runner-up's mutual information with it, apart, over
+    its entropy (MIG is their mean)."""
     from sklearn.metrics import mutual_info_score
 
     z, v, flags = _prepare(codes, factors, discrete)
@@ -82,7 +88,7 @@ def mig(codes, factors, discrete: bool | Sequence[bool], n_bins: int = 20) -> fl
         entropy = mutual_info_score(target, target)
         mi = np.sort([mutual_info_score(target, b) for b in binned])[::-1]
         gaps.append((mi[0] - (mi[1] if len(mi) > 1 else 0.0)) / entropy)
-    return float(np.mean(gaps))
+    return np.array(gaps)
 
 
 def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

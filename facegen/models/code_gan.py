@@ -18,6 +18,7 @@ from torch import nn
 from facegen.errors import ConfigError
 from facegen.models.base import Batch, LatentModel, LatentPart, OptimizerSettings, StepOutput
 from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder
+from facegen.models.losses import paired_assignment_information
 
 HEAD_WIDTH = 128  # hidden width of the code and noise heads (InfoGAN's Q network uses 128)
 
@@ -37,6 +38,15 @@ class InfoGANConfig:
         (+- it x 90 degrees) given to each generated image before the code heads read it in the info step
         (Elastic-InfoGAN, Ojha et al. 2019): a code that must survive identity-preserving changes cannot
         hide in position, size or slant, which leaves the class; 0 = off. Used by the info player only.
+    real_info: weight of a term on *real* images in the info step: the mutual information between the first
+        categorical code read from two randomly jittered views of each image (IIC, Ji et al. 2019). It makes
+        the code heads sort real images into confident, balanced groups that survive a small shift, zoom and
+        rotation, so the code the generator must keep readable is tied to how the data cluster (on digits: the
+        digit) rather than to whatever the generator first found; no labels. 0 = off (Chen et al.).
+    real_jitter: strength of the jitter (as ``info_augment``) that makes the two views for ``real_info``.
+    real_overcluster: with ``real_info``, an auxiliary head sorting real images the same way into this many
+        groups (IIC's overclustering: finer groups shape the trunk's features past the coarse optimum where
+        two classes share a code); 0 = none. Not part of the latent.
     info_in_steps: add the info loss to the generator's and the discriminator's own steps, as Chen et al.'s
         code does (one Adam per network, so the adversarial and info gradients share its scaling), instead of
         a third "info" player with its own Adam and ``lr_info`` (InfoGAN only).
@@ -54,6 +64,9 @@ class InfoGANConfig:
     lambda_continuous: float = 0.5
     lambda_noise: float = 0.5
     info_augment: float = 0.0
+    real_info: float = 0.0
+    real_jitter: float = 0.1
+    real_overcluster: int = 0
     info_in_steps: bool = False
     lr_generator: float | None = None
     lr_discriminator: float | None = None
@@ -77,8 +90,14 @@ class InfoGANConfig:
                 object.__setattr__(self, key, None)
             if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise ConfigError(f"model.{key}: must be > 0 (or null for train.lr), got {getattr(self, key)}")
-        if not 0 <= self.info_augment < 0.5:
-            raise ConfigError(f"model.info_augment: must be in [0, 0.5), got {self.info_augment}")
+        for key in ("info_augment", "real_jitter"):
+            if not 0 <= getattr(self, key) < 0.5:
+                raise ConfigError(f"model.{key}: must be in [0, 0.5), got {getattr(self, key)}")
+        if self.real_overcluster and (self.real_overcluster < 2 or not self.real_info):
+            raise ConfigError("model.real_overcluster: at least 2 groups, and only with model.real_info")
+        if self.real_info < 0 or (self.real_info and (not self.categorical or self.info_in_steps)):
+            raise ConfigError("model.real_info: must be >= 0; needs a categorical code and the info player "
+                              "(info_in_steps: false)")
         if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"model.betas: each must be in [0, 1), got {list(self.betas)}")
 
@@ -101,6 +120,7 @@ class InfoCodes(nn.Module):
 
         self.code_head = head(sum(self.categorical) + 2 * self.continuous)
         self.noise_head = head(self.noise_dim)
+        self.overcluster_head = head(config.real_overcluster) if config.real_overcluster else None
 
     def predict(self, features: torch.Tensor):
         """features (N, F) -> (categorical logits [(N, K)...], continuous mean (N, C), log-std (N, C),
@@ -211,7 +231,18 @@ class CodeGAN(LatentModel):
 
     def _step_info(self, batch: Batch) -> StepOutput:
         latent = self._prior(batch)
-        return self.codes.loss(self.features(jitter(self.generator(latent), self.config.info_augment)), latent)
+        info = self.codes.loss(self.features(jitter(self.generator(latent), self.config.info_augment)), latent)
+        if not self.config.real_info:
+            return info
+        real, amount = batch["image"], self.config.real_jitter
+        views = self.features(torch.cat([jitter(real, amount), jitter(real, amount)]))  # (2N, F)
+        probs = self.codes.predict(views)[0][0].softmax(1)  # first categorical code, (2N, K)
+        mi = paired_assignment_information(*probs.chunk(2))
+        metrics = {**info.metrics, "real_mi": mi.detach()}
+        if self.codes.overcluster_head is not None:
+            over = paired_assignment_information(*self.codes.overcluster_head(views).softmax(1).chunk(2))
+            mi, metrics["real_mi_over"] = mi + over, over.detach()
+        return StepOutput(info.loss - self.config.real_info * mi, metrics)
 
     def _modules_parameters(self, *modules: nn.Module) -> Iterator[nn.Parameter]:
         return (p for module in modules for p in module.parameters())

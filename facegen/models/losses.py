@@ -108,3 +108,13 @@ def calibrated_gaussian_nll(x_hat: torch.Tensor, x: torch.Tensor,
     dims = x[0].numel()
     var = err.detach().mean().clamp_min(min_std**2)
     return dims / 2 * (var.log() + err / var), var.sqrt()
+
+
+def paired_assignment_information(p1: torch.Tensor, p2: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mutual information between the class assignments p1, p2 (N, K) (softmax rows) of two views of the
+    same N images (IIC, Ji et al. 2019): at most log K, reached when every image is assigned confidently, the
+    same class in both views, and the classes are used equally often. Differentiable in both."""
+    joint = p1.T @ p2 / p1.shape[0]  # (K, K)
+    joint = ((joint + joint.T) / 2).clamp_min(eps)  # the views are exchangeable
+    marginal = joint.sum(1, keepdim=True)  # (K, 1); by symmetry also the column marginal
+    return (joint * (joint.log() - marginal.log() - marginal.T.log())).sum()

@@ -21,8 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import ConfigError
 from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder, check_vae_fields
@@ -49,6 +51,13 @@ class VAEConfig:
         term, set up in ``perceptual``; ``recon_scale`` multiplies the whole mix, so the decoder is no longer
         exactly Gaussian: see ``perceptual.py`` for the terms' sizes).
     perceptual: the ``model.perceptual.*`` settings, read only with ``recon_loss: perceptual``.
+    attribute_dims: CelebA attributes that the first latent dimensions are trained to carry, one each in this
+        order: the posterior mean of dimension i is a logit for attribute i (binary cross-entropy against the
+        batch's labels), the semi-supervised disentanglement of Locatello et al. 2020. Those dimensions become
+        named dials (move one, change one attribute) and the rest of z keeps what no label names; empty = none.
+    attribute_weight: weight of that cross-entropy, summed over the named dimensions, against the per-image
+        loss (nats). The KL term pulls each mean back to 0, so the weight sets how far apart a dimension's two
+        values sit: at 500 about +-4.5 (the reconstruction term is thousands of nats per image).
     """
 
     resolution: int = 64
@@ -61,8 +70,15 @@ class VAEConfig:
     kl_warmup_epochs: int = 0
     recon_loss: str = "mse"
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    attribute_dims: tuple[str, ...] = ()
+    attribute_weight: float = 500.0
 
     def __post_init__(self) -> None:
+        unknown = [name for name in self.attribute_dims if name not in CELEBA_ATTRIBUTES]
+        if unknown or len(set(self.attribute_dims)) < len(self.attribute_dims):
+            raise ConfigError(f"model.attribute_dims: unknown or repeated CelebA attributes {unknown or 'repeated'}")
+        if len(self.attribute_dims) > self.latent_dim or self.attribute_weight < 0:
+            raise ConfigError("model.attribute_dims / attribute_weight: at most latent_dim names; weight >= 0")
         if self.decoder_std < 0:
             raise ConfigError(f"model.decoder_std: must be > 0, or 0 for a calibrated decoder, got {self.decoder_std}")
         if self.decoder_std == 0:
@@ -96,6 +112,7 @@ class VAE(LatentModel):
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
         self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
+        self._attr_index = [CELEBA_ATTRIBUTES.index(name) for name in config.attribute_dims]
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, 3, H, W) -> (mu, logvar), each (N, latent_dim)."""
@@ -116,6 +133,11 @@ class VAE(LatentModel):
         else:
             recon = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
             loss = (self.recon_scale * recon + self._beta_now * kl).mean()
+        if self._attr_index:
+            named, labels = mu[:, :len(self._attr_index)], batch["attrs"][:, self._attr_index].float()  # (N, K)
+            bce = F.binary_cross_entropy_with_logits(named, labels, reduction="none").sum(1).mean()
+            loss = loss + self.config.attribute_weight * bce
+            extra.update(attribute_bce=bce.detach(), attribute_acc=((named > 0) == (labels > 0.5)).float().mean())
         return StepOutput(loss, {
             "loss": loss.detach(),
             "recon_mse": mse_per_image(x_hat, x).mean().detach(),
@@ -135,6 +157,10 @@ class VAE(LatentModel):
 
     def load_pretrained(self, loader) -> None:
         load_perceptual_trunk(self.perceptual, self.config, loader)
+
+    def attribute_dimensions(self) -> dict[str, int]:
+        """Attribute name -> the latent dimension trained to carry it (``attribute_dims``)."""
+        return {name: i for i, name in enumerate(self.config.attribute_dims)}
 
     # LatentModel
     def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegen.latent.disentanglement import dci, disentanglement_scores, mig, sap
+from facegen.latent.disentanglement import dci, disentanglement_scores, mig, mig_per_factor, sap
 
 DISCRETE = [True, True, True, False]  # two binary factors, one with 3 classes, one continuous
 
@@ -62,6 +62,10 @@ def test_swapping_code_dimensions_does_not_matter_but_merging_them_does():
     merged[:, 0] = codes[:, 0] + codes[:, 1]  # one dimension now carries two factors...
     merged[:, 1] = 0.3 * np.random.default_rng(2).standard_normal(len(f))  # ...and another carries none
     assert mig(merged, f, DISCRETE) < mig(codes, f, DISCRETE) - 0.2
+    gaps, merged_gaps = mig_per_factor(codes, f, DISCRETE), mig_per_factor(merged, f, DISCRETE)
+    assert gaps.shape == (4,) and np.mean(gaps) == pytest.approx(mig(codes, f, DISCRETE))
+    assert merged_gaps[:2].max() < gaps[:2].min() - 0.2  # the two factors that now share a dimension
+    assert merged_gaps[2:] == pytest.approx(gaps[2:], abs=0.05)  # the others keep theirs
     assert dci(merged, f, DISCRETE).disentanglement < dci(codes, f, DISCRETE).disentanglement - 0.1
 
 

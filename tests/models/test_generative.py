@@ -19,13 +19,14 @@ from facegen.errors import ConfigError
 from facegen.models import MODELS, build_model
 from facegen.models.base import LatentPart
 from facegen.models.code_gan import categorical_code_accuracy, jitter
+from facegen.models.losses import paired_assignment_information
 from facegen.training.loop import make_optimizers
 from tests.conftest import free_port
 from tests.models.test_models import fixed_batch
 from tests.tiny import TINY_MODEL, tiny_config
 
-MULTI_PLAYER = sorted(f for f in MODELS if len(MODELS[f].players) > 1) + ["cvae+adversary",  # tests/tiny.py
-                                                                          "infogan+info_in_steps"]
+MULTI_PLAYER = sorted(f for f in MODELS if len(MODELS[f].players) > 1) + [  # options from tests/tiny.py
+    "cvae+adversary", "infogan+info_in_steps", "infogan+real_info"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -261,3 +262,77 @@ def test_validation_confusion_becomes_label_code_accuracy():
     batch = {**fixed_batch(), "label": torch.tensor([0, 1, 2, 3] * 2)}
     metrics = model.eval().validation_step(batch)
     assert sum(float(v) for k, v in metrics.items() if k.startswith("confusion/")) == pytest.approx(1.0)
+
+
+def test_paired_assignment_information_known_answers():
+    k, n = 4, 64
+    onehot = torch.nn.functional.one_hot(torch.arange(n) % k, k).float()  # balanced, confident
+    assert float(paired_assignment_information(onehot, onehot)) == pytest.approx(np.log(k), abs=1e-4)
+    shuffled = onehot[torch.randperm(n, generator=torch.Generator().manual_seed(0))]  # views disagree
+    assert float(paired_assignment_information(onehot, shuffled)) < 0.2
+    one_class = torch.nn.functional.one_hot(torch.zeros(n, dtype=torch.long), k).float()  # confident, unbalanced
+    assert float(paired_assignment_information(one_class, one_class)) == pytest.approx(0.0, abs=1e-4)
+    uniform = torch.full((n, k), 1 / k)  # balanced, unsure
+    assert float(paired_assignment_information(uniform, uniform)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_real_info_sorts_real_images_into_groups_and_never_reaches_the_generator_through_them():
+    g = torch.Generator().manual_seed(0)
+    # Two kinds of real image (dark left half / dark right half): there is one bit to find.
+    left = torch.ones(8, 3, 32, 32)
+    left[..., :16] = -1
+    real = torch.cat([left, left.flip(-1)]) + 0.05 * torch.randn(16, 3, 32, 32, generator=g)
+    off = {"lambda_categorical": 0.0, "lambda_continuous": 0.0, "lambda_noise": 0.0}
+    model = tiny("infogan", real_info=1.0, **off)  # only the real-image term is left
+    model({"image": real}, player="info").loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.generator.parameters())
+    assert model.codes.code_head[0].weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trunk.parameters())
+
+    optimizer = torch.optim.Adam([*model.trunk.parameters(), *model.codes.parameters()], lr=2e-3)
+    history = []
+    for _ in range(60):
+        optimizer.zero_grad(set_to_none=True)
+        out = model({"image": real}, player="info")
+        out.loss.backward()
+        optimizer.step()
+        history.append(float(out.metrics["real_mi"]))
+    assert np.mean(history[-10:]) > 0.5 > np.mean(history[:5])  # log 2 = 0.69: the two kinds, apart
+    model.eval()
+    codes = model.encode(real)[:, :4].argmax(1)
+    assert set(codes[:8].tolist()).isdisjoint(codes[8:].tolist())  # the code tells the kinds apart
+    with pytest.raises(ConfigError, match="real_info"):
+        tiny("infogan", real_info=1.0, info_in_steps=True)
+
+
+def test_real_overcluster_adds_a_finer_head_outside_the_latent():
+    model = tiny("infogan", real_info=1.0, real_overcluster=6)
+    assert model.codes.overcluster_head[-1].out_features == 6
+    assert model.latent_width() == tiny("infogan", real_info=1.0).latent_width()  # not a code: nothing to decode
+    out = model({"image": fixed_batch()["image"]}, player="info")
+    out.loss.backward()
+    assert {"real_mi", "real_mi_over"} <= set(out.metrics)
+    assert model.codes.overcluster_head[0].weight.grad.abs().sum() > 0
+    for bad in ({"real_overcluster": 6}, {"real_info": 1.0, "real_overcluster": 1}):
+        with pytest.raises(ConfigError, match="real_overcluster"):
+            tiny("infogan", **bad)
+
+
+def test_vae_attribute_dims_carry_their_attributes_as_logits():
+    torch.manual_seed(0)
+    cfg = tiny_config("vae+attribute_dims", train={"lr": 2e-3})
+    model = build_model(cfg.model)
+    assert model.attribute_dimensions() == {"Male": 0, "Smiling": 1}
+    optimizers = make_optimizers(model, cfg)
+    batch = fixed_batch()
+    first = step(model, optimizers, batch, "main")
+    for _ in range(60):
+        last = step(model, optimizers, batch, "main")
+    assert last["attribute_bce"] < 0.3 * first["attribute_bce"] and last["attribute_acc"] == 1.0
+    model.eval()
+    mu = model.encode(batch["image"])
+    labels = batch["attrs"][:, [20, 31]]  # Male, Smiling in CelebA order
+    assert torch.equal(mu[:, :2] > 0, labels > 0.5)
+    for bad in (["Male", "Male"], ["Not_An_Attribute"], ["Male"] * 9):
+        with pytest.raises(ConfigError, match="attribute_dims"):
+            tiny("vae", attribute_dims=bad)
