@@ -53,8 +53,9 @@ class VAEConfig:
     perceptual: the ``model.perceptual.*`` settings, read only with ``recon_loss: perceptual``.
     attribute_dims: CelebA attributes that the first latent dimensions are trained to carry, one each in this
         order: the posterior mean of dimension i is a logit for attribute i (binary cross-entropy against the
-        batch's labels), the semi-supervised disentanglement of Locatello et al. 2020. Those dimensions become
-        named dials (move one, change one attribute) and the rest of z keeps what no label names; empty = none.
+        batch's labels), the semi-supervised disentanglement of Locatello et al. 2020. Each such dimension is
+        then the one that carries its attribute (MIG), though the rest of z still holds part of it, so moving
+        the dimension alone is a weak edit (README, "Named dimensions"); empty = none.
     attribute_weight: weight of that cross-entropy, summed over the named dimensions, against the per-image
         loss (nats). The KL term pulls each mean back to 0, so the weight sets how far apart a dimension's two
         values sit: at 500 about +-4.5 (the reconstruction term is thousands of nats per image).
@@ -75,8 +76,10 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.attribute_dims if name not in CELEBA_ATTRIBUTES]
-        if unknown or len(set(self.attribute_dims)) < len(self.attribute_dims):
-            raise ConfigError(f"model.attribute_dims: unknown or repeated CelebA attributes {unknown or 'repeated'}")
+        if unknown:
+            raise ConfigError(f"model.attribute_dims: unknown CelebA attributes {unknown}")
+        if len(set(self.attribute_dims)) < len(self.attribute_dims):
+            raise ConfigError("model.attribute_dims: an attribute is named twice")
         if len(self.attribute_dims) > self.latent_dim or self.attribute_weight < 0:
             raise ConfigError("model.attribute_dims / attribute_weight: at most latent_dim names; weight >= 0")
         if self.decoder_std < 0:
