@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from facegen.config import load_config  # noqa: E402
 from facegen.data.pipeline import read_examples  # noqa: E402
+from facegen.data.shards import read_manifest  # noqa: E402
 from infogan_lr import train  # noqa: E402  (bench/ is on the path: the sibling script's trainer)
 
 HALF_WIDTH = ["model.base_channels=16", "model.max_channels=64"]  # ~0.4 s a step on one shared CPU thread
@@ -41,20 +42,18 @@ DEFAULT_VARIANTS = {
 }
 
 
-def fake_purity(model, shards: str, n: int = 2000) -> float:
+def fake_purity(model, train_split: dict, n: int = 2000) -> float:
     """Does the generator tie its categorical code to the digit? A logistic regression fitted on the real
     train split (grey, pooled back to 8x8, the digits' native size) names the digit of ``n`` samples; the
     score is the code's accuracy against those names under the best code-to-digit assignment. High purity
     with a low label_code_acc means the code heads read real digits differently from the samples."""
     from sklearn.linear_model import LogisticRegression
 
-    from facegen.data.shards import read_manifest
     from facegen.models.code_gan import matched_mass
 
     def pooled(images: torch.Tensor):
         return torch.nn.functional.avg_pool2d(images.mean(1, keepdim=True), 4).flatten(1).numpy()
 
-    train_split = read_examples(read_manifest(shards), "train", 100_000)
     reader = LogisticRegression(max_iter=2000).fit(pooled(train_split["image"]), train_split["label"].numpy())
     torch.manual_seed(1234)
     with torch.no_grad():
@@ -68,13 +67,11 @@ def fake_purity(model, shards: str, n: int = 2000) -> float:
 
 
 @torch.no_grad()
-def merged_digits(model, shards: str, share: float = 0.2) -> dict[str, list[int]]:
+def merged_digits(model, test: dict, share: float = 0.2) -> dict[str, list[int]]:
     """Where the code fails on the test split: code -> the digits that each make up at least ``share`` of
     the test images it is read on, for codes holding more than one (two digits sharing a code)."""
-    from facegen.data.shards import read_manifest
     from facegen.models.code_gan import predicted_categories
 
-    test = read_examples(read_manifest(shards), "test", 100_000)
     codes, digits = predicted_categories(model, test["image"]).numpy(), test["label"].numpy()
     out = {}
     for code in np.unique(codes):
@@ -129,6 +126,8 @@ def main() -> int:
     args.set = HALF_WIDTH if args.set is None else args.set
     torch.set_num_threads(1)
     variants = dict(parse_variant(v) for v in args.variant) if args.variant else DEFAULT_VARIANTS
+    manifest = read_manifest(args.shards)  # read once, before any training: a missing folder fails at once
+    splits = {split: read_examples(manifest, split, 100_000) for split in ("train", "test")}
     rows = []
     for name, overrides in variants.items():
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -136,8 +135,8 @@ def main() -> int:
             curve = list(train(args.config, [*args.set, *overrides], args.shards, args.steps, args.every, seed))
             wall = time.perf_counter() - started
             step, code_acc, label_acc, model = curve[-1]
-            purity = fake_purity(model, args.shards)
-            merged = merged_digits(model, args.shards)
+            purity = fake_purity(model, splits["train"])
+            merged = merged_digits(model, splits["test"])
             curve = [point[:3] for point in curve]
             batch_size = load_config(args.config, [*args.set, *overrides]).data.batch_size
             row = {"variant": name, "seed": seed, "overrides": [*args.set, *overrides], "steps": step,

@@ -19,17 +19,19 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+from facegen.attributes import CELEBA_ATTRIBUTES  # noqa: E402
 from facegen.bundle import load_bundle  # noqa: E402
 from facegen.data.pipeline import read_examples  # noqa: E402
 from facegen.data.shards import read_manifest  # noqa: E402
+from facegen.latent.scoring import batched  # noqa: E402
 from facegen.quality.edits import counterfactual_attributes, read_pairs, score_edits  # noqa: E402
 from facegen.quality.judge import load_judge  # noqa: E402
 from facegen.quality.sections import judge_reading  # noqa: E402
-from facegen.attributes import CELEBA_ATTRIBUTES  # noqa: E402
-from facegen.latent.scoring import batched  # noqa: E402
+from guided_edits import meets as meets_target  # noqa: E402  (bench/ is on the path: the editing target)
 
 
 def class_means(model, shards: str, n: int) -> dict[str, tuple[float, float]]:
@@ -41,10 +43,6 @@ def class_means(model, shards: str, n: int) -> dict[str, tuple[float, float]]:
         label = train["attrs"][:, CELEBA_ATTRIBUTES.index(name)] > 0.5
         means[name] = (float(codes[~label, dim].mean()), float(codes[label, dim].mean()))
     return means
-
-
-def meets_target(row: dict) -> bool:
-    return row["flip_rate"] >= 0.9 and row["drift"] <= 0.05 and row["fidelity_psnr"] >= row["recon_psnr"] - 2
 
 
 def main() -> int:
