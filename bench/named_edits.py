@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
@@ -31,7 +30,7 @@ from facegen.latent.scoring import batched  # noqa: E402
 from facegen.quality.edits import counterfactual_attributes, read_pairs, score_edits  # noqa: E402
 from facegen.quality.judge import load_judge  # noqa: E402
 from facegen.quality.sections import judge_reading  # noqa: E402
-from guided_edits import meets as meets_target  # noqa: E402  (bench/ is on the path: the editing target)
+from facegen.quality.editing import meets_editing_target as meets_target  # noqa: E402
 
 
 def class_means(model, shards: str, n: int) -> dict[str, tuple[float, float]]:
@@ -78,7 +77,8 @@ def main() -> int:
             edited[:, dims[attribute]] = torch.where(pairs.targets == 1, absent + reach * gap, present - reach * gap)
             labels = pairs.attrs_original[:, [CELEBA_ATTRIBUTES.index(a) for a in names]]
             row = score_edits(judge, names, attribute, pairs.originals, recon, batched(model.decode, edited),
-                              pairs.counterfactuals, labels, pairs.targets, judge_reading(judge, recon, names))
+                              pairs.counterfactuals, labels, pairs.targets, judge_reading(judge, recon, names),
+                              held=pairs.held(names))
             if meets_target(row):
                 met.append(attribute)
             print(f"{reach:>6g} {attribute:<20}{row['flip_rate']:>6.2f}{row['drift']:>7.3f}"

@@ -42,6 +42,11 @@ mkdir -p "$OUT"
   $PY -m facegen.cli prepare --dataset fairface --src "$DATA/synth-fairface" --out "$DATA/fairface64" --no-progress
 }
 [ -f "$DATA/digits32/manifest.json" ] || $PY -m facegen.cli prepare --dataset digits --out "$DATA/digits32" --no-progress
+# The judge's own faces: more of them than any model sees, none of them the demo's (configs/judge_synth64.yaml).
+[ -f "$DATA/judge64/manifest.json" ] || {
+  [ -f "$DATA/synth-judge/list_attr_celeba.txt" ] || $PY -m facegen.cli synth --n 20000 --seed 11 --out "$DATA/synth-judge"
+  $PY -m facegen.cli prepare --dataset celeba --src "$DATA/synth-judge" --out "$DATA/judge64" --no-progress
+}
 
 for name in judge_synth64 $CONFIGS; do
   bundle="$OUT/runs/$name/bundle/meta.json"
@@ -66,6 +71,7 @@ done
 
 [ -d "$OUT/counterfactuals" ] || $PY -m facegen.cli synth --counterfactuals "$DATA/synth-celeba" --seed 0 \
     --out "$OUT/counterfactuals" --n 64
+# The attribute classifier steers the guided edits (never the judge)
 $PY -m facegen.cli evaluate --runs "$OUT/runs" --judge "$OUT/runs/judge_synth64/bundle" \
-    --counterfactuals "$OUT/counterfactuals" --out "$OUT/evaluation"
+    --guide "$OUT/runs/classifier_synth64/bundle" --counterfactuals "$OUT/counterfactuals" --out "$OUT/evaluation"
 $PY -m facegen.cli report "$OUT/runs" --out "$OUT/report"

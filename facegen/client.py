@@ -51,14 +51,17 @@ def parse_edit(text: str) -> tuple[str, float]:
 
 
 def build_request(image: bytes, edits: dict[str, float], keep: list[str], method: str | None,
-                  align: bool | None = None) -> dict:
+                  align: bool | None = None, residual: bool = False) -> dict:
     """The JSON body of ``POST /v1/edit`` (``method`` and ``align`` left out when None: the server's default;
-    ``align=False`` sends a face already framed like the model's training faces as it is)."""
+    ``align=False`` sends a face already framed like the model's training faces as it is; ``residual`` asks for
+    the photo's own pixels plus what the edit changed)."""
     body = {"image": base64.b64encode(image).decode("ascii"), "edits": edits, "keep": keep}
     if method:
         body["method"] = method
     if align is not None:
         body["align"] = align
+    if residual:
+        body["residual"] = True
     return body
 
 
@@ -205,7 +208,7 @@ def summary(out: Path, png: bytes, edits: dict[str, float], answer: dict) -> str
     if isinstance(answer.get("model"), str):
         details.append(f"model {answer['model']}")
     if isinstance(answer.get("method"), str):
-        details.append(answer["method"])
+        details.append(answer["method"] + (" + residual" if answer.get("residual") else ""))
     return f"wrote {out} ({', '.join(details)}): {changes or 'no edits'}"
 
 
@@ -231,6 +234,10 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-align", dest="align", action="store_false", default=None,
                         help="send the photo as it is framed (its centre square), without the server's face "
                              "detection and alignment; for faces already cropped like the model's training faces")
+    parser.add_argument("--residual", action="store_true",
+                        help="keep the photo's own pixels and add only what the edit changed in the model's "
+                             "decode (sharper, and the face stays the same person; the edit itself is as the "
+                             "model draws it)")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the editing service (default {DEFAULT_URL})")
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help="where to write the edited PNG (default: IMAGE's name + '-edited.png', here)")
@@ -257,7 +264,8 @@ def run_edit(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise FacegenError(f"{args.image}: cannot read ({exc.strerror or exc})") from None
     url = args.url.rstrip("/") + "/v1/edit"
-    answer = post_json(url, build_request(image, edits, list(args.keep), args.method, args.align), args.timeout)
+    answer = post_json(url, build_request(image, edits, list(args.keep), args.method, args.align, args.residual),
+                       args.timeout)
     png = png_from_answer(answer, "image", url)
     out = args.out or Path(f"{args.image.stem}-edited.png")
     write_atomic(out, png)

@@ -29,6 +29,7 @@ import torch
 from ray import serve
 
 from facegen.bundle import Bundle, load_bundle
+from facegen.latent.edit import residual_decoder
 from facegen.latent.guided import Guide, guide_from_bundle, guided_edit
 from serve.requests import ApiError
 
@@ -148,21 +149,31 @@ class _Guides:
     def load_guide(self, location: str | None) -> None:
         self.guide = guide_from_bundle(location, map_location=self.device) if location else None
 
-    def guide_rows(self, codes: torch.Tensor, edits: list[dict[str, float]], scale: torch.Tensor) -> torch.Tensor:
+    def guide_rows(self, codes: torch.Tensor, edits: list[dict[str, float]], scale: torch.Tensor,
+                   originals: torch.Tensor | None = None, residual: list[bool] | None = None) -> torch.Tensor:
+        """``originals`` (k, 3, R, R) with ``residual[i]`` true: row i is steered as the picture it will show,
+        the original plus the decode's change (:func:`facegen.latent.edit.residual_decoder`)."""
         if self.guide is None:
             raise ValueError("this deployment has no guide classifier: guided edits need the app's 'guide'")
         codes, scale = codes.to(self.device), scale.to(self.device)
+        residual = residual or [False] * len(edits)
         edited = codes.clone()
         groups: dict[tuple, list[int]] = collections.defaultdict(list)
         for i, row in enumerate(edits):
-            groups[tuple(sorted(row.items()))].append(i)
-        for edit, rows in groups.items():
-            edited[rows] = guided_edit(self.generator, self.guide, codes[rows], dict(edit), scale)
+            groups[(tuple(sorted(row.items())), residual[i])].append(i)
+        for (edit, composed), rows in groups.items():
+            decode = None
+            if composed:
+                with torch.no_grad():  # not inference_mode: the steps below need autograd through the decoder
+                    recon = self.generator.decode(codes[rows])
+                decode = residual_decoder(self.generator.decode, originals[rows].to(self.device), recon)
+            edited[rows] = guided_edit(self.generator, self.guide, codes[rows], dict(edit), scale, decode=decode)
         return edited.cpu()
 
-    async def guided(self, codes: torch.Tensor, edits: list[dict[str, float]], scale: torch.Tensor) -> torch.Tensor:
+    async def guided(self, codes: torch.Tensor, edits: list[dict[str, float]], scale: torch.Tensor,
+                     originals: torch.Tensor | None = None, residual: list[bool] | None = None) -> torch.Tensor:
         # Tens of decoder + guide passes: in a worker thread, so the replica keeps answering decode calls.
-        return await asyncio.to_thread(self.guide_rows, codes, edits, scale)
+        return await asyncio.to_thread(self.guide_rows, codes, edits, scale, originals, residual)
 
 
 class _Scores:

@@ -197,9 +197,12 @@ class Editor:
         """codes (k, D) -> images (k, 3, R, R)."""
         return await _call(self.decoder.decode.remote(codes))
 
-    async def _guided(self, codes: torch.Tensor, edits: list[dict[str, float]]) -> torch.Tensor:
-        """codes (k, D) steered by the guide where the decoder is -> edited codes (k, D)."""
-        return await _call(self.decoder.guided.remote(codes, edits, self.catalog.code_scale()))
+    async def _guided(self, codes: torch.Tensor, edits: list[dict[str, float]], originals: torch.Tensor,
+                      residual: list[bool]) -> torch.Tensor:
+        """codes (k, D) steered by the guide where the decoder is -> edited codes (k, D); the uploads go along
+        only when a row is residual (it is steered as the picture it will show)."""
+        return await _call(self.decoder.guided.remote(codes, edits, self.catalog.code_scale(),
+                                                      originals if any(residual) else None, residual))
 
     async def _edit_batch(self, items: list[tuple[torch.Tensor, EditSpec]]) -> list:
         """The adaptive batcher's work: k (image, spec) -> k (EditRows, row) or an ApiError for a bad row."""
@@ -211,7 +214,9 @@ class Editor:
 
     @app.post(f"/{API_VERSION}/edit")
     async def edit(self, request: Request, response: Response) -> dict:
-        """Image + ``edits`` {attribute: strength} (+ ``keep``, ``method``) -> edited PNG and scores.
+        """Image + ``edits`` {attribute: strength} (+ ``keep``, ``method``, ``residual``) -> edited PNG and
+        scores. ``residual`` (default false): the upload's own pixels plus what the edit changed in the decode,
+        so the face keeps its sharpness and identity wherever the edit does not reach.
 
         Concurrent edits are batched here (``self.edits``); the ``Server-Timing`` header says where this
         request's time went (ms): body, image decode, wait for its batch, each model step, PNG encode."""
@@ -227,11 +232,12 @@ class Editor:
             keep = get_str_list(parsed.fields, "keep")
             method = get_str(parsed.fields, "method", self.catalog.default_method(), (*EDIT_METHODS, GUIDED))
             name = None if method == GUIDED else self.catalog.direction_method() if method == "conditional" else method
+            residual = get_bool(parsed.fields, "residual", False)
             check_edit(self.catalog, edits, keep, method)
             submitted = time.perf_counter()
-            (rows, i), waited = await self.edits.submit((image, EditSpec(edits, keep, method, name)))
+            (rows, i), waited = await self.edits.submit((image, EditSpec(edits, keep, method, name, residual)))
         answered, names = time.perf_counter(), self.catalog.classifier_attributes
-        body = {"model": self.catalog.name, "method": method, "edits": edits, "keep": keep,
+        body = {"model": self.catalog.name, "method": method, "edits": edits, "keep": keep, "residual": residual,
                 "image": png_base64(rows.edited[i]), "reconstruction": png_base64(rows.reconstructions[i]),
                 "scores_before": named(rows.scores_before, i, names), "scores_after": named(rows.scores_after, i, names)}
         response.headers["Server-Timing"] = server_timing(

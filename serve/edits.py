@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 
 import torch
 
-from facegen.latent.edit import check_edits, edit_codes, latent_slots
+from facegen.latent.edit import check_edits, edit_codes, latent_slots, residual_images
 from facegen.latent.guided import GUIDED, check_guided_edits
 from facegen.models import LatentModel
 from serve.requests import ApiError
@@ -26,18 +26,21 @@ from serve.requests import ApiError
 @dataclass(frozen=True)
 class EditSpec:
     """One request's edit: ``edits`` {attribute: strength}, ``keep``, ``method`` and ``directions``, the name
-    of the stored directions it uses (None: latent slots only, or a guided edit)."""
+    of the stored directions it uses (None: latent slots only, or a guided edit); ``residual``: show the
+    upload's own pixels plus what the edit changed in the decode (:func:`facegen.latent.edit.residual_images`)."""
 
     edits: dict[str, float]
     keep: list[str]
     method: str
     directions: str | None
+    residual: bool = False
 
 
 @dataclass
 class EditRows:
     """A batch of k edits: ``reconstructions`` and ``edited`` (k, 3, R, R), ``scores_before``/``after`` (k, A)
-    or None without a classifier, ``errors`` a message per row that could not be edited (else None), and
+    or None without a classifier (before: of the picture the edit starts from, the reconstruction or, for a
+    residual edit, the upload), ``errors`` a message per row that could not be edited (else None), and
     ``timings`` {step: seconds} for the batch."""
 
     reconstructions: torch.Tensor
@@ -56,7 +59,7 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
                         guided: Callable[[torch.Tensor, list], Awaitable[torch.Tensor]] | None = None) -> EditRows:
     """images (k, 3, R, R) with specs (k) -> :class:`EditRows`. ``encode``/``decode``/``scores`` are the
     models (a handle call or a local call); ``directions_of(name)`` looks up stored directions; ``guided(codes,
-    edits)`` steers the rows whose method is ``guided``."""
+    edits, originals, residual)`` steers the rows whose method is ``guided``."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -70,7 +73,8 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
     edited, errors = [], []
     steered = [i for i, spec in enumerate(specs) if spec.method == GUIDED]
     if steered:
-        moved = dict(zip(steered, await guided(codes[steered], [specs[i].edits for i in steered])))
+        moved = dict(zip(steered, await guided(codes[steered], [specs[i].edits for i in steered], images[steered],
+                                               [specs[i].residual for i in steered])))
         lap("guided")
     for i, spec in enumerate(specs):
         if spec.method == GUIDED:
@@ -89,11 +93,15 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
     k = len(specs)
     decoded = await decode(torch.cat([codes, torch.stack(edited)]))
     lap("decode")
+    recon, after = decoded[:k], decoded[k:].clone()
+    composed = torch.tensor([spec.residual for spec in specs])
+    after[composed] = residual_images(images[composed], recon[composed], after[composed])
+    start = torch.where(composed[:, None, None, None], images, recon)  # what each edit is read against
     probabilities = None
     if scores is not None:
-        probabilities = await scores(decoded)
+        probabilities = await scores(torch.cat([start, after]))
         lap("scores")
-    return EditRows(decoded[:k], decoded[k:], None if probabilities is None else probabilities[:k],
+    return EditRows(recon, after, None if probabilities is None else probabilities[:k],
                     None if probabilities is None else probabilities[k:], errors, timings)
 
 

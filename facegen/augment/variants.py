@@ -39,7 +39,7 @@ from facegen.bundle import load_bundle
 from facegen.errors import FacegenError
 from facegen.images import DECODE_ERRORS, decode_face, encode_png, from_uint8
 from facegen.latent.directions import Directions
-from facegen.latent.edit import edit_codes
+from facegen.latent.edit import edit_codes, residual_images
 from facegen.latent.guided import GUIDED, guide_from_bundle
 from facegen.latent.scoring import batched
 
@@ -222,7 +222,7 @@ class EditVariants:
                                     directions=self.directions)
             decoded = batched(self.model.decode, edited, len(todo))
             if spec.residual:
-                decoded = (start + decoded - recon).clamp(-1, 1)
+                decoded = residual_images(start, recon, decoded)
             relabels = None
             if spec.relabel:
                 targets = {n: int(s >= 0.5) if n in spec.fixed else int(s > 0) for n, s in edits.items()

@@ -128,12 +128,15 @@ def check_guided_edits(guide_attributes: Sequence[str], edits: Mapping[str, floa
 
 
 def guided_edit(model, guide: Guide, codes: torch.Tensor, edits: Mapping[str, float], scale: torch.Tensor,
-                guidance: Guidance = Guidance()) -> torch.Tensor:
+                guidance: Guidance = Guidance(), decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> torch.Tensor:
     """Codes (N, D) with ``edits`` {attribute: strength} applied by guidance: the strength's sign is the target
     (present when positive), ``|strength|`` standard deviations of the codes the farthest a face moves
     (``round(|s| / lr)`` steps), so a strength keeps the unit it has for a direction edit, as a bound rather than
     the move itself. Several attributes are steered one after the other, each holding the guide's reading of all
-    the others; the model's latent slots are set as usual. ``model``: a latent model (``decode``, slots)."""
+    the others; the model's latent slots are set as usual. ``model``: a latent model (``decode``, slots);
+    ``decode``: the picture guidance steers (default ``model.decode``; :func:`facegen.latent.edit.residual_decoder`
+    for an edit composed in pixels)."""
     slots = latent_slots(model)
     slot_edits = {n: s for n, s in edits.items() if n in slots}
     edited = edit_codes(model, codes, slot_edits) if slot_edits else codes.clone()
@@ -142,7 +145,7 @@ def guided_edit(model, guide: Guide, codes: torch.Tensor, edits: Mapping[str, fl
         if name in slots or steps < 1:
             continue
         targets = torch.full((codes.shape[0],), float(strength > 0))
-        edited = guided_codes(model.decode, guide, edited, name, targets, scale,
+        edited = guided_codes(decode or model.decode, guide, edited, name, targets, scale,
                               guidance=replace(guidance, steps=steps))
     return edited
 

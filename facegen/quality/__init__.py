@@ -10,7 +10,8 @@ The benchmark built on them, ``facegen evaluate`` (:mod:`facegen.quality.benchma
 ``sections``, ``edits`` and ``tables``), loads bundles and data; importing this package does not import it.
 """
 
-from facegen.quality.editing import counterfactual_fidelity, drift_of_others, drift_per_attribute, flip_rate
+from facegen.quality.editing import (counterfactual_fidelity, drift_of_others, drift_per_attribute, flip_rate,
+                                    meets_editing_target)
 from facegen.quality.metrics import (
     Spread,
     attribute_agreement,
@@ -30,6 +31,6 @@ from facegen.quality.metrics import (
 __all__ = [
     "Spread", "attribute_agreement", "attribute_tv", "attribute_tv_per_attribute", "balanced_accuracy",
     "code_class_accuracy", "counterfactual_fidelity", "drift_of_others", "drift_per_attribute", "flip_rate",
-    "frechet_distance", "mean_and_spread", "psnr", "psnr_per_image", "ssim", "ssim_per_image",
+    "frechet_distance", "mean_and_spread", "meets_editing_target", "psnr", "psnr_per_image", "ssim", "ssim_per_image",
     "within_one_bin_accuracy",
 ]

@@ -146,7 +146,7 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
         rows += found
         if grid is None and images is not None:
             grid = images
-            result["pictures"][f"edits ({attribute}, {found[0]['method']})"] = _grid(list(images.values()),
+            result["pictures"][f"edits ({attribute}, {found[1]['method']})"] = _grid(list(images.values()),
                                                                                      f"{folder}/edits.png")
     result["editing"] = {"counterfactuals": folder_cf, "step": edits.EDIT_STEP, "rows": rows,
                          "directions": dict(levers.sources), "slots": sorted(levers.slots)}

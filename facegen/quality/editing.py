@@ -5,7 +5,9 @@ What goes in:
     flip_rate                judge on the edited images, ground-truth labels of the originals
     drift_of_others          judge on a reference and on the edited images; the reference should be the
                              decoded original (reconstruction), not the photo, so that reconstruction error,
-                             which the edit did not cause, is not counted as drift
+                             which the edit did not cause, is not counted as drift; and, where the ground
+                             truth is known, which attributes the true edit leaves alone (a face made blond
+                             is no longer black-haired: that change is the edit, not drift)
     counterfactual_fidelity  edited images and the true images of the same faces with the attribute changed
 """
 
@@ -36,22 +38,46 @@ def flip_rate(edited_pred, original_labels, target: int, value: int = 1, thresho
     return float((edited[eligible] == bool(value)).mean()) if eligible.any() else math.nan
 
 
-def drift_per_attribute(reference_pred, edited_pred, target: int, threshold: float = 0.5) -> np.ndarray:
+def drift_per_attribute(reference_pred, edited_pred, target: int, threshold: float = 0.5,
+                        held=None) -> np.ndarray:
     """Per attribute (A,), the fraction of images whose judged value (>= ``threshold``) differs between the
     reference predictions (N, A) and the edited images' predictions (N, A); NaN at ``target``, which the edit
-    is meant to change. Compute it on the same rows as :func:`flip_rate` to match its faces."""
+    is meant to change. ``held`` (N, A) bool, optional: the (face, attribute) cells the true edit leaves
+    alone (a counterfactual's labels equal to the original's); only those count, and an attribute no face
+    holds is NaN. Compute it on the same rows as :func:`flip_rate` to match its faces."""
     before, after = _columns(reference_pred) >= threshold, _columns(edited_pred) >= threshold
     if before.shape != after.shape:
         raise ValueError(f"reference_pred {before.shape} and edited_pred {after.shape} differ in shape")
-    changed = (before != after).mean(0)  # (A,)
+    held = np.ones_like(before) if held is None else _columns(held).astype(bool)
+    if held.shape != before.shape:
+        raise ValueError(f"held {held.shape} and the predictions {before.shape} differ in shape")
+    counts = held.sum(0)  # (A,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        changed = np.where(counts > 0, ((before != after) & held).sum(0) / np.maximum(counts, 1), np.nan)
     changed[target] = np.nan
     return changed
 
 
-def drift_of_others(reference_pred, edited_pred, target: int, threshold: float = 0.5) -> float:
+def drift_of_others(reference_pred, edited_pred, target: int, threshold: float = 0.5, held=None) -> float:
     """Mean over the non-target attributes of :func:`drift_per_attribute`: how often an attribute the edit
     should leave alone changes its judged value (0 = nothing else changed). NaN with no other attribute."""
-    return _nanmean(drift_per_attribute(reference_pred, edited_pred, target, threshold))
+    return _nanmean(drift_per_attribute(reference_pred, edited_pred, target, threshold, held))
+
+
+# Issue 12's bar for an edit that works, per attribute: the judge reads the asked value on 90% of the faces, the
+# other attributes move on at most 5%, and the edit is within 2 dB as close to the counterfactual as the
+# reconstruction is to the original (a blurry decoder is not counted twice).
+TARGET_FLIP, TARGET_DRIFT, TARGET_FIDELITY_GAP_DB = 0.9, 0.05, 2.0
+
+
+def meets_editing_target(row: dict) -> bool:
+    """Whether one attribute's edit row (``flip_rate``, ``drift``, ``fidelity_psnr``, ``recon_psnr``, as
+    :func:`facegen.quality.edits.score_edits` writes them) meets the editing target; a missing figure fails."""
+    try:
+        return (row["flip_rate"] >= TARGET_FLIP and row["drift"] <= TARGET_DRIFT
+                and row["fidelity_psnr"] >= row["recon_psnr"] - TARGET_FIDELITY_GAP_DB)
+    except (KeyError, TypeError):
+        return False
 
 
 def counterfactual_fidelity(edited: torch.Tensor, counterfactual: torch.Tensor) -> dict[str, float]:

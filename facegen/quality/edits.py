@@ -14,12 +14,20 @@ attribute, then decoded:
   comparable; it is not tuned per attribute, so a model whose classes lie further apart than 2 std flips less;
 * ``guided`` (with ``facegen evaluate --guide``): :func:`facegen.latent.guided.guided_codes`, gradient steps
   on each face's code until a guidance classifier (never the judge) reads ``target_value``, holding its reading
-  of the other attributes; at most ``Guidance.steps * Guidance.lr`` standard deviations per face.
+  of the other attributes; at most ``Guidance.steps * Guidance.lr`` standard deviations per face;
+* ``<method>+residual``: the same lever composed in pixels (:func:`facegen.latent.edit.residual_images`): the
+  original plus what the edit changed in the decode, so the face keeps its own pixels wherever the edit does not
+  reach. Its drift is read against the original (the unedited picture it shows); a residual guided edit steers
+  the composed picture itself;
+* ``counterfactual`` (always, first): the renderer's counterfactual itself as the edit, read against the
+  original. Its flip rate and drift are what a perfect editor scores with this judge: the judge's own misreadings
+  cap every method.
 
 :func:`score_edits` then reports, by the judge: flip rate (edits read as ``target_value``, among faces whose
 label differs from it: all of them here), drift of the other judged attributes (reconstruction vs edit, so
-reconstruction error is not counted as drift), and by pixels: fidelity (PSNR/SSIM of the edit vs the
-counterfactual), next to the reconstruction's PSNR/SSIM vs the original (the model's blur, which also caps
+reconstruction error is not counted as drift; only the attributes the counterfactual leaves alone: a face made
+blond stops being black-haired by the renderer's own rule, ``drift_all`` counts those too), and by pixels:
+fidelity (PSNR/SSIM of the edit vs the counterfactual), next to the reconstruction's PSNR/SSIM vs the original (the model's blur, which also caps
 fidelity) and the unedited reconstruction vs the counterfactual (what doing nothing scores).
 """
 
@@ -40,7 +48,7 @@ from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import FacegenError
 from facegen.images import decode_png, from_uint8
 from facegen.latent.directions import Directions, fit_directions
-from facegen.latent.edit import edit_codes, latent_slots
+from facegen.latent.edit import edit_codes, latent_slots, residual_decoder, residual_images
 from facegen.latent.guided import Guidance, Guide, guided_codes
 from facegen.latent.scoring import batched
 from facegen.latent.store import encode_batch, stored_directions
@@ -52,6 +60,8 @@ from facegen.quality.sections import judge_reading
 
 EDIT_STEP = 2.0  # direction edits: this many standard deviations of the training codes, signed by the target
 DIRECTION_METHODS = ("mean_diff", "boundary")
+RESIDUAL = "+residual"  # method-name suffix of a lever composed in pixels
+CEILING = "counterfactual"  # the renderer's own edit as a method: the judge's ceiling
 _COLUMNS = ("attribute", "target_value", "original", "counterfactual", "attrs_original", "attrs_counterfactual")
 
 
@@ -67,6 +77,12 @@ class PairSet:
     attrs_original: torch.Tensor
     attrs_counterfactual: torch.Tensor
     resolution: int
+
+    def held(self, names: Sequence[str]) -> torch.Tensor:
+        """(N, len(names)) bool: the labels the true edit leaves alone (the counterfactual's equal the
+        original's), the cells :func:`score_edits` counts as drift."""
+        columns = [CELEBA_ATTRIBUTES.index(n) for n in names]
+        return self.attrs_original[:, columns].round() == self.attrs_counterfactual[:, columns].round()
 
 
 def find_counterfactuals(shards: str, resolution: int) -> str | None:
@@ -128,11 +144,13 @@ def baseline(originals: torch.Tensor, reconstructions: torch.Tensor, counterfact
 @torch.no_grad()
 def score_edits(judge, names: Sequence[str], attribute: str, originals: torch.Tensor, reconstructions: torch.Tensor,
                 edited: torch.Tensor, counterfactuals: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
-                before: torch.Tensor | None = None, reference: dict | None = None) -> dict[str, Any]:
+                before: torch.Tensor | None = None, reference: dict | None = None,
+                held: torch.Tensor | None = None) -> dict[str, Any]:
     """Edit metrics of one attribute (see the module docstring). ``names``: the judged attributes (``attribute``
     among them), ``labels`` (N, len(names)) the originals' ground truth, ``targets`` (N,) the asked values.
     ``before`` (the judge on the reconstructions) and ``reference`` (:func:`baseline`) may be passed in when
-    several methods share them."""
+    several methods share them. ``held`` (N, len(names)) bool: the labels the true edit leaves alone (the
+    counterfactual's equal to the original's); ``drift`` counts only those, ``drift_all`` every other label."""
     column = list(names).index(attribute)
     before = judge_reading(judge, reconstructions, names) if before is None else before
     after = judge_reading(judge, edited, names)
@@ -144,10 +162,11 @@ def score_edits(judge, names: Sequence[str], attribute: str, originals: torch.Te
             flips.append(flip_rate(after[rows], labels[rows], column, value))
             counts.append(eligible)
     fidelity = counterfactual_fidelity(edited, counterfactuals)
-    drift = drift_per_attribute(before, after, column)
+    drift = drift_per_attribute(before, after, column, held=held)
     return {"n": int(edited.shape[0]),
             "flip_rate": float(np.average(flips, weights=counts)) if counts else float("nan"),
-            "drift": drift_of_others(before, after, column),
+            "drift": drift_of_others(before, after, column, held=held),
+            "drift_all": drift_of_others(before, after, column),
             "drift_per_attribute": {n: float(d) for n, d in zip(names, drift) if n != attribute},
             "fidelity_psnr": fidelity["psnr"], "fidelity_ssim": fidelity["ssim"],
             **(baseline(originals, reconstructions, counterfactuals) if reference is None else reference)}
@@ -174,12 +193,23 @@ class Guided:
     guidance: Guidance = Guidance()
 
 
+@dataclass
+class Residual:
+    """A lever (a :class:`Directions`, a :class:`Guided` or None for a slot) whose edit is composed in pixels,
+    keeping changes above ``floor`` (:func:`facegen.latent.edit.residual_images`)."""
+
+    lever: Any
+    floor: float = 0.0
+
+
 class Levers:
     """The edit levers of one bundle: its slots, directions stored in it or fitted on demand by ``fit``
-    (a callable ``() -> {method: Directions}``, called at most once), and guidance when ``guided`` is given
-    (a callable ``() -> Guided``, called at most once)."""
+    (a callable ``() -> {method: Directions}``, called at most once), guidance when ``guided`` is given
+    (a callable ``() -> Guided``, called at most once), and each of them composed in pixels too when
+    ``residual``."""
 
-    def __init__(self, model: LatentModel, extras: dict, fit, guided=None) -> None:
+    def __init__(self, model: LatentModel, extras: dict, fit, guided=None, residual: bool = True) -> None:
+        self.residual = residual
         self.model, self.extras, self._fit, self._fitted = model, extras, fit, None
         self._guided, self._guided_made = guided, None
         self.slots = {n: s for n, s in latent_slots(model).items() if s.kind == "value"}
@@ -191,7 +221,12 @@ class Levers:
         return self._guided_made
 
     def methods(self, attribute: str) -> list[tuple[str, Any]]:
-        """``[(method, Directions or None)]`` that can edit ``attribute`` (slot first; it wins over directions)."""
+        """``[(method, lever)]`` that can edit ``attribute`` (slot first; it wins over directions), then the same
+        levers as :class:`Residual` when ``residual``."""
+        found = self._decoded(attribute)
+        return found + ([(m + RESIDUAL, Residual(lever)) for m, lever in found] if self.residual else [])
+
+    def _decoded(self, attribute: str) -> list[tuple[str, Any]]:
         if attribute in self.slots:
             return [("slot", None)]
         found = []
@@ -214,11 +249,18 @@ class Levers:
 
 @torch.no_grad()
 def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str, method: str,
-               directions) -> torch.Tensor:
+               directions, originals: torch.Tensor | None = None, recon: torch.Tensor | None = None,
+               floor: float = 0.0) -> torch.Tensor:
     """Edited codes: each row moved toward its ``targets`` value (see the module docstring); ``directions`` is
-    a :class:`Guided` for guided edits."""
+    a :class:`Guided` for guided edits, which steer ``residual_images(originals, recon, decode(z))`` when the
+    originals (N, 3, H, W) and their reconstructions are given."""
     if isinstance(directions, Guided):
-        return torch.cat([guided_codes(model.decode, directions.guide, codes[i:i + BATCH], attribute,
+        def decoder(i: int):
+            if originals is None:
+                return model.decode
+            return residual_decoder(model.decode, originals[i:i + BATCH], recon[i:i + BATCH], floor)
+
+        return torch.cat([guided_codes(decoder(i), directions.guide, codes[i:i + BATCH], attribute,
                                        targets[i:i + BATCH], directions.scale, guidance=directions.guidance)
                           for i in range(0, codes.shape[0], BATCH)])
     edited = codes.clone()
@@ -234,22 +276,35 @@ def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, a
 @torch.no_grad()
 def editing(model: LatentModel, judge, levers: Levers, pairs: PairSet, names: Sequence[str]
             ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor] | None]:
-    """One row per method that can edit ``pairs.attribute`` (with ``score_edits``' metrics), and images for a
-    grid of the first method (originals, counterfactuals, reconstructions, edits), or None."""
+    """One row per method that can edit ``pairs.attribute`` (with ``score_edits``' metrics), after a first row
+    ``counterfactual`` (the renderer's edit itself, read against the original: the ceiling this judge allows),
+    and images for a grid of the first method (originals, counterfactuals, reconstructions, edits), or None."""
     attribute = pairs.attribute
     batch = {"image": pairs.originals, "attrs": pairs.attrs_original,
              "label": torch.full((pairs.originals.shape[0],), -1, dtype=torch.int64)}
     codes = batched(model.encode, pairs.originals, BATCH, model.condition_of(batch))
     recon = batched(model.decode, codes, BATCH)
     labels = pairs.attrs_original[:, [CELEBA_ATTRIBUTES.index(n) for n in names]]
-    rows, grid, before, reference = [], None, judge_reading(judge, recon, names), None
-    for method, directions in levers.methods(attribute):
-        edited = batched(model.decode, edit_pairs(model, codes, pairs.targets, attribute, method, directions), BATCH)
-        reference = reference or baseline(pairs.originals, recon, pairs.counterfactuals)
+    reference = baseline(pairs.originals, recon, pairs.counterfactuals)
+    before = {False: judge_reading(judge, recon, names), True: judge_reading(judge, pairs.originals, names)}
+    # The renderer's own edit, judged like the others: what a perfect editor scores with this judge (its
+    # misreadings of a true edit cap every method's flip rate and floor their drift)
+    rows = [{"attribute": attribute, "method": CEILING, "step": None,
+             **score_edits(judge, names, attribute, pairs.originals, recon, pairs.counterfactuals,
+                           pairs.counterfactuals, labels, pairs.targets, before[True], reference, pairs.held(names))}]
+    grid = None
+    for method, lever in levers.methods(attribute):
+        residual = isinstance(lever, Residual)
+        floor = lever.floor if residual else 0.0
+        lever, base = (lever.lever, method.split(RESIDUAL)[0]) if residual else (lever, method)
+        edited = batched(model.decode, edit_pairs(model, codes, pairs.targets, attribute, base, lever,
+                                                  *((pairs.originals, recon, floor) if residual else ())), BATCH)
+        if residual:  # the unedited picture is the original itself, so drift is read against it
+            edited = residual_images(pairs.originals, recon, edited, floor)
         scores = score_edits(judge, names, attribute, pairs.originals, recon, edited, pairs.counterfactuals, labels,
-                             pairs.targets, before, reference)
+                             pairs.targets, before[residual], reference, pairs.held(names))
         rows.append({"attribute": attribute, "method": method,
-                     "step": EDIT_STEP if method in DIRECTION_METHODS else None, **scores})
+                     "step": EDIT_STEP if base in DIRECTION_METHODS else None, **scores})
         if grid is None:
             grid = {"original": pairs.originals[:8], "counterfactual": pairs.counterfactuals[:8],
                     "reconstruction": recon[:8], "edit": edited[:8]}

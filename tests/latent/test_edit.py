@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from facegen.latent.directions import fit_directions
-from facegen.latent.edit import Slot, edit, latent_slots
+from facegen.latent.edit import Slot, edit, latent_slots, residual_decoder, residual_images
 from facegen.models import build_model
 from facegen.models.cvae import CVAE, CVAEConfig
 from tests.latent.toy import NAMES, make_space
@@ -88,3 +88,28 @@ def test_an_infogan_edits_through_its_codes():
     for bad in (4, 1.5):
         with pytest.raises(ValueError, match=r"'code0': a class index in 0\.\.3"):
             edit(gan, images, {"code0": bad})
+
+
+def test_a_residual_edit_keeps_the_originals_own_pixels_where_the_decode_does_not_change():
+    torch.manual_seed(0)
+    originals = torch.rand(3, 3, 8, 8) * 2 - 1  # (N, C, H, W) in [-1, 1]
+    recon = originals * 0.5  # a blurry decoder's reconstruction
+    decoded = recon.clone()
+    decoded[..., :2, :2] += 0.4  # the edit changes one corner of the decode
+    out = residual_images(originals, recon, decoded)
+    assert torch.equal(out[..., 2:, :], originals[..., 2:, :]) and torch.equal(out[..., :2, 2:], originals[..., :2, 2:])
+    assert torch.allclose(out[..., :2, :2], (originals[..., :2, :2] + 0.4).clamp(-1, 1))
+    assert out.min() >= -1 and out.max() <= 1
+    assert torch.equal(residual_images(originals, recon, recon), originals)  # no edit: the photo itself
+
+
+def test_a_residual_decoder_is_the_decoder_composed_in_pixels_and_keeps_gradients():
+    weight = torch.randn(4, 3 * 4 * 4)
+    decode = lambda z: torch.tanh(z @ weight).reshape(-1, 3, 4, 4)  # noqa: E731
+    z = torch.randn(2, 4)
+    originals, recon = torch.rand(2, 3, 4, 4) * 2 - 1, decode(z)
+    moved = (z + 0.1).requires_grad_(True)
+    composed = residual_decoder(decode, originals, recon)(moved)
+    assert torch.allclose(composed, residual_images(originals, recon, decode(moved)))
+    (grad,) = torch.autograd.grad(composed.sum(), [moved])
+    assert grad.abs().sum() > 0

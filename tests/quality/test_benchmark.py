@@ -233,9 +233,15 @@ def test_the_command_evaluates_every_family(run_folder, judge_dir, tiny_shards, 
     assert "Gaussian mixture" in ae["sampler"] and "fitted on 128 training codes" in ae["sampler"]  # all train rows
     assert 0 <= ae["attribute_tv_floor"] <= 1 and 0 <= ae["attribute_tv_judge"] <= 1
     rows = by_family["cvae"]["editing"]["rows"]  # Smiling is the CVAE's own slot
-    assert {(r["attribute"], r["method"]) for r in rows if r["attribute"] == "Smiling"} == {("Smiling", "slot")}
-    methods = {r["method"] for r in by_family["vae"]["editing"]["rows"]}
-    assert methods and methods <= {"mean_diff", "boundary"}
+    assert {(r["attribute"], r["method"]) for r in rows if r["attribute"] == "Smiling"} == {
+        ("Smiling", "counterfactual"), ("Smiling", "slot"), ("Smiling", "slot+residual")}
+    # First per attribute, the renderer's own edit: pixel-identical to the counterfactual, read from the original
+    ceiling = [r for r in rows if r["method"] == "counterfactual"]
+    assert ceiling and all(r["fidelity_ssim"] == pytest.approx(1.0) and r["fidelity_psnr"] is None  # inf in JSON
+                           for r in ceiling)
+    methods = {r["method"] for r in by_family["vae"]["editing"]["rows"]} - {"counterfactual"}
+    assert methods and methods <= {"mean_diff", "boundary", "mean_diff+residual", "boundary+residual"}
+    assert {m + "+residual" for m in methods if "+" not in m} <= methods
     assert all(0 <= r["flip_rate"] <= 1 for r in rows)
     assert by_family["infogan"]["codes"] is None  # the synthetic faces carry no class label
     assert 0 <= by_family["classifier"]["classifier"]["mean_balanced_accuracy"] <= 1
@@ -269,7 +275,11 @@ def test_guided_edits_are_steered_by_a_guide_that_is_not_the_judge(run_folder, j
     assert rc == 0, capsys.readouterr().err
     (bundle,) = json.loads((tmp_path / "q" / "quality.json").read_text())["bundles"]
     rows = {r["method"]: r for r in bundle["editing"]["rows"]}
-    assert set(rows) == {"mean_diff", "boundary", "guided"}
+    assert set(rows) == {"counterfactual", "mean_diff", "boundary", "guided", "mean_diff+residual",
+                         "boundary+residual", "guided+residual"}
+    # Composed in pixels, the picture is the original plus the decode's change: nearer the counterfactual
+    # than the decode itself wherever the reconstruction is blurry.
+    assert rows["guided+residual"]["recon_psnr"] == rows["guided"]["recon_psnr"]
     assert 0 <= rows["guided"]["flip_rate"] <= 1 and rows["guided"]["step"] is None
     assert bundle["editing"]["directions"]["guided"] == f"guide {guide}"
     assert "guided" in (tmp_path / "q" / "quality.md").read_text()

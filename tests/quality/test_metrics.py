@@ -18,6 +18,7 @@ from facegen.quality import (
     drift_of_others,
     drift_per_attribute,
     flip_rate,
+    meets_editing_target,
     frechet_distance,
     mean_and_spread,
     psnr,
@@ -216,6 +217,33 @@ def test_drift_is_the_fraction_of_changed_judgements_over_other_attributes(edit_
     assert math.isnan(per[1]) and per[[0, 2, 3]] == pytest.approx([0.0, 3 / 20, 0.0])
     assert drift_of_others(_judge(labels), _judge(edited), target=1) == pytest.approx(3 / 20 / 3)
     assert math.isnan(drift_of_others(labels[:, :1], labels[:, :1], target=0))
+
+
+def test_drift_leaves_out_the_labels_the_true_edit_changes(edit_case):
+    labels, counterfactual = edit_case
+    counterfactual[:10, 3] = 1 - labels[:10, 3]  # the renderer's rule changes attribute 3 on half the faces
+    held = labels == counterfactual
+    # An edit that does exactly what the renderer does drifts nothing; counted naively, attribute 3 drifts 50%.
+    assert drift_of_others(_judge(labels), _judge(counterfactual), target=1, held=held) == 0.0
+    assert drift_of_others(_judge(labels), _judge(counterfactual), target=1) == pytest.approx(0.5 / 3)
+    # Attribute 3 is still counted on the faces whose label the edit keeps.
+    edited = counterfactual.copy()
+    edited[10:15, 3] = 1 - edited[10:15, 3]
+    per = drift_per_attribute(_judge(labels), _judge(edited), target=1, held=held)
+    assert per[3] == pytest.approx(5 / 10) and per[[0, 2]] == pytest.approx([0.0, 0.0]) and math.isnan(per[1])
+    held[:, 2] = False  # an attribute no face holds has no drift figure
+    assert math.isnan(drift_per_attribute(_judge(labels), _judge(edited), target=1, held=held)[2])
+    with pytest.raises(ValueError, match="held"):
+        drift_per_attribute(_judge(labels), _judge(edited), target=1, held=held[:, :2])
+
+
+def test_the_editing_target_needs_flip_drift_and_fidelity_together():
+    row = {"flip_rate": 0.95, "drift": 0.03, "fidelity_psnr": 23.0, "recon_psnr": 24.5}
+    assert meets_editing_target(row)
+    assert not meets_editing_target({**row, "flip_rate": 0.85})
+    assert not meets_editing_target({**row, "drift": 0.06})
+    assert not meets_editing_target({**row, "fidelity_psnr": 22.0})  # 2.5 dB below the reconstruction
+    assert not meets_editing_target({**row, "drift": None}) and not meets_editing_target({"flip_rate": 1.0})
 
 
 # --- codes, bins, seeds -------------------------------------------------------------------------------------

@@ -81,6 +81,23 @@ def test_a_guided_edit_moves_the_guides_reading_the_way_its_sign_says(guided_url
     assert up > start + 0.05 and down < start - 0.05, readings
 
 
+@pytest.mark.parametrize("layout", ["split", "fused"])
+def test_a_residual_edit_is_the_upload_plus_what_the_edit_changed(guided_urls, guide_bundle, layout):
+    url, colour = guided_urls[layout] + "/v1/edit", (90, 160, 40)
+    common = {"image": png(colour), "edits": {"Smiling": 3.0}, "method": "mean_diff"}
+    plain = httpx.post(url, json=common, timeout=120).json()
+    kept = httpx.post(url, json={**common, "residual": True}, timeout=120).json()
+    assert plain["residual"] is False and kept["residual"] is True
+    # The upload is one colour: the answer is that colour plus the decode's change, up to PNG rounding.
+    expected = np.clip(np.array(colour) + pixels(plain["image"]) - pixels(plain["reconstruction"]), 0, 255)
+    assert np.abs(pixels(kept["image"]) - expected).max() <= 2
+    assert np.abs(pixels(kept["image"]) - pixels(plain["image"])).max() > 10  # not the decode itself
+    # A guided residual edit steers the composed picture: the guide reads the change in what comes back.
+    up, down = (httpx.post(url, json={**common, "method": "guided", "residual": True, "edits": {"Smiling": s}},
+                           timeout=120).json()["image"] for s in (4.0, -4.0))
+    assert guide_reading(guide_bundle, up, "Smiling") > guide_reading(guide_bundle, down, "Smiling") + 0.05
+
+
 def test_both_layouts_steer_to_the_same_face(guided_urls):
     body = {"image": png((90, 160, 40)), "edits": {"Male": 3.0, "Bangs": -2.0}}  # the default method: guided
     split, fused = (httpx.post(guided_urls[k] + "/v1/edit", json=body, timeout=120) for k in ("split", "fused"))
