@@ -76,9 +76,6 @@ def main() -> int:
     parser.add_argument("--variants", default="default,margin0.98,margin0.98-keep4")
     parser.add_argument("--residual", action="store_true",
                         help="also every method composed in pixels (original + edit's change in the decode)")
-    parser.add_argument("--floors", default="0",
-                        help="with --residual: comma-separated change floors (residual_images' floor), one "
-                             "residual row per method and floor (default 0)")
     parser.add_argument("--out", default="out/bench/guided_edits")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -97,16 +94,15 @@ def main() -> int:
                  and (asked is None or a in asked)]
     fitted = edits.fit_for(model, data.train, labels, available)
     scale = code_scale(encode_batch(model, data.train))
-    floors = [float(f) for f in args.floors.split(",")] if args.residual else []
-    suffixes = ("", *(edits.RESIDUAL + (f"@{f:g}" if f else "") for f in floors))
+    suffixes = ("", edits.RESIDUAL) if args.residual else ("",)
     results: dict[str, list[dict]] = {edits.CEILING: [], **{m + x: [] for x in suffixes for m in (*DIRECTIONS, *variants)}}
     started = time.time()
     for attribute in available:
         pairs = edits.read_pairs(args.counterfactuals, attribute, args.n)
         methods = [(m, fitted[m]) for m in DIRECTIONS if m in fitted and attribute in fitted[m].names]
         methods += [(v, edits.Guided(guide, scale, VARIANTS[v])) for v in variants]
-        methods += [(m + edits.RESIDUAL + (f"@{f:g}" if f else ""), edits.Residual(lever, f))
-                    for f in floors for m, lever in list(methods)]
+        if args.residual:
+            methods += [(m + edits.RESIDUAL, edits.Residual(lever)) for m, lever in methods]
         rows, _ = edits.editing(model, judge, Fixed(methods), pairs, names)
         for row in rows:
             results[row["method"]].append(row)

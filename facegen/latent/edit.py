@@ -150,33 +150,19 @@ def edit_codes(model: LatentModel, codes: torch.Tensor, edits: Mapping[str, floa
     return edited
 
 
-def residual_images(originals: torch.Tensor, reconstructions: torch.Tensor, decoded: torch.Tensor,
-                    floor: float = 0.0) -> torch.Tensor:
+def residual_images(originals: torch.Tensor, reconstructions: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
     """An edit composed in pixels: the original's own pixels plus what the edit changed in the decoder's output,
     ``x + decode(z') - decode(z)``, clamped to [-1, 1]; all (N, 3, H, W). Where the edit changes nothing the
     face is the original exactly, so an edit carries none of the decoder's blur and none of its errors of
-    identity; what the decoder draws differently (the glasses, the smile) comes from the decoder.
-
-    ``floor`` > 0 keeps the change only where it is large: a pixel whose change (mean over channels, in
-    [-1, 1] units) is below ``floor`` keeps the original, one above ``2 * floor`` takes the whole change, with
-    a linear ramp between. A decoder moves every pixel a little for any code step; those small, spread changes
-    are where an edit drifts into other attributes and away from the true counterfactual. (Gradients see the
-    whole change.)"""
-    change = decoded - reconstructions  # the change first: exact where it is 0
-    if floor > 0:
-        size = change.abs().mean(1, keepdim=True)  # (N, 1, H, W)
-        kept = change * ((size - floor) / floor).clamp(0, 1)
-        # Gradients pass as if nothing were cut: from no change at all (where guidance starts) the cut would
-        # leave none, and guidance could not move
-        change = change + (kept - change).detach()
-    return (originals + change).clamp(-1, 1)
+    identity; what the decoder draws differently (the glasses, the smile) comes from the decoder."""
+    return (originals + (decoded - reconstructions)).clamp(-1, 1)  # the change first: exact where it is 0
 
 
-def residual_decoder(decode, originals: torch.Tensor, reconstructions: torch.Tensor, floor: float = 0.0):
+def residual_decoder(decode, originals: torch.Tensor, reconstructions: torch.Tensor):
     """``decode`` composed with :func:`residual_images` for these originals (N, 3, H, W): a decoder whose
     output is what a residual edit shows, so guidance steers the picture the user gets (differentiable in the
     codes)."""
-    return lambda codes: residual_images(originals, reconstructions, decode(codes), floor)
+    return lambda codes: residual_images(originals, reconstructions, decode(codes))
 
 
 def edit(model: LatentModel, images: torch.Tensor, edits: Mapping[str, float], keep: Sequence[str] = (),

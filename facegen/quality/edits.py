@@ -195,11 +195,10 @@ class Guided:
 
 @dataclass
 class Residual:
-    """A lever (a :class:`Directions`, a :class:`Guided` or None for a slot) whose edit is composed in pixels,
-    keeping changes above ``floor`` (:func:`facegen.latent.edit.residual_images`)."""
+    """A lever (a :class:`Directions`, a :class:`Guided` or None for a slot) whose edit is composed in pixels
+    (:func:`facegen.latent.edit.residual_images`)."""
 
     lever: Any
-    floor: float = 0.0
 
 
 class Levers:
@@ -249,8 +248,7 @@ class Levers:
 
 @torch.no_grad()
 def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str, method: str,
-               directions, originals: torch.Tensor | None = None, recon: torch.Tensor | None = None,
-               floor: float = 0.0) -> torch.Tensor:
+               directions, originals: torch.Tensor | None = None, recon: torch.Tensor | None = None) -> torch.Tensor:
     """Edited codes: each row moved toward its ``targets`` value (see the module docstring); ``directions`` is
     a :class:`Guided` for guided edits, which steer ``residual_images(originals, recon, decode(z))`` when the
     originals (N, 3, H, W) and their reconstructions are given."""
@@ -258,7 +256,7 @@ def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, a
         def decoder(i: int):
             if originals is None:
                 return model.decode
-            return residual_decoder(model.decode, originals[i:i + BATCH], recon[i:i + BATCH], floor)
+            return residual_decoder(model.decode, originals[i:i + BATCH], recon[i:i + BATCH])
 
         return torch.cat([guided_codes(decoder(i), directions.guide, codes[i:i + BATCH], attribute,
                                        targets[i:i + BATCH], directions.scale, guidance=directions.guidance)
@@ -295,12 +293,11 @@ def editing(model: LatentModel, judge, levers: Levers, pairs: PairSet, names: Se
     grid = None
     for method, lever in levers.methods(attribute):
         residual = isinstance(lever, Residual)
-        floor = lever.floor if residual else 0.0
-        lever, base = (lever.lever, method.split(RESIDUAL)[0]) if residual else (lever, method)
+        lever, base = (lever.lever, method.removesuffix(RESIDUAL)) if residual else (lever, method)
         edited = batched(model.decode, edit_pairs(model, codes, pairs.targets, attribute, base, lever,
-                                                  *((pairs.originals, recon, floor) if residual else ())), BATCH)
+                                                  *((pairs.originals, recon) if residual else ())), BATCH)
         if residual:  # the unedited picture is the original itself, so drift is read against it
-            edited = residual_images(pairs.originals, recon, edited, floor)
+            edited = residual_images(pairs.originals, recon, edited)
         scores = score_edits(judge, names, attribute, pairs.originals, recon, edited, pairs.counterfactuals, labels,
                              pairs.targets, before[residual], reference, pairs.held(names))
         rows.append({"attribute": attribute, "method": method,
