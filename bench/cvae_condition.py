@@ -51,7 +51,8 @@ from facegen.data.shards import read_manifest  # noqa: E402
 from facegen.latent.grids import image_grid, save_png  # noqa: E402
 from facegen.latent.scoring import batched  # noqa: E402
 from facegen.pretrained import build_for_training  # noqa: E402
-from facegen.quality.edits import Levers, editing, read_pairs  # noqa: E402
+from facegen.quality.edits import Levers, editing  # noqa: E402
+from facegen.quality.pairs import read_pairs  # noqa: E402
 from facegen.quality.judge import load_judge  # noqa: E402
 from facegen.quality.metrics import psnr  # noqa: E402
 from facegen.training.loop import epoch_seed, make_optimizers, train_one_epoch  # noqa: E402
@@ -148,7 +149,7 @@ def measure(model, judge, test, train_data, args, name: str) -> dict:
                "judge": float(real[:, i].float().mean())}
         if args.counterfactuals:
             pairs = read_pairs(args.counterfactuals, attr, 1000)
-            cf = editing(model, judge, levers, pairs, judged)[0][0]
+            cf = next(r for r in editing(model, judge, levers, pairs, judged)[0] if r["method"] == "slot")
             row.update(cf_flip=cf["flip_rate"], cf_drift=cf["drift"], cf_n=cf["n"])
         out["attributes"][attr] = row
     faces = test["image"][:8]

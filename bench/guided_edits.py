@@ -33,6 +33,7 @@ from facegen.quality import edits  # noqa: E402
 from facegen.quality.benchmark import load_data  # noqa: E402
 from facegen.quality.editing import meets_editing_target as meets  # noqa: E402
 from facegen.quality.judge import load_guide, load_judge  # noqa: E402
+from facegen.quality.pairs import counterfactual_attributes, read_pairs  # noqa: E402
 from facegen.quality.sections import judged_attributes  # noqa: E402
 
 VARIANTS = {
@@ -90,7 +91,7 @@ def main() -> int:
     labels = list(data.manifest.attribute_names)
     names = judged_attributes(judge, labels, data.test["attrs"])
     asked = [a.strip() for a in args.attributes.split(",")] if args.attributes else None
-    available = [a for a in edits.counterfactual_attributes(args.counterfactuals) if a in names
+    available = [a for a in counterfactual_attributes(args.counterfactuals) if a in names
                  and (asked is None or a in asked)]
     fitted = edits.fit_for(model, data.train, labels, available)
     scale = code_scale(encode_batch(model, data.train))
@@ -98,7 +99,7 @@ def main() -> int:
     results: dict[str, list[dict]] = {edits.CEILING: [], **{m + x: [] for x in suffixes for m in (*DIRECTIONS, *variants)}}
     started = time.time()
     for attribute in available:
-        pairs = edits.read_pairs(args.counterfactuals, attribute, args.n)
+        pairs = read_pairs(args.counterfactuals, attribute, args.n)
         methods = [(m, fitted[m]) for m in DIRECTIONS if m in fitted and attribute in fitted[m].names]
         methods += [(v, edits.Guided(guide, scale, VARIANTS[v])) for v in variants]
         if args.residual:

@@ -27,7 +27,8 @@ from facegen.bundle import load_bundle  # noqa: E402
 from facegen.data.pipeline import read_examples  # noqa: E402
 from facegen.data.shards import read_manifest  # noqa: E402
 from facegen.latent.scoring import batched  # noqa: E402
-from facegen.quality.edits import counterfactual_attributes, read_pairs, score_edits  # noqa: E402
+from facegen.quality.edits import score_edits  # noqa: E402
+from facegen.quality.pairs import counterfactual_attributes, read_pairs  # noqa: E402
 from facegen.quality.judge import load_judge  # noqa: E402
 from facegen.quality.sections import judge_reading  # noqa: E402
 from facegen.quality.editing import meets_editing_target as meets_target  # noqa: E402

@@ -13,7 +13,7 @@ import _bootstrap  # noqa: F401  (puts the repository on sys.path)
 
 from facegen.cli import run_guarded
 from facegen.data.shards import read_manifest
-from facegen.quality.edits import counterfactual_attributes
+from facegen.quality.pairs import counterfactual_attributes
 from facegen.demo import add_demo_arguments, build_demo, print_summary, write_metrics
 from serve.demo import best_edit_attribute, serve_and_edit
 from serve.launch import stop_serving, wait_for_ctrl_c

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from facegen.client import build_request, post_json
 from facegen.data.pipeline import read_examples
 from facegen.images import encode_png, from_uint8, open_rgb
-from facegen.quality.edits import counterfactual_attributes, read_pairs
+from facegen.quality.pairs import counterfactual_attributes, read_pairs
 from facegen.quality.metrics import psnr
 from serve.launch import serving_config, start_serving
 

@@ -190,17 +190,14 @@ class Editor:
         if self.classifier is None:
             return [None] * len(images)
         results = await _call(self.classifier.scores.remote(images))
-        names = self.catalog.classifier_attributes
-        return [{n: round(float(p), 4) for n, p in zip(names, r.tolist())} for r in results]
+        return [named(results, i, self.catalog.classifier_attributes) for i in range(len(results))]
 
     async def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (k, D) -> images (k, 3, R, R)."""
         return await _call(self.decoder.decode.remote(codes))
 
-    async def _guided(self, codes: torch.Tensor, edits: list[dict[str, float]], originals: torch.Tensor,
-                      residual: list[bool]) -> torch.Tensor:
-        """codes (k, D) steered by the guide where the decoder is -> edited codes (k, D); the uploads go along
-        only when a row is residual (it is steered as the picture it will show)."""
+    async def _guided(self, codes, edits: list[dict[str, float]], originals, residual: list[bool]) -> torch.Tensor:
+        """codes (k, D) steered where the decoder is; uploads (k, 3, R, R) go along for residual rows only."""
         return await _call(self.decoder.guided.remote(codes, edits, self.catalog.code_scale(),
                                                       originals if any(residual) else None, residual))
 
@@ -214,9 +211,8 @@ class Editor:
 
     @app.post(f"/{API_VERSION}/edit")
     async def edit(self, request: Request, response: Response) -> dict:
-        """Image + ``edits`` {attribute: strength} (+ ``keep``, ``method``, ``residual``) -> edited PNG and
-        scores. ``residual`` (default false): the upload's own pixels plus what the edit changed in the decode,
-        so the face keeps its sharpness and identity wherever the edit does not reach.
+        """Image + ``edits`` {attribute: strength} (+ ``keep``, ``method``, ``residual``: the upload plus what
+        the edit changed in the decode) -> edited PNG and scores.
 
         Concurrent edits are batched here (``self.edits``); the ``Server-Timing`` header says where this
         request's time went (ms): body, image decode, wait for its batch, each model step, PNG encode."""

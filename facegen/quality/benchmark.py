@@ -28,6 +28,7 @@ from facegen.quality import edits, sections
 from facegen.latent.guided import Guide, code_scale
 from facegen.latent.store import encode_batch
 from facegen.quality.judge import Judge, check_independent, load_guide, load_judge, same_location
+from facegen.quality.pairs import counterfactual_attributes, find_counterfactuals, read_pairs
 from facegen.quality.tables import write_quality
 
 
@@ -119,11 +120,11 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
         result["pictures"]["samples_fitted"] = grids.save_png(grids.image_grid(samples[:64], nrow=8),
                                                               f"{folder}/samples_fitted.png")
     result["codes"] = sections.code_accuracy(model, data.test)
-    folder_cf = settings.counterfactuals or edits.find_counterfactuals(data.shards, data.manifest.resolution)
+    folder_cf = settings.counterfactuals or find_counterfactuals(data.shards, data.manifest.resolution)
     if folder_cf is None:
         result["notes"].append("editing skipped: no counterfactual sets given (--counterfactuals) or found")
         return
-    available = [a for a in edits.counterfactual_attributes(folder_cf) if a in names]
+    available = [a for a in counterfactual_attributes(folder_cf) if a in names]
     if not available:
         result["notes"].append(f"editing skipped: {folder_cf} holds no set of an attribute judged here")
         return
@@ -137,7 +138,7 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
     levers = edits.Levers(model, bundle.extras, fit, guided if guide is not None else None)
     rows, grid = [], None
     for attribute in available:
-        pairs = edits.read_pairs(folder_cf, attribute, settings.edit_n)
+        pairs = read_pairs(folder_cf, attribute, settings.edit_n)
         if pairs.originals.shape[0] == 0 or pairs.resolution != data.manifest.resolution:
             result["notes"].append(f"editing {attribute}: skipped ({pairs.originals.shape[0]} pairs at "
                                    f"{pairs.resolution} px; the model works at {data.manifest.resolution} px)")
