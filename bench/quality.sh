@@ -73,5 +73,5 @@ done
     --out "$OUT/counterfactuals" --n 64
 # The attribute classifier steers the guided edits (never the judge)
 $PY -m facegen.cli evaluate --runs "$OUT/runs" --judge "$OUT/runs/judge_synth64/bundle" \
-    --guide "$OUT/runs/classifier_synth64/bundle" --counterfactuals "$OUT/counterfactuals" --out "$OUT/evaluation"
+    --guide "$OUT/runs/classifier_synth64/bundle" --residual --counterfactuals "$OUT/counterfactuals" --out "$OUT/evaluation"
 $PY -m facegen.cli report "$OUT/runs" --out "$OUT/report"

@@ -41,6 +41,7 @@ class Settings:
     attributes: tuple[str, ...] | None = None  # judged (and edited) attributes; None: all the judge can score
     counterfactuals: str | None = None
     guide: str | None = None  # an attribute classifier bundle steering the ``guided`` edits (never the judge)
+    residual: bool = False  # also every edit method composed in pixels (``<method>+residual`` rows)
 
 
 @dataclass
@@ -135,7 +136,7 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
     def guided():  # the step unit: the spread of this model's training codes
         return edits.Guided(guide, code_scale(encode_batch(model, data.train)))
 
-    levers = edits.Levers(model, bundle.extras, fit, guided if guide is not None else None)
+    levers = edits.Levers(model, bundle.extras, fit, guided if guide is not None else None, settings.residual)
     rows, grid = [], None
     for attribute in available:
         pairs = read_pairs(folder_cf, attribute, settings.edit_n)
@@ -240,6 +241,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guide", default=None, metavar="BUNDLE",
                         help="an attribute classifier bundle (not the judge) that steers a 'guided' edit method "
                              "in the editing section: gradient steps on each code until the guide reads the target")
+    parser.add_argument("--residual", action="store_true",
+                        help="also score every edit method composed in pixels ('<method>+residual': the original "
+                             "plus what the edit changed in the decode; guided ones steered on that picture)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
 
 
@@ -259,7 +263,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = args.out or (fsio.join(args.runs.rstrip("/"), "quality") if args.runs else "out/quality")
     attributes = tuple(a.strip() for a in args.attributes.split(",") if a.strip()) if args.attributes else None
     settings = Settings(n=args.n, fit_n=args.fit_n, edit_n=args.edit_n, seed=args.seed, attributes=attributes,
-                        counterfactuals=args.counterfactuals, guide=args.guide)
+                        counterfactuals=args.counterfactuals, guide=args.guide, residual=args.residual)
     paths = evaluate(locations, args.judge, out, args.shards, settings)
     print(f"quality: {paths['md']}\n         {paths['html']}\n         {paths['json']}")
     return 0

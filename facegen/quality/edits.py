@@ -15,7 +15,7 @@ attribute, then decoded:
 * ``guided`` (with ``facegen evaluate --guide``): :func:`facegen.latent.guided.guided_codes`, gradient steps
   on each face's code until a guidance classifier (never the judge) reads ``target_value``, holding its reading
   of the other attributes; at most ``Guidance.steps * Guidance.lr`` standard deviations per face;
-* ``<method>+residual``: the same lever composed in pixels (:func:`facegen.latent.edit.residual_images`): the
+* ``<method>+residual`` (``facegen evaluate --residual``): the same lever composed in pixels (:func:`facegen.latent.edit.residual_images`): the
   original plus what the edit changed in the decode, so the face keeps its own pixels wherever the edit does not
   reach. Its drift is read against the original (the unedited picture it shows); a residual guided edit steers
   the composed picture itself;
@@ -133,7 +133,7 @@ class Levers:
     (a callable ``() -> Guided``, called at most once), and each of them composed in pixels too when
     ``residual``."""
 
-    def __init__(self, model: LatentModel, extras: dict, fit, guided=None, residual: bool = True) -> None:
+    def __init__(self, model: LatentModel, extras: dict, fit, guided=None, residual: bool = False) -> None:
         self.residual = residual
         self.model, self.extras, self._fit, self._fitted = model, extras, fit, None
         self._guided, self._guided_made = guided, None

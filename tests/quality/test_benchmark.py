@@ -234,14 +234,13 @@ def test_the_command_evaluates_every_family(run_folder, judge_dir, tiny_shards, 
     assert 0 <= ae["attribute_tv_floor"] <= 1 and 0 <= ae["attribute_tv_judge"] <= 1
     rows = by_family["cvae"]["editing"]["rows"]  # Smiling is the CVAE's own slot
     assert {(r["attribute"], r["method"]) for r in rows if r["attribute"] == "Smiling"} == {
-        ("Smiling", "counterfactual"), ("Smiling", "slot"), ("Smiling", "slot+residual")}
+        ("Smiling", "counterfactual"), ("Smiling", "slot")}
     # First per attribute, the renderer's own edit: pixel-identical to the counterfactual, read from the original
     ceiling = [r for r in rows if r["method"] == "counterfactual"]
     assert ceiling and all(r["fidelity_ssim"] == pytest.approx(1.0) and r["fidelity_psnr"] is None  # inf in JSON
                            for r in ceiling)
     methods = {r["method"] for r in by_family["vae"]["editing"]["rows"]} - {"counterfactual"}
-    assert methods and methods <= {"mean_diff", "boundary", "mean_diff+residual", "boundary+residual"}
-    assert {m + "+residual" for m in methods if "+" not in m} <= methods
+    assert methods and methods <= {"mean_diff", "boundary"}
     assert all(0 <= r["flip_rate"] <= 1 for r in rows)
     assert by_family["infogan"]["codes"] is None  # the synthetic faces carry no class label
     assert 0 <= by_family["classifier"]["classifier"]["mean_balanced_accuracy"] <= 1
@@ -271,7 +270,7 @@ def test_guided_edits_are_steered_by_a_guide_that_is_not_the_judge(run_folder, j
     rc = main(["evaluate", *common, "--guide", judge_dir, "--out", str(tmp_path / "refused")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: --guide") and "is the judge" in err[0]
-    rc = main(["evaluate", *common, "--guide", guide, "--out", str(tmp_path / "q")])
+    rc = main(["evaluate", *common, "--guide", guide, "--residual", "--out", str(tmp_path / "q")])
     assert rc == 0, capsys.readouterr().err
     (bundle,) = json.loads((tmp_path / "q" / "quality.json").read_text())["bundles"]
     rows = {r["method"]: r for r in bundle["editing"]["rows"]}
