@@ -49,6 +49,11 @@ VARIANTS = {
     "bound2": Guidance(steps=8),
     "bound4": Guidance(steps=16),
     "bound6": Guidance(steps=24),
+    # Noise-averaged guide readings (Guidance.noise)
+    "noise0.1": Guidance(noise=0.1),
+    "noise0.2": Guidance(noise=0.2),
+    "noise0.3": Guidance(noise=0.3),
+    "noise0.2-m995": Guidance(noise=0.2, margin=0.995, keep_weight=4.0, steps=60),
 }
 DIRECTIONS = ("mean_diff", "boundary")
 

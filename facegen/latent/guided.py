@@ -51,12 +51,32 @@ class Guidance:
     0.082 / 0.073 / 0.064 / 0.055, and 3 / 3 / 5 / 5 attributes at flip >= 0.9 with drift <= 0.05."""
     prox_weight: float = 0.02
     """Weight of the squared whitened distance from the start codes."""
+    noise: float = 0.0
+    """Standard deviation (in [-1, 1] pixel units) of Gaussian noise added to the decoded images before the
+    guide reads them, ``copies`` draws averaged, at every step and for the stopping test. Plain steps find what
+    moves *this* guide's logit, which another classifier need not read (on the demo VAE with an accurate guide:
+    guide past 0.98 on 97% of faces, judge flip 0.38-0.66 for Gray_Hair / Blond_Hair / Rosy_Cheeks); averaging
+    over noise keeps the steps on what survives it (expectation over transformation, Athalye et al. 2018)."""
+    copies: int = 2
+    """Noise draws averaged per step when ``noise`` > 0."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or not self.lr > 0 or not 0.5 < self.margin < 1:
             raise ValueError(f"guidance needs steps >= 1, lr > 0 and 0.5 < margin < 1, got {self}")
-        if self.keep_weight < 0 or self.prox_weight < 0:
-            raise ValueError(f"guidance weights must be >= 0, got {self}")
+        if self.keep_weight < 0 or self.prox_weight < 0 or self.noise < 0 or self.copies < 1:
+            raise ValueError(f"guidance weights and noise must be >= 0 and copies >= 1, got {self}")
+
+    def reader(self, guide: "Guide", seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+        """images -> the guide's logits as guidance reads them: plain, or averaged over ``copies`` noisy copies
+        (draws from a generator seeded with ``seed``, so an edit is repeatable)."""
+        if self.noise == 0:
+            return guide.logits
+        draws = torch.Generator().manual_seed(seed)
+
+        def read(images: torch.Tensor) -> torch.Tensor:
+            noise = torch.randn((self.copies, *images.shape), generator=draws).to(images)  # (K, N, C, H, W)
+            return torch.stack([guide.logits(images + self.noise * n) for n in noise]).mean(0)
+        return read
 
 
 class Guide:
@@ -94,12 +114,13 @@ def guided_codes(decode: Callable[[torch.Tensor], torch.Tensor], guide: Guide, c
     scale = scale.to(codes).clamp(min=1e-6)  # (D,)
     sign = targets.to(codes) * 2 - 1  # (N,) +1 toward present, -1 toward absent
     threshold = math.log(guidance.margin / (1 - guidance.margin))
+    read = guidance.reader(guide)
     with torch.no_grad():
-        start = torch.sigmoid(guide.logits(decode(codes))[:, held])  # (N, K) readings to hold
+        start = torch.sigmoid(read(decode(codes))[:, held])  # (N, K) readings to hold
     u = torch.zeros_like(codes, requires_grad=True)  # (N, D) whitened offset from the start
     for _ in range(guidance.steps):
         with torch.enable_grad():  # callers evaluate under no_grad; this loop needs the graph to the codes
-            logits = guide.logits(decode(codes + u * scale))  # (N, A)
+            logits = read(decode(codes + u * scale))  # (N, A)
             reached = sign * logits[:, column].detach() >= threshold  # (N,) these faces stop moving
             if reached.all():
                 break

@@ -96,3 +96,22 @@ def test_guided_edits_are_checked_before_any_compute():
                         ({"Smiling": 10.5}, "strength")):
         with pytest.raises(ValueError, match=says):
             check_guided_edits(["Smiling"], edits)
+
+
+def test_noise_averaged_guidance_still_reaches_the_target_and_is_repeatable(space):
+    codes = space.codes[:64]
+    targets = 1 - space.labels[:64, 0]
+    guidance = Guidance(steps=200, lr=0.05, margin=0.9, noise=0.2, copies=2)
+    edit = lambda: guided_codes(space.model.decode, _guide(space), codes, "Smiling", targets,  # noqa: E731
+                                scale=torch.ones(codes.shape[1]), guidance=guidance)
+    edited = edit()
+    assert torch.equal(edited, edit())  # the noise draws are seeded: the same request, the same face
+    after = space.scorer.predict_proba(space.model.decode(edited))[:, 0]
+    toward = targets.bool()
+    assert (after[toward] >= 0.85).float().mean() >= 0.95 and (after[~toward] <= 0.15).float().mean() >= 0.95
+    # Still (nearly) along the true direction: the noise averages out of the steps.
+    sign = targets * 2 - 1
+    cosine = torch.nn.functional.cosine_similarity(edited - codes, sign[:, None] * space.true_directions[0], dim=1)
+    assert cosine[(edited - codes).norm(dim=1) > 0].median() > 0.95
+    with pytest.raises(ValueError, match="noise"):
+        Guidance(noise=-0.1)
