@@ -38,7 +38,8 @@ mkdir -p "$OUT"
   $PY -m facegen.cli prepare --dataset celeba --src "$DATA/synth-celeba" --out "$DATA/shards64" --no-progress
 }
 [ -f "$DATA/fairface64/manifest.json" ] || {
-  [ -d "$DATA/synth-fairface" ] || $PY -m facegen.cli synth --layout fairface --n 3000 --out "$DATA/synth-fairface"
+  # 20,000 faces: the age head needs them (configs/fairface_synth64.yaml's comment)
+  [ -d "$DATA/synth-fairface" ] || $PY -m facegen.cli synth --layout fairface --n 20000 --seed 5 --out "$DATA/synth-fairface"
   $PY -m facegen.cli prepare --dataset fairface --src "$DATA/synth-fairface" --out "$DATA/fairface64" --no-progress
 }
 [ -f "$DATA/digits32/manifest.json" ] || $PY -m facegen.cli prepare --dataset digits --out "$DATA/digits32" --no-progress
