@@ -101,7 +101,8 @@ def main() -> int:
     fitted = edits.fit_for(model, data.train, labels, available)
     scale = code_scale(encode_batch(model, data.train))
     suffixes = ("", edits.RESIDUAL) if args.residual else ("",)
-    results: dict[str, list[dict]] = {edits.CEILING: [], **{m + x: [] for x in suffixes for m in (*DIRECTIONS, *variants)}}
+    results: dict[str, list[dict]] = {edits.CEILING: []}
+    results.update({m + x: [] for x in suffixes for m in (*DIRECTIONS, *variants)})
     started = time.time()
     for attribute in available:
         pairs = read_pairs(args.counterfactuals, attribute, args.n)

@@ -15,10 +15,10 @@ attribute, then decoded:
 * ``guided`` (with ``facegen evaluate --guide``): :func:`facegen.latent.guided.guided_codes`, gradient steps
   on each face's code until a guidance classifier (never the judge) reads ``target_value``, holding its reading
   of the other attributes; at most ``Guidance.steps * Guidance.lr`` standard deviations per face;
-* ``<method>+residual`` (``facegen evaluate --residual``): the same lever composed in pixels (:func:`facegen.latent.edit.residual_images`): the
-  original plus what the edit changed in the decode, so the face keeps its own pixels wherever the edit does not
-  reach. Its drift is read against the original (the unedited picture it shows); a residual guided edit steers
-  the composed picture itself;
+* ``<method>+residual`` (``facegen evaluate --residual``): the same lever composed in pixels
+  (:func:`facegen.latent.edit.residual_images`): the original plus what the edit changed in the decode, so the
+  face keeps its own pixels wherever the edit does not reach. Its drift is read against the original (the
+  unedited picture it shows); a residual guided edit steers the composed picture itself;
 * ``counterfactual`` (always, first): the renderer's counterfactual itself as the edit, read against the
   original. Its flip rate and drift are what a perfect editor scores with this judge: the judge's own misreadings
   cap every method.
@@ -27,8 +27,9 @@ attribute, then decoded:
 label differs from it: all of them here), drift of the other judged attributes (reconstruction vs edit, so
 reconstruction error is not counted as drift; only the attributes the counterfactual leaves alone: a face made
 blond stops being black-haired by the renderer's own rule, ``drift_all`` counts those too), and by pixels:
-fidelity (PSNR/SSIM of the edit vs the counterfactual), next to the reconstruction's PSNR/SSIM vs the original (the model's blur, which also caps
-fidelity) and the unedited reconstruction vs the counterfactual (what doing nothing scores).
+fidelity (PSNR/SSIM of the edit vs the counterfactual), next to the reconstruction's PSNR/SSIM vs the original
+(the model's blur, which also caps fidelity) and the unedited reconstruction vs the counterfactual (what
+doing nothing scores).
 """
 
 from __future__ import annotations

@@ -32,10 +32,12 @@ over the other judged attributes of how often the judge's reading changes betwee
 `+residual` method, the original) and the edit, counting only the labels the renderer's counterfactual leaves \
 alone (made blond, a face stops being black-haired: that is the edit); **drift (all)** counts every other \
 label. A `+residual` method shows the original plus what the edit changed in the decode. **Meets**: flip >= \
-0.9, drift <= 0.05 and fidelity PSNR >= recon PSNR - 2 dB (issue 12's editing target). **Fidelity** PSNR/SSIM: the edit vs the renderer's counterfactual; **recon** PSNR: the \
-reconstruction vs the original (the model's blur, which caps fidelity); **unedited**: the reconstruction vs \
-the counterfactual (what doing nothing scores). **Code accuracy**: a categorical code read as a class after \
-the best one-to-one code-to-class assignment. **Budget**: images seen = epochs x training rows; train time = \
+0.9, drift <= 0.05 and fidelity PSNR >= recon PSNR - 2 dB (issue 12's editing target). **Fidelity** \
+PSNR/SSIM: the edit vs the renderer's counterfactual; **recon** PSNR: the reconstruction vs the original (the \
+model's blur, which caps fidelity); **unedited**: the reconstruction vs the counterfactual (what doing nothing \
+scores); the **counterfactual** method is the renderer's own edit (what a perfect editor scores by this \
+judge). **Code accuracy**: a categorical code read as a class after the best one-to-one code-to-class \
+assignment. **Budget**: images seen = epochs x training rows; train time = \
 sum over epochs of rows / train/images_per_s (training passes only); CPU-minutes = train time x workers x \
 CPUs per worker."""
 
