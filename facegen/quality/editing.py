@@ -52,8 +52,7 @@ def drift_per_attribute(reference_pred, edited_pred, target: int, threshold: flo
     if held.shape != before.shape:
         raise ValueError(f"held {held.shape} and the predictions {before.shape} differ in shape")
     counts = held.sum(0)  # (A,)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        changed = np.where(counts > 0, ((before != after) & held).sum(0) / np.maximum(counts, 1), np.nan)
+    changed = np.where(counts > 0, ((before != after) & held).sum(0) / np.maximum(counts, 1), np.nan)
     changed[target] = np.nan
     return changed
 
