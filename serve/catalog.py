@@ -13,6 +13,7 @@ import torch
 
 from facegen.bundle import load_bundle
 from facegen.latent.directions import METHODS
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.edit import MAX_STRENGTH, latent_slots
 from facegen.latent.guided import GUIDED
 from facegen.latent.sampler import load_sampler
@@ -73,6 +74,7 @@ class ModelCatalog:
         self.classifier_name, self.classifier_attributes = _classifier_names(classifier_bundle, "score edits")
         self.guide_name, self.guide_attributes = _classifier_names(guide_bundle, "guide edits")
         self.condition = self._condition_spec()
+        self.conditions = ConditionTable.from_extras(loaded.extras)  # stored by `facegen analyze`, else None
         # Held-out faces, training data, measured edit reliability and the face frame uploads are aligned to.
         self.showcase = load_showcase(bundle, loaded.config.data.shards, loaded.meta, self.default_method())
 

@@ -271,7 +271,7 @@ class Editor:
                 if unknown:
                     raise ValueError(f"unknown attribute {unknown[0]!r}: generate sets only latent slots "
                                      f"({', '.join(latent_slots(self.catalog.generator)) or 'none'})")
-                codes = edit_codes(self.catalog.generator, codes, slots)
+                codes = edit_codes(self.catalog.generator, codes, slots, conditions=self.catalog.conditions)
         except ValueError as exc:
             raise ApiError(400, "bad_edit", str(exc)) from None
         images = await self._decode(codes)

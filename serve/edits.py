@@ -17,6 +17,7 @@ from typing import Awaitable, Callable
 
 import torch
 
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.edit import check_edits, edit_codes, latent_slots, residual_images
 from facegen.latent.guided import GUIDED, check_guided_edits
 from facegen.models import LatentModel
@@ -56,10 +57,12 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
                         decode: Callable[[torch.Tensor], Awaitable[torch.Tensor]],
                         scores: Callable[[torch.Tensor], Awaitable[torch.Tensor]] | None,
                         generator: LatentModel, directions_of: Callable,
-                        guided: Callable[[torch.Tensor, list], Awaitable[torch.Tensor]] | None = None) -> EditRows:
+                        guided: Callable[[torch.Tensor, list], Awaitable[torch.Tensor]] | None = None,
+                        conditions: ConditionTable | None = None) -> EditRows:
     """images (k, 3, R, R) with specs (k) -> :class:`EditRows`. ``encode``/``decode``/``scores`` are the
     models (a handle call or a local call); ``directions_of(name)`` looks up stored directions; ``guided(codes,
-    edits, originals, residual)`` steers the rows whose method is ``guided``."""
+    edits, originals, residual)`` steers the rows whose method is ``guided``; ``conditions``: the conditions
+    training faces have, which a condition slot's edit lands on."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -84,7 +87,7 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
         try:
             directions = directions_of(spec.directions) if spec.directions else None
             edited.append(edit_codes(generator, codes[i:i + 1], spec.edits, spec.keep, spec.method,
-                                     directions)[0])
+                                     directions, conditions)[0])
             errors.append(None)
         except ValueError as exc:  # checked before batching; kept per row so one bad edit fails alone
             edited.append(codes[i])
@@ -143,7 +146,7 @@ async def edit_batch(items: list[tuple[torch.Tensor, EditSpec]], catalog, encode
     conds = await read_conditions(catalog, scores, images)
     conditioned = time.perf_counter()
     rows = await run_edit_rows(images, conds, specs, encode, decode, scores, catalog.generator,
-                               catalog.directions.get, guided)
+                               catalog.directions.get, guided, catalog.conditions)
     if conds is not None:
         rows.timings["cond"] = conditioned - started
     return [(rows, i) if error is None else ApiError(400, "bad_edit", error) for i, error in enumerate(rows.errors)]

@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions
 from facegen.latent.edit import MAX_STRENGTH, edit_codes
 from facegen.latent.scoring import AttributeScorer, batched
@@ -35,7 +36,7 @@ class EditPlan:
     """One method's edit of one attribute: ``up`` (toward present) and ``down`` (toward absent) are requests
     for :func:`facegen.latent.edit.edit_codes` with ``method``, ``directions`` and ``keep``; ``note`` says
     what they do when it is not obvious (which InfoGAN code was chosen); ``strength``: a direction edit's size in
-    standard deviations, for the record."""
+    standard deviations, for the record; ``conditions``: the training conditions a condition slot's edit lands on."""
 
     up: Mapping[str, float]
     down: Mapping[str, float]
@@ -44,6 +45,7 @@ class EditPlan:
     keep: tuple[str, ...] = ()
     note: str = ""
     strength: float | None = None
+    conditions: ConditionTable | None = None
 
 
 def class_gap(directions: Directions, unit: torch.Tensor, codes: torch.Tensor, column: torch.Tensor) -> float:
@@ -147,7 +149,7 @@ def evaluate_edits(model: LatentModel, images: torch.Tensor, labels: torch.Tenso
                 for rows, request in ((up, plan.up), (down, plan.down)):
                     if rows.any():
                         edited[rows] = edit_codes(model, codes[rows], request, plan.keep, plan.method,
-                                                  plan.directions)
+                                                  plan.directions, plan.conditions)
             except ValueError as exc:  # e.g. conditional: the target lies in the span of the kept attributes
                 out["attributes"].setdefault(attribute, {})[method] = {"error": str(exc)}
                 continue

@@ -32,6 +32,7 @@ from facegen.errors import FacegenError
 from facegen.latent.edit import latent_slots
 from facegen.latent.sampler import fit_density
 from facegen.latent.scoring import batched
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.store import directions_extras, encode_batch
 from facegen.models import AttributeClassifier, LatentModel, latent_families
 from facegen.reporting.page import Part, write_analysis
@@ -100,7 +101,8 @@ def evaluation(ctx: steps.Context, attributes: list[str] | None, gap_multiple: f
     plans = direction_plans(ctx.directions, [a for a in chosen if a not in slots], gap_multiple, keep, ctx.codes_train,
                             data.train.labels, data.label_names)
     if ctx.model.condition_part() is not None:
-        own = {a: EditPlan({a: 1.0}, {a: 0.0}, note="condition slot") for a in chosen if a in slots}
+        own = {a: EditPlan({a: 1.0}, {a: 0.0}, note="condition slot", conditions=ctx.conditions)
+               for a in chosen if a in slots}
         if own:
             plans["condition"] = own
     if ctx.setting_scores is not None:
@@ -200,6 +202,12 @@ def analyze(bundle_path: str, classifier: str | None = None, shards: str | None 
         # An ex-post density of the codes draws faces where the prior falls into holes the encoder never fills
         # (`facegen evaluate` scores both); the service samples from it when a bundle has one.
         extras.update(fit_density(ctx.codes_train).state_dict())
+    named = model.condition_attributes()
+    if named and set(named) <= set(manifest.attribute_names):
+        # The conditions training faces have: a slot edit (the service's sliders) lands on the nearest of them
+        columns = [list(manifest.attribute_names).index(n) for n in named]
+        ctx.conditions = ConditionTable.fit(named, data.train.batch["attrs"][:, columns])
+        extras.update(ctx.conditions.to_extras())
     if model.code_parts() and scorer is not None:
         ctx.settings = steps.figures.code_settings(model)
         ctx.setting_scores = steps.figures.setting_scores(model, ctx.codes_train[:16], scorer, ctx.settings)
@@ -219,7 +227,8 @@ def analyze(bundle_path: str, classifier: str | None = None, shards: str | None 
         timings[name] = round(time.time() - began, 2)
         if name == "directions" and (ctx.directions or extras):
             update_extras(bundle_path, {**directions_extras(ctx.directions), **extras})
-            say(f"stored {', '.join(f'directions/{m}' for m in ctx.directions) or 'the sampler'} in {bundle_path}")
+            stored = [*(f"directions/{m}" for m in ctx.directions), *sorted({k.split("/")[0] for k in extras})]
+            say(f"stored {', '.join(stored)} in {bundle_path}")
     timings["total"] = round(time.time() - start, 2)
     timings["cpu_total"] = round(time.process_time() - cpu_start, 2)  # this process; wall time includes waits
     header = {"bundle": f"`{bundle_path}`", "family": ctx.family, "data": f"`{manifest.root}` ({manifest.dataset})",

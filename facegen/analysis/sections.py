@@ -15,6 +15,7 @@ import torch
 
 from facegen.analysis import figures
 from facegen.analysis.data import AnalysisData
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import METHODS, Directions, fit_directions
 from facegen.latent.disentanglement import dci, mig_per_factor, sap
 from facegen.latent.edit import latent_slots
@@ -30,7 +31,8 @@ class Context:
     """Everything the sections share. codes_*: (N, D) codes of the data's splits (encoded with their
     condition); cond_test: the held-out condition (a CVAE) or None; scorer: the classifier (restricted to the
     labelled attributes) or None; sampler: the AE's fitted density of its codes; settings/setting_scores: an
-    InfoGAN's code levers and the scorer's mean P(attribute) under each, (S, A)."""
+    InfoGAN's code levers and the scorer's mean P(attribute) under each, (S, A); conditions: the conditions the
+    training faces have (a CVAE on attributes), which its slot edits land on."""
 
     model: LatentModel
     family: str
@@ -45,6 +47,7 @@ class Context:
     settings: list = field(default_factory=list)
     setting_scores: np.ndarray | None = None
     directions: dict[str, Directions] = field(default_factory=dict)
+    conditions: ConditionTable | None = None
 
     def png(self, name: str) -> str:
         return os.path.join(self.out, f"{name}.png")

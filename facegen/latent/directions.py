@@ -27,12 +27,13 @@ import torch
 METHODS = ("mean_diff", "boundary")
 
 
-def _text_tensor(text: str) -> torch.Tensor:
-    """Bundle extras hold tensors only (loaded with weights_only=True): strings travel as UTF-8 bytes."""
+def text_tensor(text: str) -> torch.Tensor:
+    """Bundle extras hold tensors only (loaded with weights_only=True): strings travel as UTF-8 bytes
+    (:func:`tensor_text` reads them back)."""
     return torch.tensor(list(text.encode()), dtype=torch.uint8)
 
 
-def _tensor_text(tensor: torch.Tensor) -> str:
+def tensor_text(tensor: torch.Tensor) -> str:
     return bytes(tensor.tolist()).decode()
 
 
@@ -88,15 +89,15 @@ class Directions:
     def to_extras(self, prefix: str = "directions") -> dict[str, torch.Tensor]:
         """Named tensors for :attr:`facegen.bundle.Bundle.extras` under ``prefix/``."""
         return {f"{prefix}/vectors": self.vectors, f"{prefix}/scales": self.scales, f"{prefix}/cov": self.cov,
-                f"{prefix}/names": _text_tensor("\n".join(self.names)), f"{prefix}/method": _text_tensor(self.method)}
+                f"{prefix}/names": text_tensor("\n".join(self.names)), f"{prefix}/method": text_tensor(self.method)}
 
     @classmethod
     def from_extras(cls, extras: dict[str, torch.Tensor], prefix: str = "directions") -> Directions:
         """Inverse of :meth:`to_extras`; a missing key is a ValueError naming the prefix."""
         try:
-            return cls(names=tuple(_tensor_text(extras[f"{prefix}/names"]).split("\n")),
+            return cls(names=tuple(tensor_text(extras[f"{prefix}/names"]).split("\n")),
                        vectors=extras[f"{prefix}/vectors"].float(), scales=extras[f"{prefix}/scales"].float(),
-                       cov=extras[f"{prefix}/cov"].float(), method=_tensor_text(extras[f"{prefix}/method"]))
+                       cov=extras[f"{prefix}/cov"].float(), method=tensor_text(extras[f"{prefix}/method"]))
         except KeyError as exc:
             raise ValueError(f"extras hold no directions under {prefix!r} (missing {exc.args[0]})") from None
 

@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions
 from facegen.latent.scoring import AttributeScorer, batched
 from facegen.models.base import LatentModel
@@ -125,8 +126,11 @@ def check_edits(model: LatentModel, edits: Mapping[str, float], keep: Sequence[s
 
 
 def edit_codes(model: LatentModel, codes: torch.Tensor, edits: Mapping[str, float], keep: Sequence[str] = (),
-               method: str = "mean_diff", directions: Directions | None = None) -> torch.Tensor:
+               method: str = "mean_diff", directions: Directions | None = None,
+               conditions: ConditionTable | None = None) -> torch.Tensor:
     """The edited copy of codes (N, D): direction steps added, then latent slots set (see module docstring).
+    With ``conditions`` (the conditions training faces have, over named slots), setting any of those slots
+    moves the whole condition to the nearest one faces have (:mod:`facegen.latent.conditions`).
 
     Pure latent arithmetic, so a service can encode and decode elsewhere (the Serve deployments).
     """
@@ -147,6 +151,10 @@ def edit_codes(model: LatentModel, codes: torch.Tensor, edits: Mapping[str, floa
         elif slot is not None:
             edited[:, slot.start:slot.start + slot.size] = 0.0
             edited[:, slot.start + int(strength)] = 1.0
+    fixed = {n: float(s) for n, s in edits.items() if conditions is not None and n in conditions.names}
+    if fixed:
+        columns = [slots[n].start for n in conditions.names]
+        edited[:, columns] = conditions.nearest(codes[:, columns], fixed)
     return edited
 
 

@@ -5,8 +5,10 @@ Two remedies from attribute-editing work, each optional (``configs/cvae_synth64.
 second did not help there, see README "Quality"):
 
 * **Attribute-classification constraint** (AttGAN, He et al. 2019): every step also decodes the batch's z
-  under a *changed* condition c' (each attribute drawn anew, on or off with probability 1/2) and asks a
-  frozen attribute classifier to read c' from the decoded image::
+  under a *changed* condition c' and asks a frozen attribute classifier to read c' from the decoded image
+  (``targets``: ``random``, each attribute drawn anew, on or off with probability 1/2; or ``shuffled``,
+  another face's condition from the same batch, as AttGAN's code does: only combinations faces have, which
+  matters once the condition holds attributes that exclude each other, like hair colours)::
 
       loss += classifier_weight * sum over condition attributes of BCE(classifier(D(z, c')), c')
 
@@ -42,6 +44,7 @@ from facegen.io import absolute_path
 
 KEY = "model.constraint"
 ADVERSARY_HIDDEN = 128
+TARGETS = ("random", "shuffled")
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,20 @@ class ConstraintConfig:
         paths are made absolute when the config is loaded; every Ray worker reads it at build time).
     classifier_weight: weight of its BCE on decodes under changed conditions (0 = off).
     adversary_weight: weight of the encoder's term against the z adversary (0 = off, and no adversary player).
+    targets: the changed conditions the classifier must read: ``random`` (every attribute on or off with
+        probability 1/2) or ``shuffled`` (another face's condition from the batch; see the module docstring).
     """
 
     classifier: str = ""
     classifier_weight: float = 0.0
     adversary_weight: float = 0.0
+    targets: str = "random"
 
     def __post_init__(self) -> None:
         if self.classifier_weight < 0 or self.adversary_weight < 0:
             raise ConfigError(f"{KEY}.classifier_weight / adversary_weight: must be >= 0")
+        if self.targets not in TARGETS:
+            raise ConfigError(f"{KEY}.targets: must be one of {TARGETS}, got {self.targets!r}")
         if self.classifier_weight and not self.classifier:
             raise ConfigError(f"{KEY}.classifier: required when {KEY}.classifier_weight > 0 (a classifier "
                               "bundle that is not the judge)")
@@ -72,9 +80,12 @@ class ConstraintConfig:
         return bool(self.classifier_weight or self.adversary_weight)
 
 
-def changed_conditions(cond: torch.Tensor) -> torch.Tensor:
-    """cond (N, C) 0/1 -> conditions drawn anew, each entry on with probability 1/2 (AttGAN's random targets;
-    about half of every attribute flips, in every combination with the others)."""
+def changed_conditions(cond: torch.Tensor, targets: str = "random") -> torch.Tensor:
+    """cond (N, C) 0/1 -> the conditions to decode under instead: ``random``, each entry on with probability
+    1/2 (about half of every attribute flips, in every combination with the others); ``shuffled``, the rows of
+    ``cond`` in a random order (each face gets another face's condition: only combinations that occur)."""
+    if targets == "shuffled":
+        return cond[torch.randperm(cond.shape[0], device=cond.device)]
     return (torch.rand_like(cond) < 0.5).to(cond.dtype)
 
 

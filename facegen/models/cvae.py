@@ -165,7 +165,7 @@ class CVAE(LatentModel):
         metrics = {"recon_mse": mse_per_image(x_hat, x).mean().detach(), "kl": kl.mean().detach()}
         constraint = self.config.constraint
         if self.reader is not None:  # the same z under changed conditions must read as those conditions
-            target = changed_conditions(cond)
+            target = changed_conditions(cond, constraint.targets)
             bce, agree = classification_constraint(self.reader, self.decoder(torch.cat([z, target], 1)), target)
             per_image = per_image + constraint.classifier_weight * bce
             metrics.update(edit_bce=bce.mean().detach(), edit_acc=agree)

@@ -25,6 +25,7 @@ from facegen.errors import FacegenError
 from facegen.latent import grids
 from facegen.models.base import LatentModel
 from facegen.quality import edits, sections
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.guided import Guide, code_scale
 from facegen.latent.store import encode_batch
 from facegen.quality.judge import Judge, check_independent, load_guide, load_judge, same_location
@@ -136,7 +137,13 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
     def guided():  # the step unit: the spread of this model's training codes
         return edits.Guided(guide, code_scale(encode_batch(model, data.train)))
 
-    levers = edits.Levers(model, bundle.extras, fit, guided if guide is not None else None, settings.residual)
+    named = model.condition_attributes()
+
+    def conditions():  # the condition vectors training faces have, over the named slots
+        return ConditionTable.fit(named, data.train["attrs"][:, [labels.index(n) for n in named]])
+
+    levers = edits.Levers(model, bundle.extras, fit, guided if guide is not None else None, settings.residual,
+                          conditions if named and set(named) <= set(labels) else None)
     rows, grid = [], None
     for attribute in available:
         pairs = read_pairs(folder_cf, attribute, settings.edit_n)

@@ -6,7 +6,8 @@ For each pair the original is encoded and edited toward ``target_value`` by ever
 attribute, then decoded:
 
 * ``slot``: the model's own latent slot (:func:`facegen.latent.edit.latent_slots`, a CVAE's condition entry)
-  set to ``target_value``;
+  set to ``target_value``; with a :class:`~facegen.latent.conditions.ConditionTable` of the training labels,
+  the whole condition then moves to the nearest one training faces have (blond hair turns black hair off);
 * otherwise ``mean_diff`` and ``boundary`` directions (the bundle's stored ones, else fitted on its training
   shards as :func:`facegen.latent.store.fit_bundle_directions` fits them, :func:`fit_for`), strength
   ``+EDIT_STEP`` toward 1 and ``-EDIT_STEP`` toward 0, in standard deviations of the training codes along
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 
 from facegen.attributes import CELEBA_ATTRIBUTES
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions, fit_directions
 from facegen.latent.edit import edit_codes, latent_slots, residual_decoder, residual_images
 from facegen.latent.guided import Guidance, Guide, guided_codes
@@ -132,10 +134,13 @@ class Levers:
     """The edit levers of one bundle: its slots, directions stored in it or fitted on demand by ``fit``
     (a callable ``() -> {method: Directions}``, called at most once), guidance when ``guided`` is given
     (a callable ``() -> Guided``, called at most once), and each of them composed in pixels too when
-    ``residual``."""
+    ``residual``. ``conditions``: a callable ``() -> ConditionTable`` of the training labels over the
+    model's named condition slots (called at most once), which slot edits then land on."""
 
-    def __init__(self, model: LatentModel, extras: dict, fit, guided=None, residual: bool = False) -> None:
+    def __init__(self, model: LatentModel, extras: dict, fit, guided=None, residual: bool = False,
+                 conditions=None) -> None:
         self.residual = residual
+        self._conditions, self._table = conditions, None
         self.model, self.extras, self._fit, self._fitted = model, extras, fit, None
         self._guided, self._guided_made = guided, None
         self.slots = {n: s for n, s in latent_slots(model).items() if s.kind == "value"}
@@ -146,6 +151,11 @@ class Levers:
             self._guided_made = self._guided()
         return self._guided_made
 
+    def table(self) -> ConditionTable | None:
+        if self._conditions is not None and self._table is None:
+            self._table = self._conditions()
+        return self._table
+
     def methods(self, attribute: str) -> list[tuple[str, Any]]:
         """``[(method, lever)]`` that can edit ``attribute`` (slot first; it wins over directions), then the same
         levers as :class:`Residual` when ``residual``."""
@@ -154,7 +164,7 @@ class Levers:
 
     def _decoded(self, attribute: str) -> list[tuple[str, Any]]:
         if attribute in self.slots:
-            return [("slot", None)]
+            return [("slot", self.table())]
         found = []
         for method in DIRECTION_METHODS:
             directions = stored_directions(self.extras, method)
@@ -177,7 +187,7 @@ class Levers:
 def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str, method: str,
                directions, originals: torch.Tensor | None = None, recon: torch.Tensor | None = None) -> torch.Tensor:
     """Edited codes: each row moved toward its ``targets`` value (see the module docstring); ``directions`` is
-    a :class:`Guided` for guided edits, which steer ``residual_images(originals, recon, decode(z))`` when the
+    a :class:`ConditionTable` (or None) for a slot, a :class:`Guided` for guided edits, which steer ``residual_images(originals, recon, decode(z))`` when the
     originals (N, 3, H, W) and their reconstructions are given."""
     if isinstance(directions, Guided):
         def decoder(i: int):
@@ -188,13 +198,27 @@ def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, a
         return torch.cat([guided_codes(decoder(i), directions.guide, codes[i:i + BATCH], attribute,
                                        targets[i:i + BATCH], directions.scale, guidance=directions.guidance)
                           for i in range(0, codes.shape[0], BATCH)])
+    if method == "slot":
+        return _slot_edit(model, codes, targets, attribute, directions)
     edited = codes.clone()
     for value in (0, 1):
         rows = targets == value
         if rows.any():
-            strength = float(value) if method == "slot" else (EDIT_STEP if value else -EDIT_STEP)
-            edited[rows] = edit_codes(model, codes[rows], {attribute: strength},
-                                      method="mean_diff" if method == "slot" else method, directions=directions)
+            strength = EDIT_STEP if value else -EDIT_STEP
+            edited[rows] = edit_codes(model, codes[rows], {attribute: strength}, method=method,
+                                      directions=directions)
+    return edited
+
+
+def _slot_edit(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str,
+               table: ConditionTable | None) -> torch.Tensor:
+    """Codes with the slot ``attribute`` set to each row's target (landing on the nearest training condition,
+    given a table)."""
+    edited = codes.clone()
+    for value in (0, 1):
+        rows = targets == value
+        if rows.any():
+            edited[rows] = edit_codes(model, codes[rows], {attribute: float(value)}, conditions=table)
     return edited
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import torch
+
+from facegen.bundle import update_extras
+from facegen.latent.conditions import ConditionTable
 
 from tests.serve.conftest import write_tiny_bundle
 from tests.serve.test_app import b64, error_of, png, post
@@ -22,6 +26,9 @@ def cvae_url(serve_url, tiny_bundles, tiny_shards, tmp_path_factory):
 
     # The constrained option (an adversary head in the bundle) is served by the same app as a plain CVAE.
     bundle = write_tiny_bundle("cvae+adversary", str(tmp_path_factory.mktemp("cvae") / "bundle"), tiny_shards)
+    # The conditions its training faces had (`facegen analyze` stores them), contrived: men smile, women do not
+    update_extras(bundle, ConditionTable(("Male", "Smiling"), torch.tensor([[1.0, 1], [0, 0]]),
+                                         torch.tensor([5.0, 5])).to_extras())
     serve.run(build_app({"bundle": bundle, "classifier": tiny_bundles["classifier"], "align": False}), name=APP,
               route_prefix="/cvae")
     yield serve_url + "/cvae"
@@ -59,5 +66,7 @@ def test_generate_sets_condition_slots(cvae_url):
 
     assert faces({"Male": 1.0}) != faces({"Male": 0.0})
     assert faces({"Male": 1.0}) == faces({"Male": 1.0})
+    # A slot set alone lands on the nearest condition training faces had; both set, as asked
+    assert faces({"Male": 1.0}) == faces({"Male": 1.0, "Smiling": 1.0}) != faces({"Male": 1.0, "Smiling": 0.0})
     response = post(cvae_url, "/v1/generate", json={"n": 2, "attributes": {"Eyeglasses": 1.0}})
     assert response.status_code == 400 and "Eyeglasses" in error_of(response)["message"]

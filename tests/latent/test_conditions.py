@@ -1,0 +1,84 @@
+"""ConditionTable: slot edits land on the nearest condition training faces have."""
+
+import pytest
+import torch
+
+from facegen.latent.conditions import ConditionTable
+
+NAMES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Bald", "Smiling")
+
+
+def _table() -> ConditionTable:
+    # Hair colours exclude each other and a bald head has none; brown is the commonest colour
+    faces = [[1, 0, 0, 0, 0]] * 3 + [[0, 1, 0, 0, 1]] * 2 + [[0, 0, 1, 0, 0]] * 5 + [[0, 0, 1, 0, 1]] * 4 \
+        + [[0, 0, 0, 1, 0]] * 2 + [[1, 0, 0, 0, 1]]
+    return ConditionTable.fit(NAMES, torch.tensor(faces, dtype=torch.float32))
+
+
+def test_fit_keeps_distinct_rows_with_counts():
+    table = _table()
+    assert table.rows.shape == (6, 5)
+    assert sorted(table.counts.tolist()) == [1, 2, 2, 3, 4, 5]
+
+
+def test_setting_one_colour_turns_the_other_off_and_keeps_the_rest():
+    cond = torch.tensor([[1.0, 0, 0, 0, 1], [0, 0, 1, 0, 0]])
+    edited = _table().nearest(cond, {"Blond_Hair": 1})
+    # A smiling black-haired face becomes a smiling blond one; a brown-haired non-smiler has no blond twin in
+    # the table, so the nearest is the (only) blond row, which smiles: two changes, the fewest available
+    assert edited.tolist() == [[0, 1, 0, 0, 1], [0, 1, 0, 0, 1]]
+
+
+def test_unsetting_a_colour_picks_the_commonest_other_at_equal_distance():
+    cond = torch.tensor([[1.0, 0, 0, 0, 0]])
+    # Black -> brown (5 faces) or bald (2): both one change away besides Black_Hair; brown is commoner
+    assert _table().nearest(cond, {"Black_Hair": 0}).tolist() == [[0, 0, 1, 0, 0]]
+
+
+def test_a_condition_that_exists_is_only_set():
+    cond = torch.tensor([[0.0, 0, 1, 0, 0]])
+    assert _table().nearest(cond, {"Smiling": 1}).tolist() == [[0, 0, 1, 0, 1]]
+
+
+def test_several_fixed_entries_and_slider_values_are_kept():
+    cond = torch.tensor([[1.0, 0, 0, 0, 0]])
+    # Blond and smiling at 0.8 (a slider): the blond smiler, with the slider's value kept
+    assert _table().nearest(cond, {"Blond_Hair": 1, "Smiling": 0.8}).tolist() == [[0, 1, 0, 0, pytest.approx(0.8)]]
+
+
+def test_the_table_travels_in_bundle_extras():
+    table = _table()
+    back = ConditionTable.from_extras(table.to_extras())
+    assert back.names == NAMES and torch.equal(back.rows, table.rows) and torch.equal(back.counts, table.counts)
+    assert ConditionTable.from_extras({}) is None
+
+
+def test_a_value_no_face_has_only_sets_the_entry():
+    table = ConditionTable.fit(NAMES[:2], torch.tensor([[1.0, 0], [0, 0]]))
+    assert table.nearest(torch.tensor([[1.0, 0]]), {"Blond_Hair": 1}).tolist() == [[1, 1]]
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match="do not match"):
+        ConditionTable(NAMES, torch.zeros(3, 2), torch.ones(3))
+    with pytest.raises(ValueError, match="no training labels"):
+        ConditionTable.fit(NAMES, torch.zeros(0, 5))
+
+
+def test_a_slot_edit_of_the_benchmark_lands_on_a_training_condition():
+    from facegen.models import build_model
+    from facegen.quality.edits import edit_pairs
+    from tests.tiny import tiny_config
+
+    cfg = tiny_config("cvae")
+    cfg = type(cfg)(**{**cfg.__dict__, "model": type(cfg.model)(**{**cfg.model.__dict__,
+                                                                   "condition_attributes": NAMES})})
+    model = build_model(cfg.model).eval()
+    cond = torch.tensor([[1.0, 0, 0, 0, 1], [0, 0, 1, 0, 0]])
+    codes = torch.cat([torch.randn(2, cfg.model.latent_dim), cond], 1)
+    targets = torch.tensor([1, 1])
+    edited = edit_pairs(model, codes, targets, "Blond_Hair", "slot", _table())
+    assert torch.equal(edited[:, :cfg.model.latent_dim], codes[:, :cfg.model.latent_dim])  # z untouched
+    assert edited[:, cfg.model.latent_dim:].tolist() == [[0, 1, 0, 0, 1], [0, 1, 0, 0, 1]]
+    plain = edit_pairs(model, codes, targets, "Blond_Hair", "slot", None)  # no table: the entry alone
+    assert plain[:, cfg.model.latent_dim:].tolist() == [[1, 1, 0, 0, 1], [0, 1, 1, 0, 0]]
