@@ -141,3 +141,20 @@ def test_bad_constraint_configs_fail_with_one_line(classifier_bundle, tmp_path):
                           weights=build_for_training(from_dict(raw).model).state_dict(), meta={})
     with pytest.raises(ConfigError, match="does not predict Smiling"):
         constrained(narrow)
+
+
+def test_shuffled_targets_are_other_faces_conditions():
+    torch.manual_seed(0)
+    cond = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    target = changed_conditions(cond, "shuffled")
+    # Every target is a condition some face has, each used once: only combinations that occur
+    assert sorted(map(tuple, target.tolist())) == sorted(map(tuple, cond.tolist()))
+    random = changed_conditions(torch.zeros(4096, 3), "random")
+    assert abs(float(random.mean()) - 0.5) < 0.05
+
+
+def test_unknown_targets_are_a_config_error():
+    from facegen.models.condition_constraint import ConstraintConfig
+
+    with pytest.raises(ConfigError, match="model.constraint.targets"):
+        ConstraintConfig(targets="any")
