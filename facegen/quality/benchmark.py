@@ -36,7 +36,7 @@ from facegen.quality.tables import write_quality
 @dataclass
 class Settings:
     n: int = 512  # test images (and samples, and training images for the floors and directions)
-    fit_n: int = 4000  # training images whose codes the ex-post density is fitted on (more codes, better density)
+    fit_n: int = 4000  # training images the ex-post density (their codes) and a CVAE's condition table are fitted on
     edit_n: int = 64  # counterfactual pairs per attribute
     seed: int = 0
     attributes: tuple[str, ...] | None = None  # judged (and edited) attributes; None: all the judge can score
@@ -139,8 +139,9 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
 
     named = model.condition_attributes()
 
-    def conditions():  # the condition vectors training faces have, over the named slots
-        return ConditionTable.fit(named, data.train["attrs"][:, [labels.index(n) for n in named]])
+    def conditions():  # the condition vectors training faces have (as many as the density sees), over the slots
+        attrs = data.fit_rows(settings.fit_n)["attrs"]
+        return ConditionTable.fit(named, attrs[:, [labels.index(n) for n in named]])
 
     levers = edits.Levers(model, bundle.extras, fit, guided if guide is not None else None, settings.residual,
                           conditions if named and set(named) <= set(labels) else None)
@@ -239,7 +240,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=_positive, default=512,
                         help="test images, samples and training images (default 512)")
     parser.add_argument("--fit-n", type=_positive, default=4000,
-                        help="training images whose codes an autoencoder's ex-post density is fitted on "
+                        help="training images whose codes an autoencoder's ex-post density is fitted on, and "
+                             "whose labels give a conditional model the conditions its slot edits land on "
                              "(default 4000)")
     parser.add_argument("--edit-n", type=_positive, default=64, help="counterfactual pairs per attribute (default 64)")
     parser.add_argument("--attributes", default=None, metavar="A,B",
