@@ -9,29 +9,36 @@ NAMES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Bald", "Smiling")
 
 
 def _table() -> ConditionTable:
-    # Hair colours exclude each other and a bald head has none; brown is the commonest colour
-    faces = [[1, 0, 0, 0, 0]] * 3 + [[0, 1, 0, 0, 1]] * 2 + [[0, 0, 1, 0, 0]] * 5 + [[0, 0, 1, 0, 1]] * 4 \
-        + [[0, 0, 0, 1, 0]] * 2 + [[1, 0, 0, 0, 1]]
+    # Hair colours exclude each other and a bald head has none; brown is the commonest colour. Smiling is
+    # independent of the rest (2 blond non-smilers: fewer than chance would give, but not none)
+    counts = {(1, 0, 0, 0, 0): 60, (1, 0, 0, 0, 1): 20, (0, 1, 0, 0, 1): 40, (0, 1, 0, 0, 0): 2,
+              (0, 0, 1, 0, 0): 100, (0, 0, 1, 0, 1): 80, (0, 0, 0, 1, 0): 40, (0, 0, 0, 1, 1): 20}
+    faces = [row for row, n in counts.items() for _ in range(n)]
     return ConditionTable.fit(NAMES, torch.tensor(faces, dtype=torch.float32))
 
 
 def test_fit_keeps_distinct_rows_with_counts():
     table = _table()
-    assert table.rows.shape == (6, 5)
-    assert sorted(table.counts.tolist()) == [1, 2, 2, 3, 4, 5]
+    assert table.rows.shape == (8, 5) and sorted(table.counts.tolist()) == [2, 20, 20, 40, 40, 60, 80, 100]
+
+
+def test_rules_are_pairs_no_face_has_although_many_would():
+    table = _table()
+    hair = [NAMES.index(n) for n in ("Black_Hair", "Blond_Hair", "Brown_Hair", "Bald")]
+    assert table.constrained(NAMES.index("Black_Hair")) == [h for h in hair if h != 0]
+    assert table.constrained(NAMES.index("Smiling")) == []
 
 
 def test_setting_one_colour_turns_the_other_off_and_keeps_the_rest():
     cond = torch.tensor([[1.0, 0, 0, 0, 1], [0, 0, 1, 0, 0]])
     edited = _table().nearest(cond, {"Blond_Hair": 1})
-    # A smiling black-haired face becomes a smiling blond one; a brown-haired non-smiler has no blond twin in
-    # the table, so the nearest is the (only) blond row, which smiles: two changes, the fewest available
-    assert edited.tolist() == [[0, 1, 0, 0, 1], [0, 1, 0, 0, 1]]
+    # The other colour goes; the smile is no rule of hair colour, so it stays
+    assert edited.tolist() == [[0, 1, 0, 0, 1], [0, 1, 0, 0, 0]]
 
 
 def test_unsetting_a_colour_picks_the_commonest_other_at_equal_distance():
     cond = torch.tensor([[1.0, 0, 0, 0, 0]])
-    # Black -> brown (5 faces) or bald (2): both one change away besides Black_Hair; brown is commoner
+    # Black -> blond, brown or bald: each one change away besides Black_Hair; brown is the commonest
     assert _table().nearest(cond, {"Black_Hair": 0}).tolist() == [[0, 0, 1, 0, 0]]
 
 
@@ -54,7 +61,7 @@ def test_the_table_travels_in_bundle_extras():
 
 
 def test_a_value_no_face_has_only_sets_the_entry():
-    table = ConditionTable.fit(NAMES[:2], torch.tensor([[1.0, 0], [0, 0]]))
+    table = ConditionTable.fit(NAMES[:2], torch.tensor([[1.0, 0], [0, 0]] * 10))
     assert table.nearest(torch.tensor([[1.0, 0]]), {"Blond_Hair": 1}).tolist() == [[1, 1]]
 
 
@@ -79,6 +86,6 @@ def test_a_slot_edit_of_the_benchmark_lands_on_a_training_condition():
     targets = torch.tensor([1, 1])
     edited = edit_pairs(model, codes, targets, "Blond_Hair", "slot", _table())
     assert torch.equal(edited[:, :cfg.model.latent_dim], codes[:, :cfg.model.latent_dim])  # z untouched
-    assert edited[:, cfg.model.latent_dim:].tolist() == [[0, 1, 0, 0, 1], [0, 1, 0, 0, 1]]
+    assert edited[:, cfg.model.latent_dim:].tolist() == [[0, 1, 0, 0, 1], [0, 1, 0, 0, 0]]
     plain = edit_pairs(model, codes, targets, "Blond_Hair", "slot", None)  # no table: the entry alone
     assert plain[:, cfg.model.latent_dim:].tolist() == [[1, 1, 0, 0, 1], [0, 1, 1, 0, 0]]
