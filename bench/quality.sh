@@ -8,12 +8,13 @@
 #
 # OUT defaults to out/quality; DATA (default out/demo, what `make demo` leaves) holds the shards; missing ones
 # are rendered and prepared first. --gpu trains each config with one GPU worker (bf16); --set adds a config
-# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 4 h on 2 CPU cores (ae_synth64 ~35 min, ae_perceptual_synth64 ~45, vae_named_synth64 ~10).
+# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 5 h on 2 CPU cores
+# (ae_synth64 ~35 min, ae_perceptual_synth64 ~45, cvae_edit_synth64 ~45, vae_named_synth64 ~10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/quality
 DATA=out/demo
-CONFIGS="classifier_synth64 ae_synth64 ae_perceptual_synth64 vae_synth64 vae_named_synth64 betavae_synth64 cvae_synth64 infogan_digits fairface_synth64 cvae_digits began_synth64 infogan_synth64"
+CONFIGS="classifier_synth64 guide16k_synth64 ae_synth64 ae_perceptual_synth64 vae_synth64 vae_named_synth64 betavae_synth64 cvae_synth64 cvae_edit_synth64 infogan_digits fairface_synth64 cvae_digits began_synth64 infogan_synth64"
 FORCE=0
 SETS=()
 while [ $# -gt 0 ]; do
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     --gpu) SETS+=(train.use_gpu=true train.num_workers=1 train.cpus_per_worker=4); shift ;;
     --set) SETS+=("$2"); shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,7 +73,7 @@ done
 
 [ -d "$OUT/counterfactuals" ] || $PY -m facegen.cli synth --counterfactuals "$DATA/synth-celeba" --seed 0 \
     --out "$OUT/counterfactuals" --n 64
-# The attribute classifier steers the guided edits (never the judge)
+# The guide on the judge's faces steers the guided edits (never the judge: another recipe and initialisation)
 $PY -m facegen.cli evaluate --runs "$OUT/runs" --judge "$OUT/runs/judge_synth64/bundle" \
-    --guide "$OUT/runs/classifier_synth64/bundle" --residual --counterfactuals "$OUT/counterfactuals" --out "$OUT/evaluation"
+    --guide "$OUT/runs/guide16k_synth64/bundle" --residual --counterfactuals "$OUT/counterfactuals" --out "$OUT/evaluation"
 $PY -m facegen.cli report "$OUT/runs" --out "$OUT/report"
