@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 OUT    ?= out/demo
 DEMO_ARGS ?=
 
-.PHONY: demo test install browser clean
+.PHONY: demo editor test install browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) jobs/demo.py --out $(OUT) $(DEMO_ARGS)
+
+# The conditional editor (configs/cvae_edit_synth64.yaml) on 16,000 rendered faces, with its guide and the
+# judge, then the quality benchmark of the three: about 1 h on 2 cores (bench/quality.sh; resumable).
+editor: $(VENV)/.installed
+	bench/quality.sh --out out/editor --configs "guide16k_synth64 cvae_edit_synth64"
 
 # The web-page tests drive Debian's headless Chromium; install it when missing (as root), else say what to do.
 browser:

@@ -38,12 +38,14 @@ mkdir -p "$OUT"
   [ -f "$DATA/synth-celeba/list_attr_celeba.txt" ] || $PY -m facegen.cli synth --n 3000 --seed 0 --out "$DATA/synth-celeba"
   $PY -m facegen.cli prepare --dataset celeba --src "$DATA/synth-celeba" --out "$DATA/shards64" --no-progress
 }
-[ -f "$DATA/fairface64/manifest.json" ] || {
+# The other datasets only when a chosen config learns from them
+needs() { case " $CONFIGS " in *"$1"*) return 0 ;; *) return 1 ;; esac; }
+needs fairface && [ ! -f "$DATA/fairface64/manifest.json" ] && {
   # 20,000 faces: the age head needs them (configs/fairface_synth64.yaml's comment)
   [ -d "$DATA/synth-fairface" ] || $PY -m facegen.cli synth --layout fairface --n 20000 --seed 5 --out "$DATA/synth-fairface"
   $PY -m facegen.cli prepare --dataset fairface --src "$DATA/synth-fairface" --out "$DATA/fairface64" --no-progress
 }
-[ -f "$DATA/digits32/manifest.json" ] || $PY -m facegen.cli prepare --dataset digits --out "$DATA/digits32" --no-progress
+needs digits && [ ! -f "$DATA/digits32/manifest.json" ] && $PY -m facegen.cli prepare --dataset digits --out "$DATA/digits32" --no-progress
 # The judge's own faces: more of them than any model sees, none of them the demo's (configs/judge_synth64.yaml).
 [ -f "$DATA/judge64/manifest.json" ] || {
   [ -f "$DATA/synth-judge/list_attr_celeba.txt" ] || $PY -m facegen.cli synth --n 20000 --seed 11 --out "$DATA/synth-judge"
