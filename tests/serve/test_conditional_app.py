@@ -28,7 +28,7 @@ def cvae_url(serve_url, tiny_bundles, tiny_shards, tmp_path_factory):
     bundle = write_tiny_bundle("cvae+adversary", str(tmp_path_factory.mktemp("cvae") / "bundle"), tiny_shards)
     # The conditions its training faces had (`facegen analyze` stores them), contrived: men smile, women do not
     update_extras(bundle, ConditionTable(("Male", "Smiling"), torch.tensor([[1.0, 1], [0, 0]]),
-                                         torch.tensor([5.0, 5])).to_extras())
+                                         torch.tensor([50.0, 50])).to_extras())
     serve.run(build_app({"bundle": bundle, "classifier": tiny_bundles["classifier"], "align": False}), name=APP,
               route_prefix="/cvae")
     yield serve_url + "/cvae"
