@@ -33,6 +33,7 @@ class ConditionTable:
             raise ValueError(f"condition table: rows {tuple(rows.shape)} and counts {tuple(counts.shape)} do not "
                              f"match {len(names)} names")
         self.names, self.rows, self.counts = tuple(names), rows.float(), counts.float()
+        self._rules: dict[int, list[int]] = {}  # constrained(), computed once per column (the service asks often)
 
     @classmethod
     def fit(cls, names: Sequence[str], labels: torch.Tensor) -> ConditionTable:
@@ -46,6 +47,8 @@ class ConditionTable:
         """The other columns whose value depends on this one's outright: a pair of values (one each) that no
         training face has although independence would give it at least :data:`MIN_EXPECTED` faces (hair
         colours exclude each other; a woman has no beard). Chance gaps among rare pairs are not rules."""
+        if column in self._rules:
+            return self._rules[column]
         total = self.counts.sum()
 
         def ruled(other: int) -> bool:
@@ -57,7 +60,8 @@ class ConditionTable:
                         return True
             return False
 
-        return [other for other in range(self.rows.shape[1]) if other != column and ruled(other)]
+        self._rules[column] = [other for other in range(self.rows.shape[1]) if other != column and ruled(other)]
+        return self._rules[column]
 
     def nearest(self, cond: torch.Tensor, fixed: dict[str, float]) -> torch.Tensor:
         """cond (N, C) with the ``fixed`` entries ({name: value}) set, and the entries they constrain

@@ -130,7 +130,8 @@ def edit_codes(model: LatentModel, codes: torch.Tensor, edits: Mapping[str, floa
                conditions: ConditionTable | None = None) -> torch.Tensor:
     """The edited copy of codes (N, D): direction steps added, then latent slots set (see module docstring).
     With ``conditions`` (the conditions training faces have, over named slots), setting any of those slots
-    moves the whole condition to the nearest one faces have (:mod:`facegen.latent.conditions`).
+    also moves the slots it rules on (another hair colour, say) to a combination faces have
+    (:mod:`facegen.latent.conditions`).
 
     Pure latent arithmetic, so a service can encode and decode elsewhere (the Serve deployments).
     """
