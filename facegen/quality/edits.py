@@ -7,7 +7,7 @@ attribute, then decoded:
 
 * ``slot``: the model's own latent slot (:func:`facegen.latent.edit.latent_slots`, a CVAE's condition entry)
   set to ``target_value``; with a :class:`~facegen.latent.conditions.ConditionTable` of the training labels,
-  the whole condition then moves to the nearest one training faces have (blond hair turns black hair off);
+  the slots it rules on move with it to a combination training faces have (blond hair turns black hair off);
 * otherwise ``mean_diff`` and ``boundary`` directions (the bundle's stored ones, else fitted on its training
   shards as :func:`facegen.latent.store.fit_bundle_directions` fits them, :func:`fit_for`), strength
   ``+EDIT_STEP`` toward 1 and ``-EDIT_STEP`` toward 0, in standard deviations of the training codes along
@@ -187,7 +187,8 @@ class Levers:
 def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str, method: str,
                directions, originals: torch.Tensor | None = None, recon: torch.Tensor | None = None) -> torch.Tensor:
     """Edited codes: each row moved toward its ``targets`` value (see the module docstring); ``directions`` is
-    a :class:`ConditionTable` (or None) for a slot, a :class:`Guided` for guided edits, which steer ``residual_images(originals, recon, decode(z))`` when the
+    a :class:`ConditionTable` (or None) for a slot, a :class:`Guided` for guided edits, which steer
+    ``residual_images(originals, recon, decode(z))`` when the
     originals (N, 3, H, W) and their reconstructions are given."""
     if isinstance(directions, Guided):
         def decoder(i: int):
@@ -212,8 +213,8 @@ def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, a
 
 def _slot_edit(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str,
                table: ConditionTable | None) -> torch.Tensor:
-    """Codes with the slot ``attribute`` set to each row's target (landing on the nearest training condition,
-    given a table)."""
+    """Codes with the slot ``attribute`` set to each row's target (and, given a table, the slots it rules on
+    moved to a combination training faces have)."""
     edited = codes.clone()
     for value in (0, 1):
         rows = targets == value
