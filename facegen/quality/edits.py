@@ -188,8 +188,8 @@ def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, a
                directions, originals: torch.Tensor | None = None, recon: torch.Tensor | None = None) -> torch.Tensor:
     """Edited codes: each row moved toward its ``targets`` value (see the module docstring); ``directions`` is
     a :class:`ConditionTable` (or None) for a slot, a :class:`Guided` for guided edits, which steer
-    ``residual_images(originals, recon, decode(z))`` when the
-    originals (N, 3, H, W) and their reconstructions are given."""
+    ``residual_images(originals, recon, decode(z))`` when the originals (N, 3, H, W) and their reconstructions
+    are given."""
     if isinstance(directions, Guided):
         def decoder(i: int):
             if originals is None:
