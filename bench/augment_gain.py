@@ -18,7 +18,10 @@ augment: the real ``facegen augment`` job (Ray Data) on the subset's train faces
 faces: more labels than the subset, said in the report), ``self`` (guided by the self guide) -- each with
 ``--relabel``, so the job writes guide-corrected labels and the manifest keeps the edit's sign -- and ``recon``
 (strength 0: the subset's reconstructions, labels unchanged); ``guided_res`` / ``self_res``: the same guided
-edits written with ``--residual`` (source + edited decode - reconstruction: no reconstruction blur).
+edits written with ``--residual`` (source + edited decode - reconstruction: no reconstruction blur);
+``editor`` / ``editor_res``: ``--flip`` variants of the conditional editor ``--editor`` (each variant the same
+face with one attribute the other way round, labelled by its new condition; the editor learnt from other,
+labelled faces, like ``--guide``).
 
 train: the classifier of ``configs/classifier_synth64.yaml`` trained in-process (bench/augment_train.py; not
 the Ray harness, so every arm gets exactly ``--steps`` optimiser steps of the same batch size) on the subset
@@ -62,6 +65,8 @@ ARMS = {
     "recon": [("recon", False)],
     "guided_res+relabel": [("guided_res", True)],
     "self_res+relabel": [("self_res", True)],
+    "editor": [("editor", True)],  # labels: each variant's whole new condition (the job writes them)
+    "editor_res": [("editor_res", True)],
 }
 
 
@@ -97,7 +102,8 @@ def prepare(args, folder: str) -> None:
     model, loss, step, seen = at.train_steps(cfg, batch, read_examples(base, "val", base.rows("val")), args.steps,
                                              args.seed)
     at.save_classifier(model, cfg, f"{folder}/self_guide")
-    result = {"metrics": at.test_metrics(model, read_examples(base, "test", base.rows("test"))), "val_balanced_accuracy": loss,
+    test = read_examples(base, "test", base.rows("test"))
+    result = {"metrics": at.test_metrics(model, test), "val_balanced_accuracy": loss,
               "best_step": step, "images_seen": seen, "train_rows": args.subset,
               "seconds": round(time.perf_counter() - started, 1)}
     Path(f"{folder}/baseline.json").write_text(json.dumps(result))
@@ -116,7 +122,8 @@ def run_inprocess(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     add_augment_arguments(parser)
     job = plan_job(parser.parse_args(argv[1:]))
-    udf = EditVariants(job.bundle, job.out, job.spec, job.directions, guide=job.guide, scale=job.scale)
+    udf = EditVariants(job.bundle, job.out, job.spec, job.directions, guide=job.guide, scale=job.scale,
+                       conditions=job.conditions)
     rows = []
     for start in range(0, len(job.items), 32):
         table = read_sources(pa.Table.from_pylist(job.items[start:start + 32]), root=job.images)
@@ -132,7 +139,8 @@ def augment(args, folder: str) -> None:
     if not args.no_ray:
         init_ray(args.num_cpus)
     common = ["--images", f"{folder}/subset/img_align_celeba", "--layout", "celeba",
-              "--labels", f"{folder}/subset/list_attr_celeba.txt", "--bundle", f"{folder}/vae", "--fit-rows", "500"]
+              "--labels", f"{folder}/subset/list_attr_celeba.txt", "--fit-rows", "500"]
+    editor = ["--flip", args.flip, "--seed", str(args.seed)]  # a flip per variant, drawn per source
     jobs = {"mean_diff": ["--method", "mean_diff", "--edits", args.edits, "--relabel", "--guide", args.guide],
             "guided": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide", args.guide],
             "self": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide", f"{folder}/self_guide"],
@@ -140,11 +148,13 @@ def augment(args, folder: str) -> None:
             "guided_res": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide", args.guide,
                            "--residual"],
             "self_res": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide",
-                         f"{folder}/self_guide", "--residual"]}
+                         f"{folder}/self_guide", "--residual"],
+            "editor": editor, "editor_res": [*editor, "--residual"]}
     for name in args.jobs.split(","):
         started = time.perf_counter()
         variants = "1" if name == "recon" else str(args.variants)
-        argv = ["augment", *common, *jobs[name], "--variants", variants, "--out", f"{folder}/{name}"]
+        bundle = ["--bundle", args.editor if name.startswith("editor") else f"{folder}/vae"]
+        argv = ["augment", *common, *bundle, *jobs[name], "--variants", variants, "--out", f"{folder}/{name}"]
         if run(argv) != 0:
             raise SystemExit(f"augment {name} failed")
         print(f"augment seed {args.seed} {name}: {time.perf_counter() - started:.0f} s", flush=True)
@@ -181,7 +191,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="report: the seeds to pool")
     parser.add_argument("--bundle", help="VAE bundle (prepare, augment), e.g. out/sbs/calibrated_res1/bundle")
     parser.add_argument("--guide", help="augment: guide classifier bundle (never the evaluation classifier)")
-    parser.add_argument("--judge", default="out/demo_prev/runs/judge_synth64/bundle",
+    parser.add_argument("--editor", help="augment, jobs editor/editor_res: a CVAE conditioned on attributes, "
+                                         "e.g. out/editor/runs/cvae_edit_synth64/bundle (make editor)")
+    parser.add_argument("--flip", default="all", help="augment, editor jobs: the attributes variants flip")
+    parser.add_argument("--judge", default="out/quality/runs/judge_synth64/bundle",
                         help="labels: the independent classifier that checks the variants' labels")
     parser.add_argument("--work", default="out/bench/augment_gain", help="scratch folder")
     parser.add_argument("--n", type=int, default=2000, help="synthetic faces rendered (10%% val, 10%% test)")

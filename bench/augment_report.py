@@ -60,10 +60,13 @@ def report(work: str, seeds: list[int], argv: list[str]) -> dict:
     return summary
 
 
-def label_agreement(folder: str, judge_location: str, jobs=("recon", "mean_diff", "guided", "self", "guided_res", "self_res")) -> dict:
+def label_agreement(folder: str, judge_location: str,
+                    jobs=("recon", "mean_diff", "guided", "self", "guided_res", "self_res", "editor",
+                          "editor_res")) -> dict:
     """How often each labelling of a job's variants agrees with an independent judge (the hypothesis that edits
-    hurt through label noise): on the edited attributes, and on the others (drift), by the edit's sign and by
-    ``--relabel``. The judge is not the guide and not the classifier under test."""
+    hurt through label noise): on the attributes each variant's edit names, and on the others (drift), by the
+    edit's sign and by the job's own label file (``--relabel``; ``--flip``: the new condition). The judge is not
+    the guide and not the classifier under test."""
     import torch
 
     import augment_train as at
@@ -77,16 +80,17 @@ def label_agreement(folder: str, judge_location: str, jobs=("recon", "mean_diff"
     out = {}
     for job in (j for j in jobs if os.path.exists(f"{folder}/{j}/manifest.jsonl")):
         rows = [json.loads(line) for line in open(f"{folder}/{job}/manifest.jsonl")]
-        edited = sorted({a for r in rows if r["edits"] for a in r["edits"]})
-        index = [judge.attribute_names.index(a) for a in edited]
-        others = [i for i in range(len(columns)) if i not in index]
+        rows = [r for r in rows if r["output"] is not None and r["variant"]]  # load_variants' rows, same order
+        edited = torch.tensor([[a in r["edits"] for a in judge.attribute_names] for r in rows])  # (N, A)
         result = {}
         for name, relabelled in (("sign", False), ("relabel", True)):
+            if relabelled and not os.path.exists(f"{folder}/{job}/list_attr_celeba.txt"):
+                continue
             batch = at.load_variants(f"{folder}/{job}", labels, relabelled)
             with torch.no_grad():
                 read = judge.predict_proba(batch["image"]) >= 0.5  # (N, A)
-            agree = read == (batch["attrs"][:, columns] > 0.5)
-            result[name] = {"edited": round(float(agree[:, index].float().mean()), 3),
-                            "others": round(float(agree[:, others].float().mean()), 3)}
+            agree = (read == (batch["attrs"][:, columns] > 0.5)).float()
+            result[name] = {"edited": round(float(agree[edited].mean()), 3),
+                            "others": round(float(agree[~edited].mean()), 3)}
         out[job] = result
     return out

@@ -14,6 +14,7 @@ from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.data.pipeline import read_examples
 from facegen.data.shards import read_manifest
 from facegen.errors import DatasetError, FacegenError
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions
 from facegen.latent.edit import Slot, edit, latent_slots
 from facegen.latent.store import fit_bundle_directions, stored_directions
@@ -99,3 +100,31 @@ def validate_edits(model, spec, directions: Directions | None) -> None:
                  cond=cond)
         except ValueError as exc:
             raise FacegenError(f"--edits (variant {k}: {spec.edits_for(k)}): {exc}") from None
+
+
+def check_flip(args) -> None:
+    """--flip sets its own edits and labels: refuse the options that would contradict it."""
+    clashes = [name for name, given in (("--method guided", args.method == "guided"), ("--relabel", args.relabel),
+                                        ("--keep", bool(args.keep)), ("--jitter", bool(args.jitter)))
+               if given]
+    if clashes:
+        raise FacegenError(f"--flip labels each variant by its new condition; it does not go with {clashes[0]}")
+    if not args.labels:
+        raise FacegenError("--flip needs --labels (the sources' list_attr_celeba.txt): a flip starts from the "
+                           "source's own label")
+
+
+def condition_table(bundle, rows: int, location: str) -> ConditionTable:
+    """The condition combinations of the model's training faces: stored by ``facegen analyze``, else
+    counted on up to ``rows`` of its training shards."""
+    named = list(bundle.model.condition_attributes())
+    stored = ConditionTable.from_extras(bundle.extras)
+    if stored is not None and list(stored.names) == named:
+        return stored
+    manifest, batch = training_batch(bundle, rows, f"--flip: {location} stores no condition table and",
+                                     "count the conditions its faces have")
+    missing = [n for n in named if n not in manifest.attribute_names]
+    if missing:
+        raise FacegenError(f"--flip: the training shards of {location} have no labels {', '.join(missing)}")
+    columns = [manifest.attribute_names.index(n) for n in named]
+    return ConditionTable.fit(named, batch["attrs"][:, columns])

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from facegen import io as fsio
 from facegen.augment.celeba import SourceLabels, read_source_labels, write_celeba_labels
 from facegen.augment.checks import (
+    check_flip,
     check_model,
+    condition_table,
     resolve_directions,
     training_batch,
     validate_edits,
 )
+from facegen.augment.flips import FLIP, flip_names
 from facegen.augment.guided import check_guided, training_code_scale
 from facegen.augment.variants import (
     LAYOUT_DIRS,
@@ -42,6 +45,7 @@ from facegen.augment.variants import (
 from facegen.bundle import load_bundle
 from facegen.data import celeba, fairface
 from facegen.errors import FacegenError
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions
 from facegen.latent.edit import EDIT_METHODS
 from facegen.latent.guided import GUIDED, guide_from_bundle
@@ -78,9 +82,14 @@ def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, help="model bundle folder or URI (a latent model: VAE, AE, ...)")
     parser.add_argument("--images", required=True, metavar="DIR_OR_URI", help="folder of source images")
     parser.add_argument("--out", required=True, metavar="DIR_OR_URI", help="where variants and manifest go")
-    parser.add_argument("--edits", required=True, metavar="ATTR:S[,ATTR:S]",
+    parser.add_argument("--edits", default=None, metavar="ATTR:S[,ATTR:S]",
                         help="edits and full strengths, e.g. 'Smiling:+1,Eyeglasses:+1' (directions: standard "
                              "deviations of the codes, |S| <= 10; slots: the value to set)")
+    parser.add_argument("--flip", default=None, metavar="all|ATTR[,ATTR]",
+                        help="instead of --edits, for a model conditioned on attributes (a CVAE): variant k of a "
+                             "source flips one of these attribute slots (a per-source shuffle, drawn by --seed) to "
+                             "the opposite of the source's label; slots it rules on move to a combination training "
+                             "faces have, and the variant is labelled by its whole new condition (needs --labels)")
     parser.add_argument("--variants", type=_positive, default=2, metavar="K", help="variants per image (default 2)")
     parser.add_argument("--method", choices=(*EDIT_METHODS, GUIDED), default="mean_diff",
                         help="direction method; 'conditional' holds the --keep attributes fixed; 'guided' steps "
@@ -137,6 +146,7 @@ class AugmentJob:
     skipped: int = 0
     guide: str | None = None
     scale: object = None  # (D,) tensor: the unit of a guided step (--method guided), else None
+    conditions: ConditionTable | None = None  # --flip: the condition combinations training faces have
 
 
 def _crop(text: str, dataset: str) -> tuple:
@@ -157,13 +167,18 @@ def plan_job(args: argparse.Namespace) -> AugmentJob:
     out_fs, out_root = fsio.resolve(args.out)
     if out_fs.type_name == fs.type_name and (out_root + "/").startswith(root + "/"):
         raise FacegenError(f"--out {args.out} is inside --images {args.images}: a rerun would edit the outputs")
-    edits = parse_edits(args.edits)
+    if (args.edits is None) == (args.flip is None):
+        raise FacegenError("give one of --edits ATTR:S[,...] or --flip all|ATTR[,...]")
+    edits = parse_edits(args.edits) if args.edits is not None else {}
     bundle = load_bundle(args.bundle)
     keep = tuple(k.strip() for k in args.keep.split(",") if k.strip())
     labels = None
     if args.labels:
         labels = read_source_labels(args.labels)
-    slots = check_model(bundle, args.bundle, args.layout, edits, labels)
+    flip = flip_names(args.flip, bundle.model) if args.flip is not None else ()
+    if flip:
+        check_flip(args)
+    slots = check_model(bundle, args.bundle, args.layout, {**edits, **dict.fromkeys(flip, 1.0)}, labels)
     guided = args.method == GUIDED
     if (guided or args.relabel) != bool(args.guide):
         raise FacegenError("--guide goes with --method guided or --relabel" if args.guide
@@ -178,15 +193,18 @@ def plan_job(args: argparse.Namespace) -> AugmentJob:
     spec = AugmentSpec(edits=edits, variants=args.variants, method=args.method, keep=keep,
                        jitter=args.jitter, seed=args.seed, crop=_crop(args.crop, bundle.meta.get("dataset", "")),
                        layout=args.layout, with_sources=args.with_sources, fixed=frozenset(edits) & set(slots),
-                       relabel=args.relabel, residual=args.residual)
-    scale = None
+                       relabel=args.relabel, residual=args.residual, flip=flip)
+    scale = conditions = None
     if guided:
         _, batch = training_batch(bundle, args.fit_rows, f"--method guided: {args.bundle}:", "size its steps")
         scale = training_code_scale(bundle.model, batch)
+    elif flip:
+        spec = replace(spec, method=FLIP)
+        conditions = condition_table(bundle, args.fit_rows, args.bundle)
     else:
         validate_edits(bundle.model, spec, directions)
     job = AugmentJob(bundle=args.bundle, images=args.images, out=args.out, spec=spec, directions=directions,
-                     items=[], labels=labels, guide=args.guide, scale=scale)
+                     items=[], labels=labels, guide=args.guide, scale=scale, conditions=conditions)
     _add_items(job, images, needs_attrs=bundle.model.condition_part() is not None)
     return job
 
@@ -237,7 +255,7 @@ def run_pipeline(job: AugmentJob, batch_size: int, actors: tuple[int, int], cpus
                         compute=ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1]),
                         fn_constructor_kwargs={"bundle": job.bundle, "out": job.out, "spec": job.spec,
                                                "directions": job.directions, "guide": job.guide,
-                                               "scale": job.scale})
+                                               "scale": job.scale, "conditions": job.conditions})
     return list(ds.iter_rows())
 
 

@@ -7,7 +7,9 @@ What variant k (1..K) of an image applies, for ``--edits`` ``{attr: s}``:
   ``(seed, k, attr)``. Every image's k-th variant gets the same edit, so a manifest row says exactly what was
   applied and the output does not depend on how Ray Data batches the images;
 * a **latent-slot** edit (a CVAE's attribute entry, an InfoGAN code, see :func:`facegen.latent.edit.latent_slots`)
-  is a value, not a step: every variant sets it as given.
+  is a value, not a step: every variant sets it as given;
+* with ``--flip`` instead of ``--edits``, variant k of a conditional model's source flips one attribute slot,
+  chosen per source (:mod:`facegen.augment.flips`); the manifest's ``edits`` holds the one flipped.
 
 Variant 0 is the unedited source at the model's resolution, written only when asked (``with_sources``).
 Images are read, cropped and resized like the training shards (:func:`facegen.images.preprocess`), so
@@ -16,14 +18,14 @@ an edit sees what the model was trained on. Outputs go to ``OUT/<layout dir>/<re
 Manifest (``OUT/manifest.jsonl``, one JSON object a line, sorted by source then variant): ``source`` (path or
 URI of the source image), ``output`` (the written file relative to OUT, null on an error row), ``variant``,
 ``edits`` ({attr: strength} applied, {} for variant 0), ``method``, ``error`` (null, or one line such as
-``PATH: cannot decode image (...)``) and ``relabels`` (with ``--relabel``: ``{attribute: 0/1}``, the labels the
-guide's readings set, :mod:`facegen.augment.guided`; else null). This module does no Ray: :class:`EditVariants` is a plain callable that
-``facegen.augment.job`` runs as a Ray Data actor.
+``PATH: cannot decode image (...)``) and ``relabels`` (``{attribute: 0/1}``: with ``--relabel`` the labels the
+guide's readings set, :mod:`facegen.augment.guided`; with ``--flip`` every condition entry that changed; else
+null). This module does no Ray: :class:`EditVariants` is a plain callable that ``facegen.augment.job`` runs as
+a Ray Data actor.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -34,10 +36,12 @@ import pyarrow.fs as pafs
 import torch
 
 from facegen import io as fsio
+from facegen.augment.flips import FLIP, flip_codes, flipped_attribute, stable_seed
 from facegen.augment.guided import GuidedEditor
 from facegen.bundle import load_bundle
 from facegen.errors import FacegenError
 from facegen.images import DECODE_ERRORS, decode_face, encode_png, from_uint8
+from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions
 from facegen.latent.edit import edit_codes, residual_images
 from facegen.latent.guided import GUIDED, guide_from_bundle
@@ -68,11 +72,6 @@ def parse_edits(text: str) -> dict[str, float]:
     return edits
 
 
-def _name_seed(name: str) -> int:
-    """A stable 32-bit number per attribute name (Python's hash() differs per process)."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "little")
-
-
 @dataclass(frozen=True)
 class AugmentSpec:
     """What to make of each image; see the module docstring for what variant k applies.
@@ -95,6 +94,8 @@ class AugmentSpec:
     """Label variants by what the guide sees change (:mod:`facegen.augment.guided`), not by the edit's sign."""
     residual: bool = False
     """Write source + (decoded edit - reconstruction): the edit's change on the source's own pixels."""
+    flip: tuple[str, ...] = ()
+    """Attribute slots that variants flip, one each, instead of ``edits`` (:mod:`facegen.augment.flips`)."""
 
     def __post_init__(self) -> None:
         if self.variants < 1:
@@ -115,7 +116,7 @@ class AugmentSpec:
                 continue
             factor = k / self.variants
             if self.jitter:
-                u = np.random.default_rng([self.seed, k, _name_seed(name)]).uniform(-1.0, 1.0)
+                u = np.random.default_rng([self.seed, k, stable_seed(name)]).uniform(-1.0, 1.0)
                 factor *= 1.0 + self.jitter * u
             out[name] = round(strength * factor, 4)
         return out
@@ -166,7 +167,8 @@ class EditVariants:
     """
 
     def __init__(self, bundle: str, out: str, spec: AugmentSpec, directions: Directions | None,
-                 threads: int = 1, guide: str | None = None, scale: torch.Tensor | None = None):
+                 threads: int = 1, guide: str | None = None, scale: torch.Tensor | None = None,
+                 conditions: ConditionTable | None = None):
 
         torch.set_num_threads(threads)  # the actor pool is the parallelism; one BLAS thread per actor
         self.model = load_bundle(bundle).model
@@ -175,6 +177,7 @@ class EditVariants:
         self.spec, self.directions = spec, directions
         # guided edits and --relabel read a guide classifier; scale (D,) is the unit of a guided step
         self.editor = GuidedEditor(guide_from_bundle(guide), scale) if guide else None
+        self.conditions = conditions  # --flip: the condition combinations training faces have
 
     def _write(self, rel_out: str, image: torch.Tensor) -> None:
         fsio.write_atomic(self.fs, fsio.join(self.out, rel_out), encode_png(image))
@@ -214,24 +217,28 @@ class EditVariants:
         start = images[todo] if spec.residual else recon
         before = self.editor.readings(start) if spec.relabel else None
         for k in range(1, spec.variants + 1):  # encode once, then one latent step and one decode per variant
-            edits = spec.edits_for(k)
-            if spec.method == GUIDED:
-                edited = self.editor.edit(self.model, codes, edits)
+            edits = [spec.edits_for(k)] * len(todo)
+            relabels = None
+            if spec.method == FLIP:  # one attribute per source, labelled by the whole new condition
+                chosen = [flipped_attribute(spec.flip, spec.seed, sources[j], k) for j in todo]
+                edited, relabels = flip_codes(self.model, codes, chosen, self.conditions)
+                edits = [{name: changes[name]} for name, changes in zip(chosen, relabels)]
+            elif spec.method == GUIDED:
+                edited = self.editor.edit(self.model, codes, edits[0])
             else:
-                edited = edit_codes(self.model, codes, edits, keep=spec.keep, method=spec.method,
+                edited = edit_codes(self.model, codes, edits[0], keep=spec.keep, method=spec.method,
                                     directions=self.directions)
             decoded = batched(self.model.decode, edited, len(todo))
             if spec.residual:
                 decoded = residual_images(start, recon, decoded)
-            relabels = None
             if spec.relabel:
-                targets = {n: int(s >= 0.5) if n in spec.fixed else int(s > 0) for n, s in edits.items()
+                targets = {n: int(s >= 0.5) if n in spec.fixed else int(s > 0) for n, s in edits[0].items()
                            if s or n in spec.fixed}
                 relabels = self.editor.relabels(before, self.editor.readings(decoded), targets)
             for n, (j, image) in enumerate(zip(todo, decoded)):
                 self._write(spec.output_name(rels[j], k), image)
                 rows.append({"source": sources[j], "output": spec.output_name(rels[j], k), "variant": k,
-                             "edits": json.dumps(edits), "method": spec.method, "error": None,
+                             "edits": json.dumps(edits[n]), "method": spec.method, "error": None,
                              "relabels": None if relabels is None else json.dumps(relabels[n])})
         return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
