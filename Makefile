@@ -19,12 +19,15 @@ demo: $(VENV)/.installed
 
 # The conditional editor (configs/cvae_edit_synth64.yaml) on 16,000 rendered faces, with its guide and the
 # judge, then the quality benchmark of the three and the editor's latent analysis, which stores the condition
-# rules its slot edits follow: about 1.2 h on 2 cores (bench/quality.sh; resumable). Then serve it with
+# rules its slot edits follow: about 1.2 h on 2 cores (bench/quality.sh; resumable). The benchmark is copied
+# beside the bundle, where the web page reads each slider's measured flip rate and fidelity. Then serve it with
 #   facegen serve --bundle out/editor/runs/cvae_edit_synth64/bundle --classifier out/editor/runs/guide16k_synth64/bundle
 editor: $(VENV)/.installed
 	bench/quality.sh --out out/editor --configs "guide16k_synth64 cvae_edit_synth64"
 	$(PY) -m facegen.cli analyze --bundle out/editor/runs/cvae_edit_synth64/bundle \
 	    --classifier out/editor/runs/judge_synth64/bundle
+	mkdir -p out/editor/runs/cvae_edit_synth64/quality
+	cp out/editor/evaluation/quality.json out/editor/runs/cvae_edit_synth64/quality/quality.json
 
 # The web-page tests drive Debian's headless Chromium; install it when missing (as root), else say what to do.
 browser:

@@ -76,7 +76,8 @@ class ModelCatalog:
         self.condition = self._condition_spec()
         self.conditions = ConditionTable.from_extras(loaded.extras)  # stored by `facegen analyze`, else None
         # Held-out faces, training data, measured edit reliability and the face frame uploads are aligned to.
-        self.showcase = load_showcase(bundle, loaded.config.data.shards, loaded.meta, self.default_method())
+        self.showcase = load_showcase(bundle, loaded.config.data.shards, loaded.meta, self.default_method(),
+                                      slots=loaded.model.condition_attributes())
 
     crop = UPLOAD_CROP
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 from facegen import io as fsio
 from facegen.align import CELEBA_FRAME, Frame, calibrate_frame
@@ -41,7 +41,7 @@ class Showcase:
 
 
 def load_showcase(bundle: str, shards: str | None, meta: dict[str, Any], method: str,
-                  n: int = GALLERY_SIZE) -> Showcase:
+                  n: int = GALLERY_SIZE, slots: Collection[str] = ()) -> Showcase:
     """Everything the page shows about the bundle at ``bundle`` (trained on ``shards``); never raises for
     missing or unreadable extras, it says what is missing instead."""
     show = Showcase(training={"dataset": meta.get("dataset"), "shards": shards,
@@ -63,8 +63,8 @@ def load_showcase(bundle: str, shards: str | None, meta: dict[str, Any], method:
             show.frame, show.frame_source = measured, f"measured on {len(pixels)} held-out faces"
     elif show.note is None:
         show.note = "no held-out faces to show: the training data has no test split"
-    show.reliability, show.reliability_source = edit_reliability(bundle, method)
-    fidelity, source = benchmark_fidelity(bundle, method)
+    show.reliability, show.reliability_source = edit_reliability(bundle, method, slots)
+    fidelity, source = benchmark_fidelity(bundle, method, slots)
     for attribute, figures in fidelity.items():
         show.reliability[attribute] = {**figures, **show.reliability.get(attribute, {})}
     if source:
@@ -81,8 +81,10 @@ def _capped(pixels):
     return Image.fromarray(pixels).resize((GALLERY_MAX_SIDE, GALLERY_MAX_SIDE), Image.Resampling.BICUBIC)
 
 
-def edit_reliability(bundle: str, method: str) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """Per attribute, what ``facegen analyze`` measured for ``method`` edits on held-out faces: the primary
+def edit_reliability(bundle: str, method: str,
+                     slots: Collection[str] = ()) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Per attribute, what ``facegen analyze`` measured for ``method`` edits on held-out faces (for an attribute
+    in ``slots``, a CVAE's condition entry, its ``condition`` edits: what that slider does): the primary
     judge's flip rate (how often an edit made the judge see the attribute it did not see before) and drift
     (how much the other attributes moved). ``({}, None)`` when no analysis was stored with the bundle."""
     fs, path = fsio.resolve(bundle)
@@ -96,19 +98,23 @@ def edit_reliability(bundle: str, method: str) -> tuple[dict[str, dict[str, Any]
         judge = (evaluation.get("judges") or [None])[0]
         out = {}
         for attribute, cells in (evaluation.get("attributes") or {}).items():
-            figures = ((cells.get(method) or {}).get("judges") or {}).get(judge) or {}
+            lever = "condition" if attribute in slots else method
+            figures = ((cells.get(lever) or {}).get("judges") or {}).get(judge) or {}
             if figures.get("flip_rate") is not None:
                 out[attribute] = {"flip_rate": round(figures["flip_rate"], 3), "drift": figures.get("drift"),
                                   "n": figures.get("n_flippable")}
-        return out, f"facegen analyze ({judge} judge, {method} edits): {fsio.to_uri(fs, where)}"
+        levers = f"{method} edits" + (", condition slots" if slots else "")
+        return out, f"facegen analyze ({judge} judge, {levers}): {fsio.to_uri(fs, where)}"
     return {}, None
 
 
-def benchmark_fidelity(bundle: str, method: str) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """Per attribute, what ``facegen evaluate`` measured for ``method`` edits against the renderer's
-    counterfactuals, read from ``quality/quality.json`` beside the bundle (where ``make demo`` writes it): the
-    edit's PSNR against the true counterfactual beside the reconstruction's PSNR against the original (the
-    decoder's own blur), and the benchmark judge's flip rate and drift. ``({}, None)`` when there is none."""
+def benchmark_fidelity(bundle: str, method: str,
+                       slots: Collection[str] = ()) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Per attribute, what ``facegen evaluate`` measured for ``method`` edits (``slot`` edits for an attribute in
+    ``slots``) against the renderer's counterfactuals, read from ``quality/quality.json`` beside the bundle (where
+    ``make demo`` and ``make editor`` write it; an entry of several bundles is found by its path): the edit's
+    PSNR against the true counterfactual beside the reconstruction's PSNR against the original (the decoder's
+    own blur), and the benchmark judge's flip rate and drift. ``({}, None)`` when there is none."""
     fs, path = fsio.resolve(bundle)
     path = path.rstrip("/")
     where = fsio.join(posixpath.dirname(path), "quality", "quality.json")
@@ -116,13 +122,18 @@ def benchmark_fidelity(bundle: str, method: str) -> tuple[dict[str, dict[str, An
         entries = json.loads(fsio.read_bytes(fs, where))["bundles"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}, None
-    mine = [e for e in entries if isinstance(e, dict) and str(e.get("bundle", "")).rstrip("/").endswith(path)]
+    def same(stored: str) -> bool:  # stored relative to where evaluate ran, or absolute
+        stored = stored.rstrip("/")
+        return bool(stored) and (stored.endswith(path) or path.endswith("/" + stored.lstrip("./")))
+
+    mine = [e for e in entries if isinstance(e, dict) and same(str(e.get("bundle", "")))]
     if not mine and len(entries) != 1:
         return {}, None
     rows = ((mine or entries)[0].get("editing") or {}).get("rows") or []
     out = {}
     for row in rows:
-        if row.get("method") == method and row.get("fidelity_psnr") is not None:
+        lever = "slot" if row.get("attribute") in slots else method
+        if row.get("method") == lever and row.get("fidelity_psnr") is not None:
             out[row["attribute"]] = {"flip_rate": row.get("flip_rate"), "drift": row.get("drift"), "n": row.get("n"),
                                      "counterfactual_psnr": round(row["fidelity_psnr"], 2),
                                      "recon_psnr": round(row["recon_psnr"], 2) if row.get("recon_psnr") else None}

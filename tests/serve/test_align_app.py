@@ -100,6 +100,32 @@ def test_the_benchmarks_counterfactual_fidelity_joins_the_analysis_figures(tmp_p
     assert "facegen analyze" in show.reliability_source and "facegen evaluate" in show.reliability_source
 
 
+def test_a_conditional_editors_sliders_show_its_slot_edits(tmp_path):
+    """A CVAE's attribute sliders set its condition: their figures are the analysis's ``condition`` edits and the
+    benchmark's ``slot`` rows, found in a quality.json of several bundles by the bundle's relative path."""
+    from serve.showcase import benchmark_fidelity, load_showcase
+
+    (tmp_path / "runs" / "editor" / "bundle").mkdir(parents=True)
+    (tmp_path / "runs" / "editor" / "quality").mkdir()
+    (tmp_path / "runs" / "editor" / "analysis").mkdir()
+    slot = {"attribute": "Smiling", "method": "slot", "n": 32, "flip_rate": 0.97, "drift": 0.01,
+            "fidelity_psnr": 25.0, "recon_psnr": 26.0}
+    entries = [{"bundle": "runs/guide/bundle", "editing": {"rows": []}},
+               {"bundle": "runs/editor/bundle", "editing": {"rows": [slot, {**slot, "method": "mean_diff",
+                                                                              "fidelity_psnr": 19.0}]}}]
+    (tmp_path / "runs" / "editor" / "quality" / "quality.json").write_text(json.dumps({"bundles": entries}))
+    cells = {"condition": {"judges": {"classifier": {"flip_rate": 0.9, "drift": 0.02, "n_flippable": 10}}}}
+    (tmp_path / "runs" / "editor" / "analysis" / "analysis.json").write_text(json.dumps(
+        {"sections": {"evaluation": {"judges": ["classifier"], "attributes": {"Smiling": cells}}}}))
+    bundle = str(tmp_path / "runs" / "editor" / "bundle")
+    assert benchmark_fidelity(bundle, "mean_diff", slots=("Smiling",))[0]["Smiling"]["counterfactual_psnr"] == 25.0
+    assert benchmark_fidelity(bundle, "mean_diff")[0]["Smiling"]["counterfactual_psnr"] == 19.0
+    show = load_showcase(bundle, None, {}, "mean_diff", slots=("Smiling", "Male"))
+    assert show.reliability["Smiling"] == {"flip_rate": 0.9, "drift": 0.02, "n": 10, "counterfactual_psnr": 25.0,
+                                           "recon_psnr": 26.0}
+    assert "condition slots" in show.reliability_source
+
+
 def test_page_gallery_edit_download_and_aligned_upload(serve_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
