@@ -17,8 +17,9 @@ augment: the real ``facegen augment`` job (Ray Data) on the subset's train faces
 ``mean_diff`` (directions from the subset), ``guided`` with ``--guide`` (a classifier trained on other, labelled
 faces: more labels than the subset, said in the report), ``self`` (guided by the self guide) -- each with
 ``--relabel``, so the job writes guide-corrected labels and the manifest keeps the edit's sign -- and ``recon``
-(strength 0: the subset's reconstructions, labels unchanged); ``guided_res`` / ``self_res``: the same guided
-edits written with ``--residual`` (source + edited decode - reconstruction: no reconstruction blur);
+(strength 0: the subset's reconstructions, labels unchanged; ``editor_recon``: the editor's); ``guided_res`` /
+``self_res``: the same guided edits written with ``--residual`` (source + edited decode - reconstruction: no
+reconstruction blur);
 ``editor`` / ``editor_res``: ``--flip`` variants of the conditional editor ``--editor`` (each variant the same
 face with one attribute the other way round, labelled by its new condition; the editor learnt from other,
 labelled faces, like ``--guide``).
@@ -31,6 +32,7 @@ plus each arm's variants; the state with the best validation balanced accuracy i
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import json
 import os
 import shutil
@@ -67,6 +69,7 @@ ARMS = {
     "self_res+relabel": [("self_res", True)],
     "editor": [("editor", True)],  # labels: each variant's whole new condition (the job writes them)
     "editor_res": [("editor_res", True)],
+    "editor_recon": [("editor_recon", False)],  # control: the editor's reconstructions, the sources' labels
 }
 
 
@@ -111,9 +114,12 @@ def prepare(args, folder: str) -> None:
           f"{result['metrics']['mean_balanced_accuracy']:.4f} ({result['seconds']} s)")
 
 
-def run_inprocess(argv: list[str]) -> int:
+def run_inprocess(argv: list[str], reconstruct: bool = False) -> int:
     """``facegen augment``'s own planning, actor UDF and label writing, with the UDF called here in batches
-    instead of by a Ray Data actor pool (``--no-ray``: when the shared Ray lock is not to be had)."""
+    instead of by a Ray Data actor pool (``--no-ray``: when the shared Ray lock is not to be had). reconstruct:
+    no edit at all, each variant the model's reconstruction with its source's labels (a control)."""
+    import dataclasses
+
     import pyarrow as pa
 
     from facegen.augment.job import add_augment_arguments, finish, plan_job
@@ -122,6 +128,8 @@ def run_inprocess(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     add_augment_arguments(parser)
     job = plan_job(parser.parse_args(argv[1:]))
+    if reconstruct:
+        job.spec = dataclasses.replace(job.spec, method="mean_diff", edits={}, flip=())
     udf = EditVariants(job.bundle, job.out, job.spec, job.directions, guide=job.guide, scale=job.scale,
                        conditions=job.conditions)
     rows = []
@@ -149,13 +157,16 @@ def augment(args, folder: str) -> None:
                            "--residual"],
             "self_res": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide",
                          f"{folder}/self_guide", "--residual"],
-            "editor": editor, "editor_res": [*editor, "--residual"]}
+            "editor": editor, "editor_res": [*editor, "--residual"],
+            "editor_recon": ["--flip", "all"]}  # the plan of a flip job, run with no edit (run_inprocess)
     for name in args.jobs.split(","):
         started = time.perf_counter()
-        variants = "1" if name == "recon" else str(args.variants)
+        variants = "1" if name in ("recon", "editor_recon") else str(args.variants)
         bundle = ["--bundle", args.editor if name.startswith("editor") else f"{folder}/vae"]
         argv = ["augment", *common, *bundle, *jobs[name], "--variants", variants, "--out", f"{folder}/{name}"]
-        if run(argv) != 0:
+        # no CLI edit decodes a CVAE's codes unchanged when every attribute is a slot: in-process, no edit
+        runner = partial(run_inprocess, reconstruct=True) if name == "editor_recon" else run
+        if runner(argv) != 0:
             raise SystemExit(f"augment {name} failed")
         print(f"augment seed {args.seed} {name}: {time.perf_counter() - started:.0f} s", flush=True)
 
