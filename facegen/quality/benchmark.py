@@ -43,6 +43,8 @@ class Settings:
     counterfactuals: str | None = None
     guide: str | None = None  # an attribute classifier bundle steering the ``guided`` edits (never the judge)
     residual: bool = False  # also every edit method composed in pixels (``<method>+residual`` rows)
+    read_conditions: bool = False  # a conditional encoder's condition read from each original by the guide, as
+    # the service reads uploads with its classifier (default: the true labels)
 
 
 @dataclass
@@ -152,7 +154,8 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
             result["notes"].append(f"editing {attribute}: skipped ({pairs.originals.shape[0]} pairs at "
                                    f"{pairs.resolution} px; the model works at {data.manifest.resolution} px)")
             continue
-        found, images = edits.editing(model, judge, levers, pairs, names)
+        found, images = edits.editing(model, judge, levers, pairs, names,
+                                      reader=guide if settings.read_conditions else None)
         rows += found
         if grid is None and images is not None:
             grid = images
@@ -253,6 +256,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--residual", action="store_true",
                         help="also score every edit method composed in pixels ('<method>+residual': the original "
                              "plus what the edit changed in the decode; guided ones steered on that picture)")
+    parser.add_argument("--read-conditions", action="store_true",
+                        help="a conditional model's encoder gets each original's attributes as --guide reads them "
+                             "(what the service does with an upload), not the true labels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
 
 
@@ -271,8 +277,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise FacegenError("--bundles: give at least one bundle")
     out = args.out or (fsio.join(args.runs.rstrip("/"), "quality") if args.runs else "out/quality")
     attributes = tuple(a.strip() for a in args.attributes.split(",") if a.strip()) if args.attributes else None
+    if args.read_conditions and not args.guide:
+        raise FacegenError("--read-conditions needs --guide BUNDLE (the classifier that reads the originals)")
     settings = Settings(n=args.n, fit_n=args.fit_n, edit_n=args.edit_n, seed=args.seed, attributes=attributes,
-                        counterfactuals=args.counterfactuals, guide=args.guide, residual=args.residual)
+                        counterfactuals=args.counterfactuals, guide=args.guide, residual=args.residual,
+                        read_conditions=args.read_conditions)
     paths = evaluate(locations, args.judge, out, args.shards, settings)
     print(f"quality: {paths['md']}\n         {paths['html']}\n         {paths['json']}")
     return 0

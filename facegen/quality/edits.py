@@ -223,14 +223,29 @@ def _slot_edit(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, a
     return edited
 
 
+def read_attributes(reader, images: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+    """attrs (N, 40) with every attribute ``reader`` (a :class:`~facegen.latent.guided.Guide`) knows replaced by
+    its reading of images (N, 3, H, W), probability >= 0.5: a condition as the service gets it."""
+    read = attrs.clone()
+    probs = torch.sigmoid(batched(reader.logits, images, BATCH))
+    for i, name in enumerate(reader.attribute_names):
+        if name in CELEBA_ATTRIBUTES:
+            read[:, CELEBA_ATTRIBUTES.index(name)] = (probs[:, i] >= 0.5).to(read)
+    return read
+
+
 @torch.no_grad()
-def editing(model: LatentModel, judge, levers: Levers, pairs: PairSet, names: Sequence[str]
+def editing(model: LatentModel, judge, levers: Levers, pairs: PairSet, names: Sequence[str], reader=None
             ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor] | None]:
     """One row per method that can edit ``pairs.attribute`` (with ``score_edits``' metrics), after a first row
     ``counterfactual`` (the renderer's edit itself, read against the original: the ceiling this judge allows),
-    and images for a grid of the first method (originals, counterfactuals, reconstructions, edits), or None."""
+    and images for a grid of the first method (originals, counterfactuals, reconstructions, edits), or None.
+    reader: a classifier whose readings of the originals are a conditional encoder's condition (default: the
+    true labels)."""
     attribute = pairs.attribute
-    batch = {"image": pairs.originals, "attrs": pairs.attrs_original,
+    cond_attrs = pairs.attrs_original if reader is None else read_attributes(reader, pairs.originals,
+                                                                             pairs.attrs_original)
+    batch = {"image": pairs.originals, "attrs": cond_attrs,
              "label": torch.full((pairs.originals.shape[0],), -1, dtype=torch.int64)}
     codes = batched(model.encode, pairs.originals, BATCH, model.condition_of(batch))
     recon = batched(model.decode, codes, BATCH)

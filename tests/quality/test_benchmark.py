@@ -284,6 +284,40 @@ def test_guided_edits_are_steered_by_a_guide_that_is_not_the_judge(run_folder, j
     assert "guided" in (tmp_path / "q" / "quality.md").read_text()
 
 
+def test_conditions_read_by_the_guide_replace_the_true_labels_of_what_it_reads():
+    from facegen.config import from_dict
+    from facegen.latent.guided import Guide
+    from facegen.quality.edits import read_attributes
+
+    raw = tiny_config("classifier").to_dict()
+    raw["model"]["attributes"] = ["Smiling", "Male"]
+    model = build_model(from_dict(raw).model).eval()
+    with torch.no_grad():  # a reader that is sure: smiling always, male never
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([20.0, -20.0]))
+    attrs = torch.zeros(3, len(CELEBA_ATTRIBUTES))
+    attrs[:, CELEBA_ATTRIBUTES.index("Male")] = 1
+    attrs[:, CELEBA_ATTRIBUTES.index("Young")] = 1
+    read = read_attributes(Guide(model, resolution=32), torch.zeros(3, 3, 32, 32), attrs)
+    assert read[:, CELEBA_ATTRIBUTES.index("Smiling")].tolist() == [1, 1, 1]
+    assert read[:, CELEBA_ATTRIBUTES.index("Male")].tolist() == [0, 0, 0]  # the reading, not the label
+    assert read[:, CELEBA_ATTRIBUTES.index("Young")].tolist() == [1, 1, 1]  # not read: the label stays
+
+
+def test_the_cvae_can_be_evaluated_on_conditions_the_guide_reads(run_folder, judge_dir, tiny_shards, tmp_path,
+                                                                   capsys):
+    runs, cf = run_folder
+    guide = _bundle(str(tmp_path / "guide"), "classifier", seed=29, model_overrides={"attributes": JUDGED})
+    common = ["evaluate", "--bundles", f"{runs}/cvae/bundle", "--judge", judge_dir, "--shards", tiny_shards,
+              "--counterfactuals", cf, "--n", "16", "--edit-n", "4", "--attributes", "Smiling"]
+    assert main([*common, "--read-conditions", "--out", str(tmp_path / "no")]) == 2
+    assert "--read-conditions needs --guide" in capsys.readouterr().err
+    assert main([*common, "--guide", guide, "--read-conditions", "--out", str(tmp_path / "q")]) == 0
+    body = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert body["settings"]["read_conditions"] is True and body["settings"]["guide"] == guide
+    assert {r["method"] for r in body["bundles"][0]["editing"]["rows"]} >= {"counterfactual", "slot"}
+
+
 def test_a_bundle_of_other_data_is_listed_not_evaluated(judge_dir, tiny_shards, tmp_path):
     from facegen.quality.benchmark import Settings, evaluate
 
