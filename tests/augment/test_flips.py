@@ -136,3 +136,26 @@ def test_a_model_without_attribute_slots_cannot_flip(bundle, sources, tmp_path, 
             "--flip", "all", "--labels", sources["labels"]]
     assert main(argv) == 2
     assert "--flip needs a model conditioned on attributes" in capsys.readouterr().err
+
+
+def test_flip_variants_through_ray_data_match_the_in_process_ones(ray_session, cvae_bundle, sources, tmp_path):
+    """The real job (Ray Data actor pool, the condition table shipped to the actors) writes what the UDF writes
+    in-process: same flips, same labels, same pixels."""
+    common = ["--bundle", cvae_bundle, "--images", sources["folder"], "--flip", "Male,Smiling", "--variants", "2",
+              "--layout", "celeba", "--labels", sources["labels"], "--fit-rows", "64", "--batch-size", "2"]
+    assert main(["augment", *common, "--out", str(tmp_path / "ray")]) == 0
+    job = plan_job(_args(**{k.lstrip("-").replace("-", "_"): v for k, v in zip(common[::2], common[1::2])},
+                         out=tmp_path / "local"))
+    udf = EditVariants(job.bundle, job.out, job.spec, job.directions, conditions=job.conditions)
+    finish(job, job.rows + udf(read_sources(pa.Table.from_pylist(job.items), root=job.images)).to_pylist())
+    ray_rows, local_rows = ([{**row, "error": row["error"] and row["error"].split(" (")[0]}  # drop PIL's object id
+                             for row in map(json.loads, (tmp_path / d / "manifest.jsonl").read_text().splitlines())]
+                            for d in ("ray", "local"))
+    assert ray_rows == local_rows  # same sources, flips, labels and output names
+    assert sum(row["method"] == "flip" for row in ray_rows) == 4 * 2 + 1  # + the corrupt file's error row
+    for name in ("list_attr_celeba.txt", "list_eval_partition.txt"):
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text()
+    for row in ray_rows:
+        if row["output"]:
+            pair = [np.asarray(Image.open(tmp_path / d / row["output"]), dtype=int) for d in ("ray", "local")]
+            assert np.abs(pair[0] - pair[1]).max() <= 1  # batches of 2 vs one batch: PNG rounding at most
