@@ -108,7 +108,8 @@ def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", default="", metavar="A,B", help="attributes held fixed (--method conditional)")
     parser.add_argument("--jitter", type=float, default=0.0, metavar="J",
                         help="random relative spread of the variants' strengths, in [0, 1) (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --jitter draws and --flip shuffles (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the --jitter draws and --flip shuffles (default 0)")
     parser.add_argument("--layout", choices=sorted(LAYOUT_DIRS), default="images",
                         help="'celeba': OUT is a CelebA folder (img_align_celeba/, list_attr_celeba.txt, "
                              "list_eval_partition.txt) ready for facegen prepare; needs --labels")
