@@ -83,8 +83,10 @@ def label_agreement(folder: str, judge_location: str,
         rows = [r for r in rows if r["output"] is not None and r["variant"]]  # load_variants' rows, same order
         edited = torch.tensor([[a in r["edits"] for a in judge.attribute_names] for r in rows])  # (N, A)
         result = {}
+        flips = all(r["method"] == "flip" for r in rows)  # a flip has no sign: its labels are its new condition
         for name, relabelled in (("sign", False), ("relabel", True)):
-            if relabelled and not os.path.exists(f"{folder}/{job}/list_attr_celeba.txt"):
+            written = os.path.exists(f"{folder}/{job}/list_attr_celeba.txt")
+            if (relabelled and not written) or (flips and not relabelled):
                 continue
             batch = at.load_variants(f"{folder}/{job}", labels, relabelled)
             with torch.no_grad():
