@@ -33,7 +33,7 @@ def stable_seed(text: str) -> int:
 def flip_names(text: str, model) -> tuple[str, ...]:
     """``--flip`` (``"all"`` or ``"A,B"``) -> the attribute slots to flip; FacegenError for a model or a name
     that cannot."""
-    named = tuple(model.condition_attributes() or ())
+    named = tuple(model.condition_attributes())  # a config list for a CVAE
     if not named:
         raise FacegenError("--flip needs a model conditioned on attributes (a CVAE with condition: attrs)")
     names = named if text.strip() == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
