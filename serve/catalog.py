@@ -14,7 +14,7 @@ import torch
 from facegen.bundle import load_bundle
 from facegen.latent.directions import METHODS
 from facegen.latent.conditions import ConditionTable
-from facegen.latent.edit import MAX_STRENGTH, latent_slots
+from facegen.latent.edit import MAX_SLOT_PUSH, MAX_STRENGTH, latent_slots
 from facegen.latent.guided import GUIDED
 from facegen.latent.sampler import load_sampler
 from facegen.latent.store import stored_directions
@@ -133,13 +133,14 @@ class ModelCatalog:
     def editable(self) -> list[dict[str, Any]]:
         """One entry per editable attribute: the model's latent slots, then stored attribute directions."""
         out = []
+        conditions = set(self.generator.condition_attributes())
         for name, slot in latent_slots(self.generator).items():
             if slot.kind == "class":
                 out.append({"name": name, "kind": "class", "min": 0, "max": slot.size - 1, "step": 1,
                             "default": 0})
-            else:
-                out.append({"name": name, "kind": "value", "min": -1.0, "max": 1.0, "step": 0.05,
-                            "default": 0.0})
+            else:  # a condition entry is 0 (off) or 1 (on), pushed past them to exaggerate; a code is -1..1
+                low, high = (-MAX_SLOT_PUSH, 1.0 + MAX_SLOT_PUSH) if name in conditions else (-1.0, 1.0)
+                out.append({"name": name, "kind": "value", "min": low, "max": high, "step": 0.05, "default": 0.0})
         names = {entry["name"] for entry in out}
         found = self.directions.get(self.direction_method())
         for name in (found.names if found else ()):

@@ -67,19 +67,20 @@ class ConditionTable:
         """cond (N, C) with the ``fixed`` entries ({name: value}) set, and the entries they constrain
         (:meth:`constrained`) moved to the closest combination training faces have with those values (fewest
         changed, ties to the commonest); every other entry stays. The fixed entries keep the asked values (a
-        slider at 0.8 stays 0.8). Values no training face has together leave the rows as asked."""
+        slider at 0.8 stays 0.8, a push past the trained values, 1.25 or -0.25, stays too) and count as on from
+        0.5 up. Values no training face has together leave the rows as asked."""
         columns = [self.names.index(name) for name in fixed]
         values = torch.tensor([float(v) for v in fixed.values()])
         wanted = cond.clone()
         wanted[:, columns] = values.to(cond)
         moved = list(dict.fromkeys(columns + [c for column in columns for c in self.constrained(column)]))
         rows = self.rows[:, moved]
-        match = (rows[:, :len(columns)] == values.round()).all(1)
+        match = (rows[:, :len(columns)] == (values >= 0.5).float()).all(1)
         if not match.any():
             return wanted
         candidates, index = torch.unique(rows[match], dim=0, return_inverse=True)
         counts = torch.zeros(candidates.shape[0]).index_add_(0, index, self.counts[match])
-        distance = torch.cdist(wanted[:, moved].round().float(), candidates, p=1)  # (N, K) entries that differ
+        distance = torch.cdist((wanted[:, moved] >= 0.5).float(), candidates, p=1)  # (N, K) entries that differ
         # Fewest changes first; among equals the commonest (counts < total, so it never outweighs one change)
         wanted[:, moved] = candidates[(distance - counts / (counts.sum() + 1)).argmin(1)].to(cond)
         wanted[:, columns] = values.to(cond)

@@ -36,6 +36,9 @@ EDIT_METHODS = ("mean_diff", "boundary", "conditional")
 # set to its value instead). The one limit, used by the API, the sliders, augmentation and the analysis: beyond
 # it decoders produce garbage, not edits.
 MAX_STRENGTH = 10.0
+# A named condition entry trains on 0 and 1; set up to this far past them (1 + push, -push) the decoder
+# exaggerates the attribute (``facegen evaluate --slot-push`` measures it; the page's condition sliders reach it)
+MAX_SLOT_PUSH = 1.0
 
 
 @dataclass(frozen=True)

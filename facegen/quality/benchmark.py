@@ -45,6 +45,7 @@ class Settings:
     residual: bool = False  # also every edit method composed in pixels (``<method>+residual`` rows)
     read_conditions: bool = False  # a conditional encoder's condition read from each original by the guide, as
     # the service reads uploads with its classifier (default: the true labels)
+    slot_push: float = 0.0  # slot edits set the entry this far past the target value (1 + push, or -push)
 
 
 @dataclass
@@ -146,7 +147,7 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
         return ConditionTable.fit(named, attrs[:, [labels.index(n) for n in named]])
 
     levers = edits.Levers(model, bundle.extras, fit, guided if guide is not None else None, settings.residual,
-                          conditions if named and set(named) <= set(labels) else None)
+                          conditions if named and set(named) <= set(labels) else None, settings.slot_push)
     rows, grid = [], None
     for attribute in available:
         pairs = read_pairs(folder_cf, attribute, settings.edit_n)
@@ -259,6 +260,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-conditions", action="store_true",
                         help="a conditional model's encoder gets each original's attributes as --guide reads them "
                              "(what the service does with an upload), not the true labels")
+    parser.add_argument("--slot-push", type=float, default=0.0, metavar="P",
+                        help="slot edits (a conditional model's condition entries) set the edited entry P past "
+                             "the target value: 1+P to turn an attribute on, -P to turn it off (default 0: "
+                             f"exactly 1 or 0; at most {edits.MAX_SLOT_PUSH:g})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
 
 
@@ -277,11 +282,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise FacegenError("--bundles: give at least one bundle")
     out = args.out or (fsio.join(args.runs.rstrip("/"), "quality") if args.runs else "out/quality")
     attributes = tuple(a.strip() for a in args.attributes.split(",") if a.strip()) if args.attributes else None
+    if not 0 <= args.slot_push <= edits.MAX_SLOT_PUSH:
+        raise FacegenError(f"--slot-push: must be in [0, {edits.MAX_SLOT_PUSH:g}], got {args.slot_push:g}")
     if args.read_conditions and not args.guide:
         raise FacegenError("--read-conditions needs --guide BUNDLE (the classifier that reads the originals)")
     settings = Settings(n=args.n, fit_n=args.fit_n, edit_n=args.edit_n, seed=args.seed, attributes=attributes,
                         counterfactuals=args.counterfactuals, guide=args.guide, residual=args.residual,
-                        read_conditions=args.read_conditions)
+                        read_conditions=args.read_conditions, slot_push=args.slot_push)
     paths = evaluate(locations, args.judge, out, args.shards, settings)
     print(f"quality: {paths['md']}\n         {paths['html']}\n         {paths['json']}")
     return 0

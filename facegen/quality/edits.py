@@ -6,8 +6,10 @@ For each pair the original is encoded and edited toward ``target_value`` by ever
 attribute, then decoded:
 
 * ``slot``: the model's own latent slot (:func:`facegen.latent.edit.latent_slots`, a CVAE's condition entry)
-  set to ``target_value``; with a :class:`~facegen.latent.conditions.ConditionTable` of the training labels,
-  the slots it rules on move with it to a combination training faces have (blond hair turns black hair off);
+  set to ``target_value``, or pushed ``slot_push`` past it (1 + push toward 1, -push toward 0: a decoder fed
+  values beyond those it trained on exaggerates the attribute, as AttGAN's intensity control does); with a
+  :class:`~facegen.latent.conditions.ConditionTable` of the training labels, the slots it rules on move with
+  it to a combination training faces have (blond hair turns black hair off);
 * otherwise ``mean_diff`` and ``boundary`` directions (the bundle's stored ones, else fitted on its training
   shards as :func:`facegen.latent.store.fit_bundle_directions` fits them, :func:`fit_for`), strength
   ``+EDIT_STEP`` toward 1 and ``-EDIT_STEP`` toward 0, in standard deviations of the training codes along
@@ -45,7 +47,7 @@ import torch
 from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions, fit_directions
-from facegen.latent.edit import edit_codes, latent_slots, residual_decoder, residual_images
+from facegen.latent.edit import MAX_SLOT_PUSH, edit_codes, latent_slots, residual_decoder, residual_images
 from facegen.latent.guided import Guidance, Guide, guided_codes
 from facegen.latent.scoring import batched
 from facegen.latent.store import encode_batch, stored_directions
@@ -130,16 +132,29 @@ class Residual:
     lever: Any
 
 
+@dataclass(frozen=True)
+class SlotLever:
+    """A slot edit's lever: the condition table its edits land on (or None) and how far past 0/1 the edited
+    entry is set."""
+
+    table: ConditionTable | None = None
+    push: float = 0.0
+
+    def value(self, target: int) -> float:
+        return 1.0 + self.push if target else -self.push
+
+
 class Levers:
     """The edit levers of one bundle: its slots, directions stored in it or fitted on demand by ``fit``
     (a callable ``() -> {method: Directions}``, called at most once), guidance when ``guided`` is given
     (a callable ``() -> Guided``, called at most once), and each of them composed in pixels too when
     ``residual``. ``conditions``: a callable ``() -> ConditionTable`` of the training labels over the
-    model's named condition slots (called at most once), which slot edits then land on."""
+    model's named condition slots (called at most once), which slot edits then land on; ``slot_push``: how
+    far past the target value a slot edit sets its entry."""
 
     def __init__(self, model: LatentModel, extras: dict, fit, guided=None, residual: bool = False,
-                 conditions=None) -> None:
-        self.residual = residual
+                 conditions=None, slot_push: float = 0.0) -> None:
+        self.residual, self.slot_push = residual, slot_push
         self._conditions, self._table = conditions, None
         self.model, self.extras, self._fit, self._fitted = model, extras, fit, None
         self._guided, self._guided_made = guided, None
@@ -164,7 +179,7 @@ class Levers:
 
     def _decoded(self, attribute: str) -> list[tuple[str, Any]]:
         if attribute in self.slots:
-            return [("slot", self.table())]
+            return [("slot", SlotLever(self.table(), self.slot_push))]
         found = []
         for method in DIRECTION_METHODS:
             directions = stored_directions(self.extras, method)
@@ -187,7 +202,7 @@ class Levers:
 def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str, method: str,
                directions, originals: torch.Tensor | None = None, recon: torch.Tensor | None = None) -> torch.Tensor:
     """Edited codes: each row moved toward its ``targets`` value (see the module docstring); ``directions`` is
-    a :class:`ConditionTable` (or None) for a slot, a :class:`Guided` for guided edits, which steer
+    a :class:`SlotLever` for a slot, a :class:`Guided` for guided edits, which steer
     ``residual_images(originals, recon, decode(z))`` when the originals (N, 3, H, W) and their reconstructions
     are given."""
     if isinstance(directions, Guided):
@@ -212,14 +227,14 @@ def edit_pairs(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, a
 
 
 def _slot_edit(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, attribute: str,
-               table: ConditionTable | None) -> torch.Tensor:
-    """Codes with the slot ``attribute`` set to each row's target (and, given a table, the slots it rules on
-    moved to a combination training faces have)."""
+               lever: SlotLever) -> torch.Tensor:
+    """Codes with the slot ``attribute`` set to each row's target, pushed by ``lever.push`` (and, given its
+    table, the slots it rules on moved to a combination training faces have)."""
     edited = codes.clone()
-    for value in (0, 1):
-        rows = targets == value
+    for target in (0, 1):
+        rows = targets == target
         if rows.any():
-            edited[rows] = edit_codes(model, codes[rows], {attribute: float(value)}, conditions=table)
+            edited[rows] = edit_codes(model, codes[rows], {attribute: lever.value(target)}, conditions=lever.table)
     return edited
 
 
@@ -267,8 +282,8 @@ def editing(model: LatentModel, judge, levers: Levers, pairs: PairSet, names: Se
             edited = residual_images(pairs.originals, recon, edited)
         scores = score_edits(judge, names, attribute, pairs.originals, recon, edited, pairs.counterfactuals, labels,
                              pairs.targets, before[residual], reference, pairs.held(names))
-        rows.append({"attribute": attribute, "method": method,
-                     "step": EDIT_STEP if base in DIRECTION_METHODS else None, **scores})
+        step = EDIT_STEP if base in DIRECTION_METHODS else lever.push if isinstance(lever, SlotLever) else None
+        rows.append({"attribute": attribute, "method": method, "step": step, **scores})
         if grid is None:
             grid = {"original": pairs.originals[:8], "counterfactual": pairs.counterfactuals[:8],
                     "reconstruction": recon[:8], "edit": edited[:8]}

@@ -156,6 +156,8 @@ def write_quality(results: list[dict], judge, settings, out: str) -> dict[str, s
               "n": f"up to {settings.n} test and training images, {settings.n} samples; up to {settings.edit_n} "
                    "edit pairs per attribute",
               "seed": str(settings.seed), "bundles": str(len(results))}
+    if settings.slot_push:
+        header["slot edits"] = f"pushed {settings.slot_push:g} past the target value (1+push on, -push off)"
     if settings.read_conditions:
         header["conditions"] = f"a conditional encoder's condition is read from each original by {settings.guide}"
     notes = [f"- `{r['name']}`: {note}" for r in results for note in r["notes"]]
@@ -167,7 +169,7 @@ def write_quality(results: list[dict], judge, settings, out: str) -> dict[str, s
              "settings": {"n": settings.n, "edit_n": settings.edit_n, "seed": settings.seed,
                           "attributes": list(settings.attributes) if settings.attributes else None,
                           "counterfactuals": settings.counterfactuals, "guide": settings.guide,
-                          "read_conditions": settings.read_conditions},
+                          "read_conditions": settings.read_conditions, "slot_push": settings.slot_push},
              "bundles": [{**r, "pictures": {c: os.path.relpath(p, out) for c, p in r["pictures"].items()}}
                          for r in results]}
     return write_analysis("facegen quality benchmark", header, parts, out, extra, name="quality")

@@ -53,6 +53,13 @@ def test_several_fixed_entries_and_slider_values_are_kept():
     assert _table().nearest(cond, {"Blond_Hair": 1, "Smiling": 0.8}).tolist() == [[0, 1, 0, 0, pytest.approx(0.8)]]
 
 
+def test_a_push_past_the_trained_values_follows_the_same_rules():
+    cond = torch.tensor([[1.0, 0, 0, 0, 1]])
+    # 1.5 is "blond, more so": black goes as for 1; -0.5 is "not black, more so": brown, the commonest other
+    assert _table().nearest(cond, {"Blond_Hair": 1.5}).tolist() == [[0, 1.5, 0, 0, 1]]
+    assert _table().nearest(cond, {"Black_Hair": -0.5}).tolist() == [[-0.5, 0, 1, 0, 1]]
+
+
 def test_the_table_travels_in_bundle_extras():
     table = _table()
     back = ConditionTable.from_extras(table.to_extras())
@@ -74,7 +81,7 @@ def test_shapes_are_checked():
 
 def test_a_slot_edit_of_the_benchmark_lands_on_a_training_condition():
     from facegen.models import build_model
-    from facegen.quality.edits import edit_pairs
+    from facegen.quality.edits import SlotLever, edit_pairs
     from tests.tiny import tiny_config
 
     cfg = tiny_config("cvae")
@@ -84,8 +91,11 @@ def test_a_slot_edit_of_the_benchmark_lands_on_a_training_condition():
     cond = torch.tensor([[1.0, 0, 0, 0, 1], [0, 0, 1, 0, 0]])
     codes = torch.cat([torch.randn(2, cfg.model.latent_dim), cond], 1)
     targets = torch.tensor([1, 1])
-    edited = edit_pairs(model, codes, targets, "Blond_Hair", "slot", _table())
+    edited = edit_pairs(model, codes, targets, "Blond_Hair", "slot", SlotLever(_table()))
     assert torch.equal(edited[:, :cfg.model.latent_dim], codes[:, :cfg.model.latent_dim])  # z untouched
     assert edited[:, cfg.model.latent_dim:].tolist() == [[0, 1, 0, 0, 1], [0, 1, 0, 0, 0]]
-    plain = edit_pairs(model, codes, targets, "Blond_Hair", "slot", None)  # no table: the entry alone
+    plain = edit_pairs(model, codes, targets, "Blond_Hair", "slot", SlotLever())  # no table: the entry alone
     assert plain[:, cfg.model.latent_dim:].tolist() == [[1, 1, 0, 0, 1], [0, 1, 1, 0, 0]]
+    # Pushed: the entry goes past its value, the rules move the rest as before; toward 0 it goes below 0
+    pushed = edit_pairs(model, codes, torch.tensor([1, 0]), "Blond_Hair", "slot", SlotLever(_table(), 0.25))
+    assert pushed[:, cfg.model.latent_dim:].tolist() == [[0, 1.25, 0, 0, 1], [0, -0.25, 1, 0, 0]]

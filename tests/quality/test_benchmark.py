@@ -318,6 +318,24 @@ def test_the_cvae_can_be_evaluated_on_conditions_the_guide_reads(run_folder, jud
     assert {r["method"] for r in body["bundles"][0]["editing"]["rows"]} >= {"counterfactual", "slot"}
 
 
+def test_slot_edits_pushed_past_the_target_reach_the_decoder(run_folder, judge_dir, tiny_shards, tmp_path, capsys):
+    runs, cf = run_folder
+    common = ["evaluate", "--bundles", f"{runs}/cvae/bundle", "--judge", judge_dir, "--shards", tiny_shards,
+              "--counterfactuals", cf, "--n", "16", "--edit-n", "4", "--attributes", "Smiling"]
+    assert main([*common, "--slot-push", "1.5", "--out", str(tmp_path / "no")]) == 2
+    assert "--slot-push: must be in [0, 1]" in capsys.readouterr().err
+    slots = {}
+    for push in ("0", "0.5"):
+        assert main([*common, "--slot-push", push, "--out", str(tmp_path / push)]) == 0
+        body = json.loads((tmp_path / push / "quality.json").read_text())
+        assert body["settings"]["slot_push"] == float(push)
+        (slots[push],) = [r for r in body["bundles"][0]["editing"]["rows"] if r["method"] == "slot"]
+    assert slots["0"]["step"] == 0 and slots["0.5"]["step"] == 0.5
+    # The same codes decoded under 1.5 / -0.5 instead of 1 / 0: another picture, so another fidelity
+    assert slots["0"]["fidelity_psnr"] != pytest.approx(slots["0.5"]["fidelity_psnr"], abs=1e-6)
+    assert slots["0"]["recon_psnr"] == pytest.approx(slots["0.5"]["recon_psnr"])
+
+
 def test_a_bundle_of_other_data_is_listed_not_evaluated(judge_dir, tiny_shards, tmp_path):
     from facegen.quality.benchmark import Settings, evaluate
 

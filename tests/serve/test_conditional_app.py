@@ -41,6 +41,8 @@ def test_condition_slots_are_the_editable_attributes(cvae_url):
     assert [p["kind"] for p in models["generator"]["latent_parts"]][-1] == "condition"
     attributes = httpx.get(cvae_url + "/v1/attributes").json()["attributes"]
     assert [(a["name"], a["kind"]) for a in attributes] == [("Male", "value"), ("Smiling", "value")]
+    # 0 off, 1 on, and a push past either end (the decoder exaggerates the attribute there)
+    assert {(a["min"], a["max"]) for a in attributes} == {(-1.0, 2.0)}
 
 
 def test_edit_reads_the_condition_with_the_classifier_then_sets_the_slot(cvae_url):
@@ -68,5 +70,7 @@ def test_generate_sets_condition_slots(cvae_url):
     assert faces({"Male": 1.0}) == faces({"Male": 1.0})
     # A slot set alone lands on the nearest condition training faces had; both set, as asked
     assert faces({"Male": 1.0}) == faces({"Male": 1.0, "Smiling": 1.0}) != faces({"Male": 1.0, "Smiling": 0.0})
+    # Pushed past "on", the same rule holds (and the picture is another one)
+    assert faces({"Male": 1.5}) == faces({"Male": 1.5, "Smiling": 1.0}) != faces({"Male": 1.0})
     response = post(cvae_url, "/v1/generate", json={"n": 2, "attributes": {"Eyeglasses": 1.0}})
     assert response.status_code == 400 and "Eyeglasses" in error_of(response)["message"]
