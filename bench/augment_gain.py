@@ -20,9 +20,9 @@ faces: more labels than the subset, said in the report), ``self`` (guided by the
 (strength 0: the subset's reconstructions, labels unchanged; ``editor_recon``: the editor's); ``guided_res`` /
 ``self_res``: the same guided edits written with ``--residual`` (source + edited decode - reconstruction: no
 reconstruction blur);
-``editor`` / ``editor_res``: ``--flip`` variants of the conditional editor ``--editor`` (each variant the same
-face with one attribute the other way round, labelled by its new condition; the editor learnt from other,
-labelled faces, like ``--guide``).
+``editor`` / ``editor_res`` / ``editor_push``: ``--flip`` variants of the conditional editor ``--editor`` (each
+variant the same face with one attribute the other way round, labelled by its new condition; the editor learnt
+from other, labelled faces, like ``--guide``; ``_push``: the flipped entry set 0.5 past 0/1).
 
 train: the classifier of ``configs/classifier_synth64.yaml`` trained in-process (bench/augment_train.py; not
 the Ray harness, so every arm gets exactly ``--steps`` optimiser steps of the same batch size) on the subset
@@ -69,6 +69,7 @@ ARMS = {
     "self_res+relabel": [("self_res", True)],
     "editor": [("editor", True)],  # labels: each variant's whole new condition (the job writes them)
     "editor_res": [("editor_res", True)],
+    "editor_push": [("editor_push", True)],  # the flipped entry set 0.5 past 0/1 (--slot-push 0.5)
     "editor_recon": [("editor_recon", False)],  # control: the editor's reconstructions, the sources' labels
 }
 
@@ -157,7 +158,7 @@ def augment(args, folder: str) -> None:
                            "--residual"],
             "self_res": ["--method", "guided", "--edits", args.edits, "--relabel", "--guide",
                          f"{folder}/self_guide", "--residual"],
-            "editor": editor, "editor_res": [*editor, "--residual"],
+            "editor": editor, "editor_res": [*editor, "--residual"], "editor_push": [*editor, "--slot-push", "0.5"],
             "editor_recon": ["--flip", "all"]}  # the plan of a flip job, run with no edit (run_inprocess)
     for name in args.jobs.split(","):
         started = time.perf_counter()

@@ -62,7 +62,7 @@ def report(work: str, seeds: list[int], argv: list[str]) -> dict:
 
 def label_agreement(folder: str, judge_location: str,
                     jobs=("recon", "mean_diff", "guided", "self", "guided_res", "self_res", "editor",
-                          "editor_res")) -> dict:
+                          "editor_res", "editor_push")) -> dict:
     """How often each labelling of a job's variants agrees with an independent judge (the hypothesis that edits
     hurt through label noise): on the attributes each variant's edit names, and on the others (drift), by the
     edit's sign and by the job's own label file (``--relabel``; ``--flip``: the new condition). The judge is not

@@ -51,20 +51,20 @@ def flipped_attribute(names: tuple[str, ...], seed: int, source: str, k: int) ->
     return names[order[(k - 1) % len(names)]]
 
 
-def flip_codes(model, codes: torch.Tensor, chosen: list[str],
-               table: ConditionTable | None) -> tuple[torch.Tensor, list[dict[str, int]]]:
-    """codes (N, D) with row i's attribute ``chosen[i]`` set to the opposite of its current value (and, with
-    ``table``, the entries it rules on moved); returns (edited codes, per row {attribute: new 0/1 label} for
-    every condition entry that changed)."""
+def flip_codes(model, codes: torch.Tensor, chosen: list[str], table: ConditionTable | None,
+               push: float = 0.0) -> tuple[torch.Tensor, list[dict[str, int]]]:
+    """codes (N, D) with row i's attribute ``chosen[i]`` set to the opposite of its current value, ``push``
+    past it (1 + push, or -push; and, with ``table``, the entries it rules on moved); returns (edited codes,
+    per row {attribute: new 0/1 label} for every condition entry that changed)."""
     slots = latent_slots(model)
     named = list(model.condition_attributes())
     columns = [slots[n].start for n in named]
     edited = codes.clone()
     targets = [(name, 1 - round(float(codes[i, slots[name].start]))) for i, name in enumerate(chosen)]
-    for target in set(targets):  # one latent edit per (attribute, value): a handful per batch
-        rows = [i for i, t in enumerate(targets) if t == target]
-        edited[rows] = edit_codes(model, codes[rows], {target[0]: float(target[1])}, conditions=table)
-    before, after = codes[:, columns].round(), edited[:, columns].round()
+    for name, value in set(targets):  # one latent edit per (attribute, value): a handful per batch
+        rows = [i for i, t in enumerate(targets) if t == (name, value)]
+        edited[rows] = edit_codes(model, codes[rows], {name: value + push * (2 * value - 1)}, conditions=table)
+    before, after = (codes[:, columns] >= 0.5).float(), (edited[:, columns] >= 0.5).float()
     changes = [{n: int(after[i, c]) for c, n in enumerate(named) if after[i, c] != before[i, c]}
                for i in range(codes.shape[0])]
     return edited, changes

@@ -90,6 +90,8 @@ def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
                              "source flips one of these attribute slots (a per-source shuffle, drawn by --seed) to "
                              "the opposite of the source's label; slots it rules on move to a combination training "
                              "faces have, and the variant is labelled by its whole new condition (needs --labels)")
+    parser.add_argument("--slot-push", type=float, default=0.0, metavar="P",
+                        help="with --flip: set the flipped entry P past 0/1 (1+P, -P; <= 1), which exaggerates it")
     parser.add_argument("--variants", type=_positive, default=2, metavar="K", help="variants per image (default 2)")
     parser.add_argument("--method", choices=(*EDIT_METHODS, GUIDED), default="mean_diff",
                         help="direction method; 'conditional' holds the --keep attributes fixed; 'guided' steps "
@@ -194,7 +196,7 @@ def plan_job(args: argparse.Namespace) -> AugmentJob:
     spec = AugmentSpec(edits=edits, variants=args.variants, method=args.method, keep=keep,
                        jitter=args.jitter, seed=args.seed, crop=_crop(args.crop, bundle.meta.get("dataset", "")),
                        layout=args.layout, with_sources=args.with_sources, fixed=frozenset(edits) & set(slots),
-                       relabel=args.relabel, residual=args.residual, flip=flip)
+                       relabel=args.relabel, residual=args.residual, flip=flip, slot_push=args.slot_push)
     scale = conditions = None
     if guided:
         _, batch = training_batch(bundle, args.fit_rows, f"--method guided: {args.bundle}:", "size its steps")

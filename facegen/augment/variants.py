@@ -43,7 +43,7 @@ from facegen.errors import FacegenError
 from facegen.images import DECODE_ERRORS, decode_face, encode_png, from_uint8
 from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions
-from facegen.latent.edit import edit_codes, residual_images
+from facegen.latent.edit import MAX_SLOT_PUSH, edit_codes, residual_images
 from facegen.latent.guided import GUIDED, guide_from_bundle
 from facegen.latent.scoring import batched
 
@@ -96,6 +96,8 @@ class AugmentSpec:
     """Write source + (decoded edit - reconstruction): the edit's change on the source's own pixels."""
     flip: tuple[str, ...] = ()
     """Attribute slots that variants flip, one each, instead of ``edits`` (:mod:`facegen.augment.flips`)."""
+    slot_push: float = 0.0
+    """With ``flip``: the flipped entry is set this far past 0/1 (1 + push, or -push; the label stays 0/1)."""
 
     def __post_init__(self) -> None:
         if self.variants < 1:
@@ -104,6 +106,9 @@ class AugmentSpec:
             raise FacegenError(f"--jitter must be in [0, 1), got {self.jitter}")
         if self.seed < 0:
             raise FacegenError(f"--seed must be >= 0, got {self.seed}")
+        if not 0 <= self.slot_push <= MAX_SLOT_PUSH or (self.slot_push and not self.flip):
+            raise FacegenError(f"--slot-push goes with --flip and must be in [0, {MAX_SLOT_PUSH:g}], got "
+                               f"{self.slot_push:g}")
         if self.layout not in LAYOUT_DIRS:
             raise FacegenError(f"--layout: unknown layout {self.layout!r} (known: {', '.join(LAYOUT_DIRS)})")
 
@@ -221,8 +226,10 @@ class EditVariants:
             relabels = None
             if spec.method == FLIP:  # one attribute per source, labelled by the whole new condition
                 chosen = [flipped_attribute(spec.flip, spec.seed, sources[j], k) for j in todo]
-                edited, relabels = flip_codes(self.model, codes, chosen, self.conditions)
-                edits = [{name: changes[name]} for name, changes in zip(chosen, relabels)]
+                edited, relabels = flip_codes(self.model, codes, chosen, self.conditions, spec.slot_push)
+                push = spec.slot_push  # the manifest states the value set, its label the 0/1 it stands for
+                edits = [{name: (value := changes[name]) + push * (2 * value - 1)}
+                         for name, changes in zip(chosen, relabels)]
             elif spec.method == GUIDED:
                 edited = self.editor.edit(self.model, codes, edits[0])
             else:

@@ -75,12 +75,16 @@ def test_a_flip_sets_the_opposite_and_moves_what_it_rules_on():
     assert changes == [{"Black_Hair": 0, "Blond_Hair": 1}, {"Smiling": 0}, {"Male": 1}]
     _, alone = flip_codes(model, codes, ["Blond_Hair"] * 3, None)  # no table: the entry alone
     assert alone == [{"Blond_Hair": 1}, {"Blond_Hair": 0}, {"Blond_Hair": 1}]
+    # Pushed past 0/1: the flipped entry goes further, the rules and the 0/1 labels stay the same
+    pushed, same = flip_codes(model, codes, ["Blond_Hair", "Smiling", "Male"], table, push=0.5)
+    assert pushed[:, z.shape[1]:].tolist() == [[0, 1.5, 1, 0], [0, 1, 0, -0.5], [1, 0, 1.5, 1]]
+    assert same == changes
 
 
 def test_variants_are_the_decoded_flips_labelled_by_their_new_condition(cvae_bundle, sources, tmp_path):
     out = tmp_path / "out"
     job = plan_job(_args(bundle=cvae_bundle, images=sources["folder"], out=out, flip="all", variants=3,
-                         layout="celeba", labels=sources["labels"], fit_rows=64, seed=5))
+                         layout="celeba", labels=sources["labels"], fit_rows=64, seed=5, slot_push=0.25))
     assert job.spec.method == "flip" and job.conditions is not None and job.conditions.names == NAMES
     udf = EditVariants(job.bundle, job.out, job.spec, job.directions, conditions=job.conditions)
     rows = udf(read_sources(pa.Table.from_pylist(job.items), root=job.images)).to_pylist()
@@ -103,10 +107,11 @@ def test_variants_are_the_decoded_flips_labelled_by_their_new_condition(cvae_bun
         for row, name in zip(mine, flipped):
             relabels = json.loads(row["relabels"])
             assert relabels[name] == 1 - truth[name]  # the flip: the opposite of the source's label
+            assert json.loads(row["edits"])[name] == (1.25 if relabels[name] else -0.25)  # the value set
             got = dict(zip(labels.names, labels.attrs[row["output"].split("/", 1)[1]]))
             assert got == {a: relabels.get(a, v) for a, v in truth.items()}  # the new condition, rest the source's
             with torch.no_grad():
-                expected = model.decode(flip_codes(model, codes, [name], job.conditions)[0])[0]
+                expected = model.decode(flip_codes(model, codes, [name], job.conditions, push=0.25)[0])[0]
             image = from_uint8(np.asarray(Image.open(out / row["output"], formats=["PNG"])))
             assert (image - expected).abs().max() <= 1 / 127.5 + 1e-6  # the decoded flip, PNG rounding only
 
@@ -117,6 +122,8 @@ def test_variants_are_the_decoded_flips_labelled_by_their_new_condition(cvae_bun
     ({"flip": "all", "relabel": True, "guide": "x"}, "does not go with --relabel"),
     ({"flip": "Eyeglasses"}, "'Eyeglasses' is not an attribute slot"),
     ({"flip": "all", "labels": None}, "--flip needs --labels"),
+    ({"flip": "all", "slot-push": "1.5"}, "--slot-push goes with --flip and must be in [0, 1], got 1.5"),
+    ({"edits": "Male:1", "slot-push": "0.5"}, "--slot-push goes with --flip"),
 ])
 def test_bad_flip_requests_are_one_line(cvae_bundle, sources, tmp_path, capsys, extra, message):
     out = tmp_path / "out"
