@@ -20,7 +20,7 @@ import torch
 
 from facegen.errors import FacegenError
 from facegen.latent.conditions import ConditionTable
-from facegen.latent.edit import edit_codes, latent_slots
+from facegen.latent.edit import edit_codes, latent_slots, pushed
 
 FLIP = "flip"  # the manifest's method for these variants
 
@@ -63,7 +63,7 @@ def flip_codes(model, codes: torch.Tensor, chosen: list[str], table: ConditionTa
     targets = [(name, 1 - round(float(codes[i, slots[name].start]))) for i, name in enumerate(chosen)]
     for name, value in set(targets):  # one latent edit per (attribute, value): a handful per batch
         rows = [i for i, t in enumerate(targets) if t == (name, value)]
-        edited[rows] = edit_codes(model, codes[rows], {name: value + push * (2 * value - 1)}, conditions=table)
+        edited[rows] = edit_codes(model, codes[rows], {name: pushed(value, push)}, conditions=table)
     before, after = (codes[:, columns] >= 0.5).float(), (edited[:, columns] >= 0.5).float()
     changes = [{n: int(after[i, c]) for c, n in enumerate(named) if after[i, c] != before[i, c]}
                for i in range(codes.shape[0])]

@@ -43,7 +43,7 @@ from facegen.errors import FacegenError
 from facegen.images import DECODE_ERRORS, decode_face, encode_png, from_uint8
 from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions
-from facegen.latent.edit import MAX_SLOT_PUSH, edit_codes, residual_images
+from facegen.latent.edit import MAX_SLOT_PUSH, edit_codes, pushed, residual_images
 from facegen.latent.guided import GUIDED, guide_from_bundle
 from facegen.latent.scoring import batched
 
@@ -227,9 +227,8 @@ class EditVariants:
             if spec.method == FLIP:  # one attribute per source, labelled by the whole new condition
                 chosen = [flipped_attribute(spec.flip, spec.seed, sources[j], k) for j in todo]
                 edited, relabels = flip_codes(self.model, codes, chosen, self.conditions, spec.slot_push)
-                push = spec.slot_push  # the manifest states the value set, its label the 0/1 it stands for
-                edits = [{name: (value := changes[name]) + push * (2 * value - 1)}
-                         for name, changes in zip(chosen, relabels)]
+                # the manifest states the value set, its label the 0/1 it stands for
+                edits = [{name: pushed(changes[name], spec.slot_push)} for name, changes in zip(chosen, relabels)]
             elif spec.method == GUIDED:
                 edited = self.editor.edit(self.model, codes, edits[0])
             else:

@@ -91,6 +91,11 @@ def _check_strength(name: str, strength: float, slot: Slot | None) -> None:
         raise ValueError(f"edit {name!r}: |strength| must be <= {MAX_STRENGTH:g}, got {strength}")
 
 
+def pushed(target: int, push: float) -> float:
+    """The value a condition entry is set to for ``target`` 0 or 1, ``push`` past it: 1 + push, or -push."""
+    return target + push * (2 * target - 1)
+
+
 def _direction_step(edits: Mapping[str, float], keep: Sequence[str], method: str,
                     directions: Directions) -> torch.Tensor:
     """The code offset (D,) of the direction edits ``edits``."""

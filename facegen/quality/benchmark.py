@@ -26,6 +26,7 @@ from facegen.latent import grids
 from facegen.models.base import LatentModel
 from facegen.quality import edits, sections
 from facegen.latent.conditions import ConditionTable
+from facegen.latent.edit import MAX_SLOT_PUSH
 from facegen.latent.guided import Guide, code_scale
 from facegen.latent.store import encode_batch
 from facegen.quality.judge import Judge, check_independent, load_guide, load_judge, same_location
@@ -263,7 +264,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slot-push", type=float, default=0.0, metavar="P",
                         help="slot edits (a conditional model's condition entries) set the edited entry P past "
                              "the target value: 1+P to turn an attribute on, -P to turn it off (default 0: "
-                             f"exactly 1 or 0; at most {edits.MAX_SLOT_PUSH:g})")
+                             f"exactly 1 or 0; at most {MAX_SLOT_PUSH:g})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
 
 
@@ -282,8 +283,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise FacegenError("--bundles: give at least one bundle")
     out = args.out or (fsio.join(args.runs.rstrip("/"), "quality") if args.runs else "out/quality")
     attributes = tuple(a.strip() for a in args.attributes.split(",") if a.strip()) if args.attributes else None
-    if not 0 <= args.slot_push <= edits.MAX_SLOT_PUSH:
-        raise FacegenError(f"--slot-push: must be in [0, {edits.MAX_SLOT_PUSH:g}], got {args.slot_push:g}")
+    if not 0 <= args.slot_push <= MAX_SLOT_PUSH:
+        raise FacegenError(f"--slot-push: must be in [0, {MAX_SLOT_PUSH:g}], got {args.slot_push:g}")
     if args.read_conditions and not args.guide:
         raise FacegenError("--read-conditions needs --guide BUNDLE (the classifier that reads the originals)")
     settings = Settings(n=args.n, fit_n=args.fit_n, edit_n=args.edit_n, seed=args.seed, attributes=attributes,

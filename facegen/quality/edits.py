@@ -47,7 +47,7 @@ import torch
 from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.latent.conditions import ConditionTable
 from facegen.latent.directions import Directions, fit_directions
-from facegen.latent.edit import MAX_SLOT_PUSH, edit_codes, latent_slots, residual_decoder, residual_images
+from facegen.latent.edit import edit_codes, latent_slots, pushed, residual_decoder, residual_images
 from facegen.latent.guided import Guidance, Guide, guided_codes
 from facegen.latent.scoring import batched
 from facegen.latent.store import encode_batch, stored_directions
@@ -140,9 +140,6 @@ class SlotLever:
     table: ConditionTable | None = None
     push: float = 0.0
 
-    def value(self, target: int) -> float:
-        return 1.0 + self.push if target else -self.push
-
 
 class Levers:
     """The edit levers of one bundle: its slots, directions stored in it or fitted on demand by ``fit``
@@ -234,7 +231,8 @@ def _slot_edit(model: LatentModel, codes: torch.Tensor, targets: torch.Tensor, a
     for target in (0, 1):
         rows = targets == target
         if rows.any():
-            edited[rows] = edit_codes(model, codes[rows], {attribute: lever.value(target)}, conditions=lever.table)
+            edited[rows] = edit_codes(model, codes[rows], {attribute: pushed(target, lever.push)},
+                                      conditions=lever.table)
     return edited
 
 
