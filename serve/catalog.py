@@ -26,6 +26,7 @@ MAX_TRAVERSE_ABS = 10.0
 # Uploads are face-aligned (serve/showcase.py's frame); with align=false they are centre-cropped to their
 # largest square instead. (CelebA's fixed 140 px crop fits only 178x218 aligned frames, not arbitrary photos.)
 UPLOAD_CROP = ("full",)
+CONDITION_HINT = "0 off, 1 on; past either end the attribute is exaggerated"
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,11 @@ class ModelCatalog:
             if slot.kind == "class":
                 out.append({"name": name, "kind": "class", "min": 0, "max": slot.size - 1, "step": 1,
                             "default": 0})
-            else:  # a condition entry is 0 (off) or 1 (on), pushed past them to exaggerate; a code is -1..1
-                low, high = (-MAX_SLOT_PUSH, 1.0 + MAX_SLOT_PUSH) if name in conditions else (-1.0, 1.0)
-                out.append({"name": name, "kind": "value", "min": low, "max": high, "step": 0.05, "default": 0.0})
+            elif name in conditions:  # 0 (off) or 1 (on), pushed past them to exaggerate
+                out.append({"name": name, "kind": "value", "min": -MAX_SLOT_PUSH, "max": 1.0 + MAX_SLOT_PUSH,
+                            "step": 0.05, "default": 0.0, "hint": CONDITION_HINT})
+            else:  # a code
+                out.append({"name": name, "kind": "value", "min": -1.0, "max": 1.0, "step": 0.05, "default": 0.0})
         names = {entry["name"] for entry in out}
         found = self.directions.get(self.direction_method())
         for name in (found.names if found else ()):

@@ -43,6 +43,7 @@ def test_condition_slots_are_the_editable_attributes(cvae_url):
     assert [(a["name"], a["kind"]) for a in attributes] == [("Male", "value"), ("Smiling", "value")]
     # 0 off, 1 on, and a push past either end (the decoder exaggerates the attribute there)
     assert {(a["min"], a["max"]) for a in attributes} == {(-1.0, 2.0)}
+    assert all("exaggerated" in a["hint"] for a in attributes)
 
 
 def test_edit_reads_the_condition_with_the_classifier_then_sets_the_slot(cvae_url):

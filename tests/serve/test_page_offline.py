@@ -26,7 +26,8 @@ from serve.images import BadImage, decode_base64_image, png_base64
 PAGE = Path(__file__).resolve().parents[2] / "serve" / "static" / "index.html"
 ATTRIBUTES = {"model": "stub-vae", "methods": ["mean_diff", "conditional"], "classifier_attributes": ["Smiling"],
               "attributes": [{"name": "Smiling", "kind": "direction", "min": -3, "max": 3, "step": 0.5, "default": 0},
-                             {"name": "Eyeglasses", "kind": "direction", "min": -3, "max": 3, "step": 0.5, "default": 0}]}
+                             {"name": "Eyeglasses", "kind": "direction", "min": -3, "max": 3, "step": 0.5, "default": 0,
+                              "hint": "0 off, 1 on"}]}
 
 
 def flat(red: int) -> str:
@@ -99,6 +100,7 @@ def test_page_uploads_edits_and_shows_errors(browser, site, tmp_path):
     sliders = browser.find_elements("css selector", "#sliders input[type=range]")
     assert [s.get_attribute("data-attribute") for s in sliders] == ["Smiling", "Eyeglasses"]
     assert sliders[0].get_attribute("min") == "-3" and sliders[0].get_attribute("step") == "0.5"
+    assert [s.get_attribute("title") for s in sliders] == ["", "0 off, 1 on"]  # a slider's hint, where it has one
     assert [o.text for o in browser.find_elements("css selector", "#method option")] == ["mean_diff", "conditional"]
     assert browser.find_element("id", "model").text == "stub-vae"
 
