@@ -112,6 +112,10 @@ class FrozenAttributeReader:
         self.model, self.columns = model.requires_grad_(False).eval(), [known.index(n) for n in names]
         self._device = next(model.parameters()).device
 
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         if self.model is None:
             raise ValueError("cvae constraint: the classifier is not loaded; build the model for training with "

@@ -164,7 +164,9 @@ class CVAE(LatentModel):
         per_image = self.recon_scale * recon + self._beta_now * kl
         metrics = {"recon_mse": mse_per_image(x_hat, x).mean().detach(), "kl": kl.mean().detach()}
         constraint = self.config.constraint
-        if self.reader is not None:  # the same z under changed conditions must read as those conditions
+        # The same z under changed conditions must read as those conditions. A bundle loaded for inference
+        # (`facegen report`) has no reader: with no gradient to take, its loss is the ELBO alone
+        if self.reader is not None and (self.reader.loaded or torch.is_grad_enabled()):
             target = changed_conditions(cond, constraint.targets)
             bce, agree = classification_constraint(self.reader, self.decoder(torch.cat([z, target], 1)), target)
             per_image = per_image + constraint.classifier_weight * bce

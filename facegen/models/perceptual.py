@@ -133,12 +133,18 @@ class PerceptualLoss:
                      for a, b in zip(self.feature_maps(x_hat), targets)]
         return torch.stack(per_layer).mean(0)
 
+    @property
+    def loaded(self) -> bool:
+        return self._trunk is not None
+
     def __call__(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # A bundle loaded for inference (`facegen report`) has no feature network: with no gradient to take, its
+        # loss is the pixel term alone (weight 1 if it has none); training without the network still fails
         terms = []
-        if self.config.weight:
+        if self.config.weight and (self.loaded or torch.is_grad_enabled()):
             terms.append(self.config.weight * self.distance(x_hat, x).float())
-        if self.config.pixel_weight:
-            terms.append(self.config.pixel_weight * reconstruction_loss(self.config.pixel_loss, x_hat, x))
+        if self.config.pixel_weight or not terms:
+            terms.append((self.config.pixel_weight or 1.0) * reconstruction_loss(self.config.pixel_loss, x_hat, x))
         return sum(terms[1:], terms[0])
 
 

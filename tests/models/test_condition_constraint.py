@@ -126,6 +126,12 @@ def test_the_bundle_loads_without_the_classifier_and_the_judge_may_not_be_it(cla
     with pytest.raises(FacegenError, match="model.constraint.classifier"):
         check_independent(reader_copy, [(path, loaded)])
     check_independent(classifier_bundle, [(path, loaded)])  # another classifier is a fair judge
+    with pytest.raises(ValueError, match="classifier is not loaded"):  # training needs build_for_training
+        loaded.model(fixed_batch())
+    with torch.no_grad():  # evaluation (facegen report) scores the ELBO alone, without the reader's terms
+        scored, full = loaded.model.validation_step(fixed_batch()), model.validation_step(fixed_batch())
+    assert "edit_acc" in full and "edit_acc" not in scored and torch.isfinite(scored["loss"])
+    assert scored["recon_mse_mean_z"] == pytest.approx(float(full["recon_mse_mean_z"]))
 
 
 def test_bad_constraint_configs_fail_with_one_line(classifier_bundle, tmp_path):

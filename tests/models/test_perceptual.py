@@ -139,6 +139,9 @@ def test_a_bundle_loads_for_inference_without_the_feature_net(classifier_bundle,
         assert torch.equal(loaded.encode(images), model.encode(images))
     with pytest.raises(ValueError, match="feature network is not loaded"):  # training needs build_for_training
         loaded({"image": images})
+    with torch.no_grad():  # evaluation (facegen report) scores the pixel term alone
+        metrics = loaded.validation_step({"image": images})
+        assert torch.isfinite(metrics["loss"]) and metrics["loss"] < model.validation_step({"image": images})["loss"]
     with pytest.raises(ConfigError, match="model.perceptual.path"):  # ... which needs the file
         build_for_training(cfg.model)
 
