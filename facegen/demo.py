@@ -31,7 +31,7 @@ from facegen.data.synth import write_synthetic
 from facegen.latent import grids
 from facegen.latent.sampler import fit_sampler, sample_faces
 from facegen.quality.benchmark import Settings, evaluate
-from facegen.quality.editing import meets_editing_target
+from facegen.quality.editing import TARGET_FLIP, meets_editing_target
 from facegen.quality.edits import CEILING
 from facegen.reporting.report import build_report
 from facegen.runtime import init_ray, ray_logs_dir
@@ -41,6 +41,9 @@ from facegen.training.trainer import fit
 DEFAULT_CONFIG = "configs/vae_demo64.yaml"
 CLASSIFIER_CONFIG = "configs/classifier_synth64.yaml"
 GUIDE_NAME = "guide_synth64"
+EDITOR_CONFIG = "configs/cvae_edit_synth64.yaml"
+EDITOR_EPOCHS = 20  # 48,000 of the demo's faces: configs/cvae_edit_synth64.yaml's comment has 12 and 20
+EDITOR_PUSH = 0.25  # the editor's edits set a condition entry to 1.25 / -0.25 (README "Pushing a condition")
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +57,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guide-epochs", type=int, default=6,
                         help="epochs of the second classifier (another seed) that steers guided edits; 0: no "
                              "guide, no guided edits (default 6)")
+    parser.add_argument("--editor-epochs", type=int, default=EDITOR_EPOCHS,
+                        help=f"epochs of the conditional editor ({EDITOR_CONFIG}, the guide as its attribute "
+                             f"constraint), which make demo then serves; 0 (or no guide): no editor, the VAE is "
+                             f"served (default {EDITOR_EPOCHS})")
 
 
 def _step(title: str) -> float:
@@ -120,6 +127,18 @@ def build_demo(args: argparse.Namespace) -> dict:
         guide = fit(guide_cfg).bundle
         timings["train_guide_s"] = time.perf_counter() - started
 
+    editor = None
+    if guide and args.editor_epochs > 0:
+        # The guide is the constraint's reader: the editor's decodes must make it read the condition they were
+        # given. The demo's scores come from the classifier above, which no model trains against.
+        editor_cfg = load_config(EDITOR_CONFIG, [f"data.shards={shards}", f"train.storage_path={out}/runs",
+                                                 f"train.epochs={args.editor_epochs}",
+                                                 f"model.constraint.classifier={guide}"])
+        started = _step(f"training the conditional editor (a CVAE whose decodes must make the guide read their "
+                        f"condition): {editor_cfg.train.epochs} epochs")
+        editor = fit(editor_cfg).bundle
+        timings["train_editor_s"] = time.perf_counter() - started
+
     started = _step("drawing reconstructions, samples and latent traversals")
     pictures = draw_pictures(result.bundle, manifest, out)
     timings["pictures_s"] = time.perf_counter() - started
@@ -130,13 +149,20 @@ def build_demo(args: argparse.Namespace) -> dict:
 
     started = _step("latent analysis: named dimensions, attribute directions, measured edits")
     # Beside the bundle, where `facegen analyze` writes by default: the served page reads its edit figures there.
-    analysis = analyze(result.bundle, classifier=classifier.bundle,
-                       out=os.path.join(os.path.dirname(result.bundle.rstrip("/")), "analysis"))
+    analysis = analyze(result.bundle, classifier=classifier.bundle, out=beside(result.bundle, "analysis"))
     timings["analysis_s"] = time.perf_counter() - started
 
     started = _step("quality benchmark: reconstruction, samples and edits against the renderer's counterfactuals")
     quality = benchmark(out, raw, result.bundle, classifier.bundle, guide)
     timings["quality_s"] = time.perf_counter() - started
+
+    editor_quality = None
+    if editor:
+        started = _step(f"the editor: latent analysis (stores the condition combinations its edits land on) and "
+                        f"benchmark of its condition edits, pushed {EDITOR_PUSH:g} past 0 and 1")
+        analyze(editor, classifier=classifier.bundle, out=beside(editor, "analysis"))
+        editor_quality = benchmark(out, raw, editor, classifier.bundle, slot_push=EDITOR_PUSH)
+        timings["editor_s"] = time.perf_counter() - started
 
     metrics = {"family": cfg.family, "config": args.config, "bundle": result.bundle, "final": result.metrics,
                "val_recon_mse": result.metrics.get("val/recon_mse_mean_z"),
@@ -144,23 +170,32 @@ def build_demo(args: argparse.Namespace) -> dict:
                "classifier_val_mean_accuracy": classifier.metrics.get("val/mean_accuracy"),
                "timings_s": timings, "pictures": pictures, "report": report_md, "analysis": analysis["md"],
                "quality": quality,
-               "analysis_json": analysis["json"], "shards": shards, "out": out, "ray_logs": ray_logs_dir(),
+               "analysis_json": analysis["json"], "editor_bundle": editor, "editor_quality": editor_quality,
+               "shards": shards, "out": out, "ray_logs": ray_logs_dir(),
                "tracking_uri": result.tracking_uri}
     write_metrics(metrics)
     return metrics
 
 
-def benchmark(out: str, raw: str, bundle: str, classifier: str, guide: str | None = None) -> dict:
-    """``facegen evaluate`` of the demo model against 32 counterfactual pairs per attribute (with ``guided``
-    edits steered by ``guide`` when given); returns the page's paths and headline figures. The demo's
+def beside(bundle: str, name: str) -> str:
+    """The folder ``name`` next to a bundle, where ``facegen analyze`` and ``evaluate`` write by default."""
+    return os.path.join(os.path.dirname(bundle.rstrip("/")), name)
+
+
+def benchmark(out: str, raw: str, bundle: str, classifier: str, guide: str | None = None,
+              slot_push: float = 0.0) -> dict:
+    """``facegen evaluate`` of a demo model against 32 counterfactual pairs per attribute (with ``guided``
+    edits steered by ``guide`` when given, condition edits pushed ``slot_push`` past 0 and 1); returns the
+    page's paths and headline figures. The demo's
     classifier judges: no model of the demo trains or steers against it (the full benchmark, bench/quality.sh,
     trains a judge of its own)."""
     counterfactuals = f"{out}/counterfactuals"
     if not fsio.exists(*fsio.resolve(counterfactuals)):
         write_counterfactuals(raw, counterfactuals, n=32, seed=0)
     # Beside the bundle (like the analysis): the served page shows each slider's counterfactual fidelity from it.
-    paths = evaluate([bundle], classifier, os.path.join(os.path.dirname(bundle.rstrip("/")), "quality"),
-                     settings=Settings(n=256, edit_n=32, counterfactuals=counterfactuals, guide=guide))
+    paths = evaluate([bundle], classifier, beside(bundle, "quality"),
+                     settings=Settings(n=256, edit_n=32, counterfactuals=counterfactuals, guide=guide,
+                                       slot_push=slot_push))
     with open(paths["json"]) as f:
         result = json.load(f)["bundles"][0]
     recon = result.get("reconstruction", {})
@@ -168,12 +203,15 @@ def benchmark(out: str, raw: str, bundle: str, classifier: str, guide: str | Non
     rows = result.get("editing", {}).get("rows", [])
     reliable = sorted({row["attribute"] for row in rows if row["method"] != CEILING and meets_editing_target(row)})
     # The renderer's edit is the counterfactual itself (fidelity inf, which JSON stores as null)
+    slots = [row["flip_rate"] for row in rows if row["method"] == "slot"]  # a CVAE's condition edits
     attainable = sorted({row["attribute"] for row in rows
                          if row["method"] == CEILING and meets_editing_target({**row, "fidelity_psnr": math.inf})})
-    return {"md": paths["md"], "psnr": recon.get("psnr"), "agreement": recon.get("agreement"),
+    return {"md": paths["md"], "json": paths["json"], "psnr": recon.get("psnr"), "agreement": recon.get("agreement"),
             "fd": generation.get("fd"), "fd_floor": generation.get("fd_floor"),
             "attribute_tv": generation.get("attribute_tv"), "attribute_tv_floor": generation.get("attribute_tv_floor"),
-            "reliable_edits": reliable, "judge_confirms_true_edits": attainable}
+            "reliable_edits": reliable, "judge_confirms_true_edits": attainable,
+            "condition_flip": sum(slots) / len(slots) if slots else None,
+            "condition_followed": f"{sum(f >= TARGET_FLIP for f in slots)} of {len(slots)}"}
 
 
 def write_metrics(metrics: dict) -> str:
@@ -196,9 +234,14 @@ def print_summary(metrics: dict) -> None:
     print(f"    {metrics['family']} from {metrics['config']}: PSNR {_fmt(q['psnr'])} dB, attribute agreement "
           f"{_fmt(q['agreement'])}, sample Fréchet distance {_fmt(q['fd'])} (floor {_fmt(q['fd_floor'])}), "
           f"attribute TV {_fmt(q['attribute_tv'])} (floor {_fmt(q.get('attribute_tv_floor'))})")
-    print(f"    edits meeting the target (flip >= 90%, drift <= 5%, within 2 dB of the counterfactual): "
-          f"{', '.join(q['reliable_edits']) or 'none'} (the renderer's own edits meet it, by this judge, on "
-          f"{len(q.get('judge_confirms_true_edits', []))})")
+    _print_reliable(q)
+    e = metrics.get("editor_quality")
+    if e:
+        print(f"  editor benchmark   {e['md']}")
+        print(f"    conditional editor from {EDITOR_CONFIG}: PSNR {_fmt(e['psnr'])} dB, attribute agreement "
+              f"{_fmt(e['agreement'])}; condition edits (pushed {EDITOR_PUSH:g}) flip {_fmt(e['condition_flip'])}"
+              f" of the time, >= 90% on {e['condition_followed']} attributes")
+        _print_reliable(e)
     served = metrics.get("served_edit")
     if served:
         print(f"  edit over HTTP     {served['picture']}  ({served.get('method', '')} {served['edit']}: classifier score "
@@ -211,6 +254,12 @@ def print_summary(metrics: dict) -> None:
     print(f"  Ray's own logs     {metrics['ray_logs']}  (Train workers, Ray Data, Serve replicas)")
     if metrics.get("tracking_uri"):
         print(f"  tracked runs       {ui_command(metrics['tracking_uri'])}  (params, per-epoch metrics, bundles)")
+
+
+def _print_reliable(q: dict) -> None:
+    print(f"    edits meeting the target (flip >= 90%, drift <= 5%, within 2 dB of the counterfactual): "
+          f"{', '.join(q['reliable_edits']) or 'none'} (the renderer's own edits meet it, by this judge, on "
+          f"{len(q.get('judge_confirms_true_edits', []))})")
 
 
 def _fmt(value) -> str:

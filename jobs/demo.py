@@ -1,6 +1,7 @@
 """The whole demo, what ``make demo`` runs: ``facegen demo`` (synthetic faces, Ray Train, pictures, report,
-latent analysis), then the Ray Serve app on 127.0.0.1 with one edit over HTTP, kept up until Ctrl-C when run
-from a terminal (``--no-wait`` exits).
+latent analysis, the conditional editor), then the Ray Serve app on 127.0.0.1 (the editor, or the VAE with
+``--editor-epochs 0``) with one edit over HTTP, kept up until Ctrl-C when run from a terminal (``--no-wait``
+exits).
 
     python jobs/demo.py --out out/demo
 """
@@ -14,39 +15,65 @@ import _bootstrap  # noqa: F401  (puts the repository on sys.path)
 from facegen.cli import run_guarded
 from facegen.data.shards import read_manifest
 from facegen.quality.pairs import counterfactual_attributes
-from facegen.demo import add_demo_arguments, build_demo, print_summary, write_metrics
-from serve.demo import best_edit_attribute, serve_and_edit
+from facegen.demo import EDITOR_PUSH, add_demo_arguments, build_demo, print_summary, write_metrics
+from serve.demo import best_edit_attribute, serve_and_edit, visible_reliable_edit
 from serve.launch import stop_serving, wait_for_ctrl_c
 
 
 def run(args: argparse.Namespace) -> int:
     metrics = build_demo(args)
     counterfactuals = f"{metrics['out']}/counterfactuals"  # the renderer's truth, written by the benchmark step
-    attribute = best_edit_attribute(metrics["analysis_json"], among=counterfactual_attributes(counterfactuals))
+    among = counterfactual_attributes(counterfactuals)
+    if metrics.get("editor_bundle"):
+        served = serve_editor(metrics, args.port, counterfactuals, among)
+    else:
+        served = serve_vae(metrics, args.port, counterfactuals, among)
+    metrics["served_edit"] = served
+    write_metrics(metrics)
+    print_summary(metrics)
+    if args.no_wait or not sys.stdin.isatty():
+        stop_serving()
+        return 0
+    print(f"\nOpen {served['url']}/ to edit a face in your browser (API docs: {served['url']}/docs). "
+          "Ctrl-C stops the server.", flush=True)
+    wait_for_ctrl_c()
+    stop_serving()
+    return 0
+
+
+def serve_editor(metrics: dict, port: int, counterfactuals: str, among: list[str]) -> dict:
+    """The conditional editor served, its condition slots the page's sliders; the demo edit sets one entry to
+    1 + EDITOR_PUSH on faces lacking the attribute: the most visible of the edits its benchmark measured to work."""
+    attribute = visible_reliable_edit(metrics["editor_quality"]["json"], among=among) or "Eyeglasses"
+    strength = 1 + EDITOR_PUSH
+    print(f"\n==> serving the conditional editor and the classifier with Ray Serve on 127.0.0.1:{port}: {attribute} "
+          f"condition {strength:g} (the most visible edit its benchmark measured to work), on held-out faces",
+          flush=True)
+    started = time.perf_counter()
+    served = serve_and_edit(metrics["editor_bundle"], metrics["classifier_bundle"], read_manifest(metrics["shards"]),
+                            metrics["out"], port, attribute, strength=strength, counterfactuals=counterfactuals,
+                            label="condition")
+    metrics["timings_s"]["serve_s"] = time.perf_counter() - started
+    return served
+
+
+def serve_vae(metrics: dict, port: int, counterfactuals: str, among: list[str]) -> dict:
+    """The demo VAE served (no editor trained): guided edits when there is a guide, else mean differences."""
+    attribute = best_edit_attribute(metrics["analysis_json"], among=among)
     guide = metrics.get("guide_bundle")
     # A guided edit's strength bounds its move (it stops once the guide reads the attribute). On the demo VAE's
     # counterfactual faces (bench/guided_edits.py, 8 attributes, keep weight 16) at most 4 / 6 / 10 standard
     # deviations flipped 83 / 86 / 88% of them (Black_Hair 84 / 97 / 97%), with the same drift.
     strength = 6.0 if guide else 2.0
     how = "guided by the guide classifier" if guide else "along its mean-difference direction"
-    print(f"\n==> serving the VAE and the classifier with Ray Serve on 127.0.0.1:{args.port}: {attribute} "
+    print(f"\n==> serving the VAE and the classifier with Ray Serve on 127.0.0.1:{port}: {attribute} "
           f"+{strength:g}, {how} (the attribute the analysis measured to edit best), on held-out faces", flush=True)
     started = time.perf_counter()
-    metrics["served_edit"] = serve_and_edit(metrics["bundle"], metrics["classifier_bundle"],
-                                            read_manifest(metrics["shards"]), metrics["out"], args.port, attribute,
-                                            strength=strength, counterfactuals=counterfactuals, guide=guide)
+    served = serve_and_edit(metrics["bundle"], metrics["classifier_bundle"], read_manifest(metrics["shards"]),
+                            metrics["out"], port, attribute, strength=strength, counterfactuals=counterfactuals,
+                            guide=guide)
     metrics["timings_s"]["serve_s"] = time.perf_counter() - started
-    write_metrics(metrics)
-    print_summary(metrics)
-    if args.no_wait or not sys.stdin.isatty():
-        stop_serving()
-        return 0
-    served = metrics["served_edit"]
-    print(f"\nOpen {served['url']}/ to edit a face in your browser (API docs: {served['url']}/docs). "
-          "Ctrl-C stops the server.", flush=True)
-    wait_for_ctrl_c()
-    stop_serving()
-    return 0
+    return served
 
 
 def main(argv=None) -> int:

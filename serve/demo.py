@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from facegen.client import build_request, post_json
 from facegen.data.pipeline import read_examples
 from facegen.images import encode_png, from_uint8, open_rgb
+from facegen.quality.editing import meets_editing_target
 from facegen.quality.pairs import counterfactual_attributes, read_pairs
 from facegen.quality.metrics import psnr
 from serve.launch import serving_config, start_serving
@@ -39,6 +40,25 @@ def best_edit_attribute(analysis_json: str, method: str = "mean_diff", fallback:
              for name, cells in attributes.items()}
     rates = {name: rate for name, rate in rates.items() if rate is not None and (among is None or name in among)}
     return max(rates, key=rates.get) if rates else fallback
+
+
+def visible_reliable_edit(quality_json: str, method: str = "slot", among: Sequence[str] | None = None
+                          ) -> str | None:
+    """Among the attributes whose ``method`` edits met the editing target in ``facegen evaluate``'s quality.json
+    (its first bundle), the one whose true edit changes the face most (the reconstruction furthest from the
+    renderer's counterfactual: the lowest ``unedited_psnr``), so the demo shows an edit one can see and that is
+    known to work; without any, the most often flipped; None when there are no ``method`` rows."""
+    try:
+        with open(quality_json) as f:
+            rows = json.load(f)["bundles"][0]["editing"]["rows"]
+    except (OSError, KeyError, IndexError, ValueError):
+        return None
+    rows = [row for row in rows if row.get("method") == method and (among is None or row["attribute"] in among)
+            and row.get("flip_rate") is not None]
+    reliable = [row for row in rows if meets_editing_target(row) and row.get("unedited_psnr") is not None]
+    if reliable:
+        return min(reliable, key=lambda row: row["unedited_psnr"])["attribute"]
+    return max(rows, key=lambda row: row["flip_rate"])["attribute"] if rows else None
 
 
 def held_out_photos(manifest, attribute: str | None = None, k: int = 8, search: int = 64) -> list[bytes]:
@@ -81,12 +101,14 @@ def before_after(frames: list[tuple[str, Image.Image]], path: str, scale: int = 
 
 def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port: int,
                    attribute: str = "Smiling", strength: float = 2.0, candidates: int = 8,
-                   counterfactuals: str | None = None, guide: str | None = None) -> dict:
+                   counterfactuals: str | None = None, guide: str | None = None, label: str | None = None) -> dict:
     """Deploy the app on 127.0.0.1:``port`` (on the running local Ray), edit ``candidates`` held-out faces
     lacking ``attribute`` over HTTP and picture one. With the renderer's ``counterfactuals`` for the attribute,
     the faces are their originals, the picture ends with the true counterfactual, and it shows a face whose
     edit the classifier confirms (its score crosses 0.5; the one closest to its counterfactual) when any is.
-    With a ``guide`` the service's default method, hence this edit's, is ``guided``.
+    With a ``guide`` the service's default method, hence this edit's, is ``guided``. ``label``: what the edit
+    is called in the result, captioned as setting a value (a CVAE's condition slot: the request's method does not
+    apply); default: the service's method, captioned as a signed step.
     Returns ``{"url", "picture", "edit", "method", "faces_tried", "confirmed", "scores_before",
     "scores_after"}`` (and ``counterfactual_psnr``, ``reconstruction_psnr`` in dB with counterfactuals)."""
     url = start_serving(serving_config(bundle=bundle, classifier=classifier, no_classifier=not classifier,
@@ -113,11 +135,13 @@ def serve_and_edit(bundle: str, classifier: str | None, manifest, out: str, port
     chosen = (max(confirmed, key=lambda t: t.get("counterfactual_psnr", t["gain"])) if confirmed
               else max(tried, key=lambda t: t["gain"]))
     sign = "+" if strength > 0 else ""
-    titles = ["original", "reconstruction", f"{chosen['method']} {attribute} {sign}{strength:g}",
+    method = label or chosen["method"]
+    edit = f"{label} {attribute} = {strength:g}" if label else f"{method} {attribute} {sign}{strength:g}"
+    titles = ["original", "reconstruction", edit,
               "counterfactual (renderer)"]
     frames = list(zip(titles, chosen["frames"] + ([chosen["truth"]] if chosen["truth"] is not None else [])))
     picture = before_after(frames, f"{out}/edit_before_after.png")
-    result = {"url": url, "picture": picture, "edit": {attribute: strength}, "method": chosen["method"],
+    result = {"url": url, "picture": picture, "edit": {attribute: strength}, "method": method,
               "faces_tried": len(tried),
               "confirmed": f"{len(confirmed)} of {len(tried)}"}
     result.update({k: chosen[k] for k in ("scores_before", "scores_after", "counterfactual_psnr",

@@ -89,3 +89,55 @@ def test_counterfactual_photos_are_the_renderers_pairs_in_the_edits_direction(sy
 
 def _pixels(png: bytes) -> bytes:
     return np.asarray(Image.open(io.BytesIO(png), formats=["PNG"])).tobytes()
+
+
+def _row(attribute, method="slot", flip=0.95, drift=0.01, fidelity=25.0, recon=26.0, unedited=24.0):
+    return {"attribute": attribute, "method": method, "flip_rate": flip, "drift": drift, "fidelity_psnr": fidelity,
+            "recon_psnr": recon, "unedited_psnr": unedited}
+
+
+def test_visible_reliable_edit_is_the_largest_true_change_among_edits_that_meet_the_target(tmp_path):
+    from serve.demo import visible_reliable_edit
+
+    path = tmp_path / "quality.json"
+
+    def write(rows):
+        path.write_text(json.dumps({"bundles": [{"editing": {"rows": rows}}]}))
+        return str(path)
+
+    rows = [_row("Rosy_Cheeks", unedited=33.0), _row("Eyeglasses", unedited=22.0),
+            _row("Blond_Hair", flip=0.85, unedited=15.0),  # the largest change, but it misses the flip target
+            _row("Male", drift=0.2, unedited=14.0),  # moves the other attributes too
+            _row("Wearing_Hat", method="counterfactual", unedited=10.0),  # the renderer's own edit
+            _row("Bald", fidelity=20.0, unedited=12.0)]  # too far from the counterfactual
+    assert visible_reliable_edit(write(rows)) == "Eyeglasses"
+    assert visible_reliable_edit(str(path), among=["Rosy_Cheeks", "Blond_Hair"]) == "Rosy_Cheeks"
+    # None meets the target: the most often flipped
+    assert visible_reliable_edit(str(path), among=["Blond_Hair", "Bald", "Male"]) in ("Bald", "Male")
+    assert visible_reliable_edit(write([_row("Bald", flip=0.5), _row("Male", flip=0.7, drift=0.3)])) == "Male"
+    assert visible_reliable_edit(str(path), method="mean_diff") is None
+    assert visible_reliable_edit(str(tmp_path / "missing.json")) is None
+    path.write_text("{")
+    assert visible_reliable_edit(str(path)) is None
+
+
+def test_the_demo_benchmarks_its_editors_condition_edits_pushed(synth_celeba, tiny_shards, tmp_path):
+    from facegen.data.counterfactual import write_counterfactuals
+    from facegen.demo import benchmark
+    from tests.serve.conftest import write_tiny_bundle
+
+    out = tmp_path / "demo"
+    write_counterfactuals(synth_celeba, str(out / "counterfactuals"), ["Smiling", "Eyeglasses"], n=6, seed=0,
+                          resolution=32)
+    classifier = write_tiny_bundle("classifier", str(out / "runs" / "classifier" / "bundle"), tiny_shards, seed=3)
+    editor = write_tiny_bundle("cvae", str(out / "runs" / "editor" / "bundle"), tiny_shards)
+    quality = benchmark(str(out), synth_celeba, editor, classifier, slot_push=0.25)
+    # Beside the bundle, where the served page reads each slider's figures
+    assert quality["json"] == str(out / "runs" / "editor" / "quality" / "quality.json")
+    with open(quality["json"]) as f:
+        written = json.load(f)
+    assert written["settings"]["slot_push"] == 0.25
+    slots = [row for row in written["bundles"][0]["editing"]["rows"] if row["method"] == "slot"]
+    assert [row["attribute"] for row in slots] == ["Smiling"]  # the tiny CVAE's one condition entry
+    assert quality["condition_flip"] == slots[0]["flip_rate"]
+    assert quality["condition_followed"] == f"{int(slots[0]['flip_rate'] >= 0.9)} of 1"
