@@ -178,7 +178,8 @@ def build_demo(args: argparse.Namespace) -> dict:
 
 
 def beside(bundle: str, name: str) -> str:
-    """The folder ``name`` next to a bundle, where ``facegen analyze`` and ``evaluate`` write by default."""
+    """The folder ``name`` next to a bundle: where ``facegen analyze`` writes by default and where the served
+    page reads the analysis's and the benchmark's figures."""
     return os.path.join(os.path.dirname(bundle.rstrip("/")), name)
 
 
@@ -202,8 +203,8 @@ def benchmark(out: str, raw: str, bundle: str, classifier: str, guide: str | Non
     generation = result.get("generation_fitted") or result.get("generation", {})  # what samples.png shows
     rows = result.get("editing", {}).get("rows", [])
     reliable = sorted({row["attribute"] for row in rows if row["method"] != CEILING and meets_editing_target(row)})
-    # The renderer's edit is the counterfactual itself (fidelity inf, which JSON stores as null)
     slots = [row["flip_rate"] for row in rows if row["method"] == "slot"]  # a CVAE's condition edits
+    # The renderer's edit is the counterfactual itself (fidelity inf, which JSON stores as null)
     attainable = sorted({row["attribute"] for row in rows
                          if row["method"] == CEILING and meets_editing_target({**row, "fidelity_psnr": math.inf})})
     return {"md": paths["md"], "json": paths["json"], "psnr": recon.get("psnr"), "agreement": recon.get("agreement"),

@@ -24,11 +24,10 @@ def run(args: argparse.Namespace) -> int:
     metrics = build_demo(args)
     counterfactuals = f"{metrics['out']}/counterfactuals"  # the renderer's truth, written by the benchmark step
     among = counterfactual_attributes(counterfactuals)
-    if metrics.get("editor_bundle"):
-        served = serve_editor(metrics, args.port, counterfactuals, among)
-    else:
-        served = serve_vae(metrics, args.port, counterfactuals, among)
-    metrics["served_edit"] = served
+    started = time.perf_counter()
+    serve = serve_editor if metrics.get("editor_bundle") else serve_vae
+    metrics["served_edit"] = served = serve(metrics, args.port, counterfactuals, among)
+    metrics["timings_s"]["serve_s"] = time.perf_counter() - started
     write_metrics(metrics)
     print_summary(metrics)
     if args.no_wait or not sys.stdin.isatty():
@@ -49,12 +48,9 @@ def serve_editor(metrics: dict, port: int, counterfactuals: str, among: list[str
     print(f"\n==> serving the conditional editor and the classifier with Ray Serve on 127.0.0.1:{port}: {attribute} "
           f"condition {strength:g} (the most visible edit its benchmark measured to work), on held-out faces",
           flush=True)
-    started = time.perf_counter()
-    served = serve_and_edit(metrics["editor_bundle"], metrics["classifier_bundle"], read_manifest(metrics["shards"]),
-                            metrics["out"], port, attribute, strength=strength, counterfactuals=counterfactuals,
-                            label="condition")
-    metrics["timings_s"]["serve_s"] = time.perf_counter() - started
-    return served
+    return serve_and_edit(metrics["editor_bundle"], metrics["classifier_bundle"], read_manifest(metrics["shards"]),
+                          metrics["out"], port, attribute, strength=strength, counterfactuals=counterfactuals,
+                          label="condition")
 
 
 def serve_vae(metrics: dict, port: int, counterfactuals: str, among: list[str]) -> dict:
@@ -68,12 +64,9 @@ def serve_vae(metrics: dict, port: int, counterfactuals: str, among: list[str]) 
     how = "guided by the guide classifier" if guide else "along its mean-difference direction"
     print(f"\n==> serving the VAE and the classifier with Ray Serve on 127.0.0.1:{port}: {attribute} "
           f"+{strength:g}, {how} (the attribute the analysis measured to edit best), on held-out faces", flush=True)
-    started = time.perf_counter()
-    served = serve_and_edit(metrics["bundle"], metrics["classifier_bundle"], read_manifest(metrics["shards"]),
-                            metrics["out"], port, attribute, strength=strength, counterfactuals=counterfactuals,
-                            guide=guide)
-    metrics["timings_s"]["serve_s"] = time.perf_counter() - started
-    return served
+    return serve_and_edit(metrics["bundle"], metrics["classifier_bundle"], read_manifest(metrics["shards"]),
+                          metrics["out"], port, attribute, strength=strength, counterfactuals=counterfactuals,
+                          guide=guide)
 
 
 def main(argv=None) -> int:
