@@ -89,8 +89,22 @@ class Head:
             done = self.ray("job", "submit", "--address", self.address, "--submission-id", job_id,
                             "--working-dir", ".", "--", *command)
             if "No available agent to submit job" not in done.stderr or time.monotonic() > deadline:
-                return done
+                break
             time.sleep(1)
+        if "WebSocket connection closed unexpectedly" in done.stderr:
+            return self._finish_untailed(job_id, done)
+        return done
+
+    def _finish_untailed(self, job_id: str, done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+        """``ray job submit`` lost its log tail (a WebSocket drop on a loaded 2-core box, close code 1006): the job
+        runs on regardless, so wait for its end over the REST API and read its log, as the README advises."""
+        deadline = time.monotonic() + 600
+        while (state := self.status(job_id)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            assert time.monotonic() < deadline, f"{job_id} still {state} after the log tail dropped"
+            time.sleep(2)
+        logs = self.ray("job", "logs", "--address", self.address, job_id)
+        return subprocess.CompletedProcess(done.args, 0 if state == "SUCCEEDED" else 1,
+                                           stdout=done.stdout + logs.stdout, stderr=done.stderr + logs.stderr)
 
     def status(self, job_id: str) -> str:
         """The job's status from the Jobs REST API (``SUCCEEDED``, ``FAILED``, ...), with the head's token."""
