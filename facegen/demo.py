@@ -41,8 +41,7 @@ from facegen.training.trainer import fit
 DEFAULT_CONFIG = "configs/vae_demo64.yaml"
 CLASSIFIER_CONFIG = "configs/classifier_synth64.yaml"
 GUIDE_NAME = "guide_synth64"
-EDITOR_CONFIG = "configs/cvae_edit_synth64.yaml"
-EDITOR_EPOCHS = 20  # 48,000 of the demo's faces: configs/cvae_edit_synth64.yaml's comment has 12 and 20
+EDITOR_CONFIG = "configs/cvae_edit_demo64.yaml"  # its comment has the variants measured for the demo
 EDITOR_PUSH = 0.25  # the editor's edits set a condition entry to 1.25 / -0.25 (README "Pushing a condition")
 
 
@@ -57,10 +56,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guide-epochs", type=int, default=6,
                         help="epochs of the second classifier (another seed) that steers guided edits; 0: no "
                              "guide, no guided edits (default 6)")
-    parser.add_argument("--editor-epochs", type=int, default=EDITOR_EPOCHS,
+    parser.add_argument("--editor-epochs", type=int, default=None,
                         help=f"epochs of the conditional editor ({EDITOR_CONFIG}, the guide as its attribute "
                              f"constraint), which make demo then serves; 0 (or no guide): no editor, the VAE is "
-                             f"served (default {EDITOR_EPOCHS})")
+                             f"served (default: the config's train.epochs)")
 
 
 def _step(title: str) -> float:
@@ -128,12 +127,12 @@ def build_demo(args: argparse.Namespace) -> dict:
         timings["train_guide_s"] = time.perf_counter() - started
 
     editor = None
-    if guide and args.editor_epochs > 0:
+    if guide and args.editor_epochs != 0:
         # The guide is the constraint's reader: the editor's decodes must make it read the condition they were
         # given. The demo's scores come from the classifier above, which no model trains against.
+        epochs = [] if args.editor_epochs is None else [f"train.epochs={args.editor_epochs}"]
         editor_cfg = load_config(EDITOR_CONFIG, [f"data.shards={shards}", f"train.storage_path={out}/runs",
-                                                 f"train.epochs={args.editor_epochs}",
-                                                 f"model.constraint.classifier={guide}"])
+                                                 f"model.constraint.classifier={guide}", *epochs])
         started = _step(f"training the conditional editor (a CVAE whose decodes must make the guide read their "
                         f"condition): {editor_cfg.train.epochs} epochs")
         editor = fit(editor_cfg).bundle
