@@ -98,9 +98,13 @@ class Head:
     def _finish_untailed(self, job_id: str, done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
         """``ray job submit`` lost its log tail (a WebSocket drop on a loaded 2-core box, close code 1006): the job
         runs on regardless, so wait for its end over the REST API and read its log, as the README advises."""
-        deadline = time.monotonic() + 600
-        while (state := self.status(job_id)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        deadline, state = time.monotonic() + 600, "unknown"
+        while state not in ("SUCCEEDED", "FAILED", "STOPPED"):
             assert time.monotonic() < deadline, f"{job_id} still {state} after the log tail dropped"
+            try:
+                state = self.status(job_id)
+            except OSError:  # the dashboard that dropped the tail may be slow to answer too
+                pass
             time.sleep(2)
         logs = self.ray("job", "logs", "--address", self.address, job_id)
         return subprocess.CompletedProcess(done.args, 0 if state == "SUCCEEDED" else 1,
