@@ -28,6 +28,7 @@ from facegen.data.pipeline import read_examples
 from facegen.data.shards import write_shards
 from facegen.data.counterfactual import write_counterfactuals
 from facegen.data.synth import write_synthetic
+from facegen.errors import ConfigError
 from facegen.latent import grids
 from facegen.latent.sampler import fit_sampler, sample_faces
 from facegen.quality.benchmark import Settings, evaluate
@@ -83,8 +84,18 @@ def draw_pictures(bundle_path: str, manifest, out: str) -> dict[str, str]:
     }
 
 
+def check_demo_arguments(args: argparse.Namespace) -> None:
+    """Refuse impossible counts before anything runs, not a quarter of an hour in at the step that reads them."""
+    for flag, value, least in (("--n", args.n, 1), ("--epochs", args.epochs, 1),
+                               ("--classifier-epochs", args.classifier_epochs, 1),
+                               ("--guide-epochs", args.guide_epochs, 0), ("--editor-epochs", args.editor_epochs, 0)):
+        if value is not None and value < least:
+            raise ConfigError(f"demo: {flag} must be >= {least}, got {value}")
+
+
 def build_demo(args: argparse.Namespace) -> dict:
     """Every step up to the latent analysis; returns (and writes to ``OUT/metrics.json``) what it made."""
+    check_demo_arguments(args)
     out = os.path.abspath(args.out)
     timings: dict[str, float] = {}
     raw, shards = f"{out}/synth-celeba", f"{out}/shards64"

@@ -33,6 +33,8 @@ def test_every_command_has_plain_help_with_an_example(command):
     (["report", "/nonexistent/runs"], "no model bundles found"),
     (["serve", "--bundle", "/nonexistent/bundle"], "--bundle /nonexistent/bundle: not a model bundle"),
     (["serve", "--config", "/nonexistent/serve.yaml"], "/nonexistent/serve.yaml: Serve config not found"),
+    # refused before it renders a face, not at the step that reads the count
+    (["demo", "--out", "/nonexistent/demo", "--editor-epochs", "-1"], "--editor-epochs must be >= 0, got -1"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path):
     result = facegen(*args)
