@@ -28,7 +28,7 @@ from facegen.data.pipeline import read_examples
 from facegen.data.shards import write_shards
 from facegen.data.counterfactual import write_counterfactuals
 from facegen.data.synth import write_synthetic
-from facegen.errors import ConfigError
+from facegen.errors import FacegenError
 from facegen.latent import grids
 from facegen.latent.sampler import fit_sampler, sample_faces
 from facegen.quality.benchmark import Settings, evaluate
@@ -90,7 +90,7 @@ def check_demo_arguments(args: argparse.Namespace) -> None:
                                ("--classifier-epochs", args.classifier_epochs, 1),
                                ("--guide-epochs", args.guide_epochs, 0), ("--editor-epochs", args.editor_epochs, 0)):
         if value is not None and value < least:
-            raise ConfigError(f"demo: {flag} must be >= {least}, got {value}")
+            raise FacegenError(f"demo: {flag} must be >= {least}, got {value}")
 
 
 def build_demo(args: argparse.Namespace) -> dict:
