@@ -24,6 +24,11 @@ TINY_OPTIONS = {
     "infogan+info_in_steps": ("infogan", {"info_in_steps": True}),  # no info player: G and D carry the info loss
     "infogan+real_info": ("infogan", {"real_info": 1.0}),  # the info step also clusters real images
     "vae+attribute_dims": ("vae", {"attribute_dims": ["Male", "Smiling"]}),  # two named latent dimensions
+    # a patch critic as a second player
+    "ae+adversarial": ("ae", {"adversarial": {"weight": 0.5, "channels": 8}}),
+    "vae+adversarial": ("vae", {"adversarial": {"weight": 0.5, "channels": 8}}),
+    "cvae+adversarial": ("cvae", {"adversarial": {"weight": 0.5, "channels": 8},  # with the z adversary: 3 players
+                                  "constraint": {"adversary_weight": 1.0}}),
 }
 
 

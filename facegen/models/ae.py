@@ -15,13 +15,13 @@ mode and out of the optimizer: the code is a linear read-out of what the classif
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterator
 
 import torch
 from torch import nn
 
 from facegen.errors import ConfigError
 from facegen.io import absolute_path
+from facegen.models.adversarial import AdversarialConfig, PatchAdversary
 from facegen.models.backbones import BackboneConfig, build_backbone
 from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder, check_conv_autoencoder_fields
@@ -53,6 +53,8 @@ class AEConfig:
     encoder_trainable: false = the trunk is frozen (no gradient, eval-mode normalisation statistics, not in
         the optimizer); true = it is fine-tuned with the decoder (all of it, or the last
         ``encoder_backbone.trainable_layers`` blocks).
+    adversarial: the ``model.adversarial.*`` settings: a patch critic whose hinge loss sharpens the decodes
+        (``adversarial.py``); ``weight: 0`` (the default) = off.
     """
 
     resolution: int = 64
@@ -66,6 +68,7 @@ class AEConfig:
     encoder_bundle: str = ""
     encoder_backbone: BackboneConfig | None = None
     encoder_trainable: bool = False
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
     def __post_init__(self) -> None:
         check_conv_autoencoder_fields(self)
@@ -112,6 +115,10 @@ class Autoencoder(LatentModel):
                                    res_blocks=config.decoder_res_blocks)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
+        self.adversarial = PatchAdversary(config.adversarial) if config.adversarial.active else None
+        if self.adversarial is not None:
+            self.players = ("main", PatchAdversary.player)
+            self.player_networks[PatchAdversary.player] = self.adversarial
 
     @classmethod
     def resolve_config(cls, config: AEConfig, loader) -> AEConfig:
@@ -143,19 +150,22 @@ class Autoencoder(LatentModel):
                                     "model.encoder_backbone.weights")
         load_perceptual_trunk(self.perceptual, config, loader)
 
-    def parameters_for(self, player: str) -> Iterator[nn.Parameter]:
-        """Only the parameters that train: a frozen classifier trunk stays out of the optimizer."""
-        return (p for p in self.parameters() if p.requires_grad)
+    def set_epoch(self, epoch: int) -> None:
+        if self.adversarial is not None:
+            self.adversarial.set_epoch(epoch)
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:
         x = batch["image"]
+        if player == PatchAdversary.player:
+            return StepOutput(*self.adversarial.critic_step(x))
         x_hat = self.decode(self.encode(x))
-        loss = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual).mean()
-        return StepOutput(loss, {
-            "loss": loss.detach(),
-            "recon_mse": mse_per_image(x_hat, x).mean().detach(),
-            "ssim": ssim_per_image(x_hat.detach(), x).mean(),
-        })
+        recon = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual).mean()
+        metrics = {"recon_mse": mse_per_image(x_hat, x).mean().detach(),
+                   "ssim": ssim_per_image(x_hat.detach(), x).mean()}
+        loss = recon
+        if self.adversarial is not None:
+            loss = loss + self.adversarial.generator_term(x_hat, recon, metrics)
+        return StepOutput(loss, {"loss": loss.detach(), **metrics})
 
     def encode(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """images (N, 3, R, R) in [-1, 1] -> z (N, latent_dim)."""

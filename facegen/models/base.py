@@ -60,17 +60,29 @@ class FaceModel(nn.Module):
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
+        # Players with a network of their own (a z adversary, a patch critic): name -> that submodule, which
+        # its player alone steps (with the network's ``optimizer_settings(lr)`` when it has one); the first
+        # player steps every other trainable parameter. A plain dict: the submodules are registered as usual.
+        self.player_networks: dict[str, nn.Module] = {}
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def parameters_for(self, player: str) -> Iterator[nn.Parameter]:
-        """Parameters the ``player``'s optimizer updates; single-player models train everything."""
-        return self.parameters()
+        """Parameters the ``player``'s optimizer updates: a player's own network (``player_networks``), else
+        every trainable parameter outside those networks (all of them for a single-player model)."""
+        if player in self.player_networks:
+            return self.player_networks[player].parameters()
+        skip = {id(p) for network in self.player_networks.values() for p in network.parameters()}
+        return (p for p in self.parameters() if p.requires_grad and id(p) not in skip)
 
     def optimizer_settings(self, player: str, lr: float, betas: tuple[float, float],
                            weight_decay: float) -> OptimizerSettings:
-        """Per-player optimizer settings; the defaults come from ``train.*``, GANs may override per player."""
+        """Per-player optimizer settings; the defaults come from ``train.*``, a player's own network may set
+        its own, GANs may override per player."""
+        network = self.player_networks.get(player)
+        if hasattr(network, "optimizer_settings"):
+            return network.optimizer_settings(lr)
         return OptimizerSettings(lr=lr, betas=betas, weight_decay=weight_decay)
 
     @torch.no_grad()

@@ -26,6 +26,7 @@ from torch import nn
 
 from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import ConfigError
+from facegen.models.adversarial import AdversarialConfig, PatchAdversary
 from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder, check_vae_fields
 from facegen.models.condition_constraint import (ConstraintConfig, FrozenAttributeReader, ZAdversary,
@@ -56,6 +57,8 @@ class CVAEConfig:
     constraint: the ``model.constraint.*`` settings that make the decoder obey the condition (``attrs``
         only): a frozen classifier reading decodes under changed conditions, an adversary on z (see
         ``condition_constraint.py``); all weights 0 (the default) = the plain CVAE.
+    adversarial: the ``model.adversarial.*`` settings: a patch critic whose hinge loss sharpens the decodes
+        (``adversarial.py``); ``weight: 0`` (the default) = off.
     """
 
     resolution: int = 64
@@ -72,6 +75,7 @@ class CVAEConfig:
     condition_attributes: tuple[str, ...] = ("Male", "Smiling", "Eyeglasses", "Young")
     num_classes: int = 10
     constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
     def __post_init__(self) -> None:
         check_vae_fields(self)
@@ -116,8 +120,11 @@ class CVAE(LatentModel):
         # Like the perceptual network, the frozen classifier is a plain object outside the module tree.
         self.reader = FrozenAttributeReader() if constraint.classifier_weight else None
         self.adversary = ZAdversary(config.latent_dim, c) if constraint.adversary_weight else None
-        if self.adversary is not None:
-            self.players = ("main", "adversary")
+        self.adversarial = PatchAdversary(config.adversarial) if config.adversarial.active else None
+        # The z adversary and the patch critic each train alone; the main player everything else.
+        networks = {"adversary": self.adversary, PatchAdversary.player: self.adversarial}
+        self.player_networks.update((name, net) for name, net in networks.items() if net is not None)
+        self.players = ("main", *self.player_networks)
 
     def condition_of(self, batch: Batch) -> torch.Tensor:
         """The batch's condition vectors: (N, condition_dim) float."""
@@ -156,12 +163,14 @@ class CVAE(LatentModel):
                 mu = self.posterior(x, cond)[0]
             loss, metrics = self.adversary.step(mu, cond)
             return StepOutput(loss, metrics)
+        if player == PatchAdversary.player:
+            return StepOutput(*self.adversarial.critic_step(x))
         mu, logvar = self.posterior(x, cond)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_hat = self.decoder(torch.cat([z, cond], 1))
-        recon = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
+        recon = self.recon_scale * reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
         kl = gaussian_kl(mu, logvar)
-        per_image = self.recon_scale * recon + self._beta_now * kl
+        per_image = recon + self._beta_now * kl
         metrics = {"recon_mse": mse_per_image(x_hat, x).mean().detach(), "kl": kl.mean().detach()}
         constraint = self.config.constraint
         # The same z under changed conditions must read as those conditions. A bundle loaded for inference
@@ -176,14 +185,9 @@ class CVAE(LatentModel):
             per_image = per_image + constraint.adversary_weight * confusion
             metrics["z_confusion"] = confusion.mean().detach()
         loss = per_image.mean()
+        if self.adversarial is not None:
+            loss = loss + self.adversarial.generator_term(x_hat, recon.mean(), metrics)
         return StepOutput(loss, {"loss": loss.detach(), **metrics})
-
-    def parameters_for(self, player: str):
-        """The adversary player trains its head alone; the main player everything else."""
-        if player == "adversary":
-            return self.adversary.parameters()
-        skip = {id(p) for p in self.adversary.parameters()} if self.adversary is not None else set()
-        return (p for p in self.parameters() if id(p) not in skip)
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -198,6 +202,8 @@ class CVAE(LatentModel):
 
     def set_epoch(self, epoch: int) -> None:
         self._beta_now = warmed_up_beta(self.config, epoch)
+        if self.adversarial is not None:
+            self.adversarial.set_epoch(epoch)
 
     def load_pretrained(self, loader) -> None:
         load_perceptual_trunk(self.perceptual, self.config, loader)

@@ -26,6 +26,7 @@ from torch import nn
 
 from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.errors import ConfigError
+from facegen.models.adversarial import AdversarialConfig, PatchAdversary
 from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder, check_vae_fields
 from facegen.models.losses import (calibrated_gaussian_nll, gaussian_kl, mse_per_image, reconstruction_loss,
@@ -59,6 +60,8 @@ class VAEConfig:
     attribute_weight: weight of that cross-entropy, summed over the named dimensions, against the per-image
         loss (nats). The KL term pulls each mean back to 0, so the weight sets how far apart a dimension's two
         values sit: at 500 about +-4.5 (the reconstruction term is thousands of nats per image).
+    adversarial: the ``model.adversarial.*`` settings: a patch critic whose hinge loss sharpens the decodes
+        (``adversarial.py``); ``weight: 0`` (the default) = off.
     """
 
     resolution: int = 64
@@ -73,6 +76,7 @@ class VAEConfig:
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
     attribute_dims: tuple[str, ...] = ()
     attribute_weight: float = 500.0
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.attribute_dims if name not in CELEBA_ATTRIBUTES]
@@ -116,6 +120,10 @@ class VAE(LatentModel):
         self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
         self._attr_index = [CELEBA_ATTRIBUTES.index(name) for name in config.attribute_dims]
+        self.adversarial = PatchAdversary(config.adversarial) if config.adversarial.active else None
+        if self.adversarial is not None:
+            self.players = ("main", PatchAdversary.player)
+            self.player_networks[PatchAdversary.player] = self.adversarial
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, 3, H, W) -> (mu, logvar), each (N, latent_dim)."""
@@ -124,18 +132,21 @@ class VAE(LatentModel):
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:
         x = batch["image"]
+        if player == PatchAdversary.player:
+            return StepOutput(*self.adversarial.critic_step(x))
         mu, logvar = self.posterior(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         x_hat = self.decoder(z)
         kl = gaussian_kl(mu, logvar)
         extra = {}
         if self.config.calibrated:
-            nll, sigma = calibrated_gaussian_nll(x_hat, x)  # (N,), already the weighted reconstruction term
-            loss = (nll + self._beta_now * kl).mean()
+            recon, sigma = calibrated_gaussian_nll(x_hat, x)  # (N,), already the weighted reconstruction term
             extra["decoder_std"] = sigma
         else:
-            recon = reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
-            loss = (self.recon_scale * recon + self._beta_now * kl).mean()
+            recon = self.recon_scale * reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
+        loss = (recon + self._beta_now * kl).mean()
+        if self.adversarial is not None:
+            loss = loss + self.adversarial.generator_term(x_hat, recon.mean(), extra)
         if self._attr_index:
             named, labels = mu[:, :len(self._attr_index)], batch["attrs"][:, self._attr_index].float()  # (N, K)
             bce = F.binary_cross_entropy_with_logits(named, labels, reduction="none").sum(1).mean()
@@ -157,6 +168,8 @@ class VAE(LatentModel):
 
     def set_epoch(self, epoch: int) -> None:
         self._beta_now = warmed_up_beta(self.config, epoch)
+        if self.adversarial is not None:
+            self.adversarial.set_epoch(epoch)
 
     def load_pretrained(self, loader) -> None:
         load_perceptual_trunk(self.perceptual, self.config, loader)

@@ -1,4 +1,4 @@
-"""Quality metrics: image fidelity (PSNR, SSIM), distribution distance (Fréchet distance between feature
+"""Quality metrics: image fidelity (PSNR, SSIM, sharpness), distribution distance (Fréchet distance between feature
 Gaussians, attribute-frequency total variation), judge scores (balanced accuracy, agreement), edit scores
 (flip rate, drift of other attributes, counterfactual fidelity), categorical-code and age-bin accuracy, and
 mean/spread over seeds.
@@ -23,6 +23,7 @@ from facegen.quality.metrics import (
     mean_and_spread,
     psnr,
     psnr_per_image,
+    sharpness,
     ssim,
     ssim_per_image,
     within_one_bin_accuracy,
@@ -31,6 +32,7 @@ from facegen.quality.metrics import (
 __all__ = [
     "Spread", "attribute_agreement", "attribute_tv", "attribute_tv_per_attribute", "balanced_accuracy",
     "code_class_accuracy", "counterfactual_fidelity", "drift_of_others", "drift_per_attribute", "flip_rate",
-    "frechet_distance", "mean_and_spread", "meets_editing_target", "psnr", "psnr_per_image", "ssim", "ssim_per_image",
+    "frechet_distance", "mean_and_spread", "meets_editing_target", "psnr", "psnr_per_image", "sharpness", "ssim",
+    "ssim_per_image",
     "within_one_bin_accuracy",
 ]

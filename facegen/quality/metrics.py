@@ -1,4 +1,4 @@
-"""Image, distribution and label metrics: PSNR, SSIM, Fréchet distance, attribute-frequency total variation,
+"""Image, distribution and label metrics: PSNR, SSIM, sharpness, Fréchet distance, attribute-frequency total variation,
 balanced accuracy, judge agreement, categorical-code accuracy, within-one-bin accuracy, mean/spread over seeds.
 
 Images are (N, 3, H, W) float in [-1, 1], measured on the [0, 1] scale (peak 1) in float64. Label-like inputs
@@ -61,6 +61,22 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     x, y = _unit_pair(a, b)
     mse = float((x - y).pow(2).mean())  # one size for all images, so this is the mean per-image MSE
     return math.inf if mse == 0 else -10 * math.log10(mse)
+
+
+def sharpness(a: torch.Tensor, b: torch.Tensor) -> float:
+    """How much fine detail images ``a`` keep of their references ``b`` (N, 3, H, W) in [-1, 1]: the energy of
+    a's Laplacian (4-neighbour, on the [0, 1] scale, inside the border) pooled over the set, divided by b's.
+    1 = as much edge and texture energy as the references, below 1 = blurred (a decoder that averages), above
+    1 = noisier than them; 0 for flat images. PSNR cannot tell a blur from a shift, this can: it ignores where
+    the detail is."""
+    x, y = _unit_pair(a, b)
+    kernel = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64).expand(x.shape[1], 1, 3, 3)
+
+    def energy(t: torch.Tensor) -> float:
+        return float(F.conv2d(t, kernel.contiguous(), groups=t.shape[1]).pow(2).mean())
+
+    reference = energy(y)
+    return math.nan if reference == 0 else energy(x) / reference
 
 
 def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:

@@ -27,6 +27,7 @@ from facegen.quality.metrics import (
     code_class_accuracy,
     frechet_distance,
     psnr,
+    sharpness,
     ssim,
     within_one_bin_accuracy,
 )
@@ -72,11 +73,12 @@ def reconstruct(model: LatentModel, batch: Batch) -> torch.Tensor:
 @torch.no_grad()
 def reconstruction(model: LatentModel, judge, batch: Batch, label_names: Sequence[str], names: Sequence[str],
                    recon: torch.Tensor | None = None) -> tuple[dict[str, Any], torch.Tensor]:
-    """PSNR, SSIM of reconstructions vs originals and attribute agreement: the judge's mean balanced accuracy
+    """PSNR, SSIM and sharpness of reconstructions vs originals and attribute agreement: the judge's mean balanced accuracy
     on reconstructions divided by that on the originals (per attribute too). Returns (metrics, recon)."""
     images = batch["image"]
     recon = reconstruct(model, batch) if recon is None else recon
-    out: dict[str, Any] = {"n": int(images.shape[0]), "psnr": psnr(recon, images), "ssim": ssim(recon, images)}
+    out: dict[str, Any] = {"n": int(images.shape[0]), "psnr": psnr(recon, images), "ssim": ssim(recon, images),
+                           "sharpness": sharpness(recon, images)}
     if names:
         labels = label_matrix(batch, label_names, names)
         per_orig, mean_orig = balanced_accuracy(judge_reading(judge, images, names), labels)

@@ -79,10 +79,11 @@ def _reconstruction(results: list[dict]) -> Part:
     for r in results:
         rec = r.get("reconstruction")
         if rec:
-            rows.append([f"`{r['name']}`", rec["n"], rec["psnr"], rec["ssim"], rec.get("judge_bacc_original"),
+            rows.append([f"`{r['name']}`", rec["n"], rec["psnr"], rec["ssim"], rec.get("sharpness"),
+                         rec.get("judge_bacc_original"),
                          rec.get("judge_bacc_reconstruction"), rec.get("agreement")])
             part.pictures[f"reconstructions {r['name']} (originals above)"] = r["pictures"]["reconstructions"]
-    part.markdown = table(["bundle", "n", "PSNR dB", "SSIM", "judge bacc originals", "judge bacc recon",
+    part.markdown = table(["bundle", "n", "PSNR dB", "SSIM", "sharpness", "judge bacc originals", "judge bacc recon",
                            "agreement"], rows)
     return part
 

@@ -91,7 +91,7 @@ def test_identity_reconstruction_has_infinite_psnr_and_full_agreement(judge_dir,
     assert names and set(names) <= set(JUDGED)
     out, recon = reconstruction(Identity(), judge, test_batch, labels, names)
     assert torch.equal(recon, test_batch["image"])
-    assert out["psnr"] == math.inf and out["ssim"] == pytest.approx(1.0)
+    assert out["psnr"] == math.inf and out["ssim"] == pytest.approx(1.0) and out["sharpness"] == pytest.approx(1.0)
     assert out["agreement"] == pytest.approx(1.0)
     assert all(v["agreement"] == pytest.approx(1.0) for v in out["per_attribute"].values())
 

@@ -23,6 +23,7 @@ from facegen.quality import (
     mean_and_spread,
     psnr,
     psnr_per_image,
+    sharpness,
     ssim,
     ssim_per_image,
     within_one_bin_accuracy,
@@ -44,6 +45,30 @@ def test_identical_images_give_infinite_psnr_and_unit_ssim():
     assert torch.isinf(psnr_per_image(a, a)).all()
     assert ssim(a, a) == pytest.approx(1.0, abs=1e-12)
     assert torch.allclose(ssim_per_image(a, a), torch.ones(4, dtype=torch.float64))
+
+
+def test_sharpness_is_one_for_copies_below_one_for_blur_and_zero_for_flat_images():
+    a = _images(side=32)
+    assert sharpness(a, a.clone()) == pytest.approx(1.0, abs=1e-12)
+    assert sharpness(a + 0.1, a) == pytest.approx(1.0, abs=1e-6)  # a brightness shift is not detail
+    blurred = torch.nn.functional.avg_pool2d(a, 3, stride=1, padding=1, count_include_pad=False)
+    assert 0 < sharpness(blurred, a) < 0.9
+    noise = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert 0 < sharpness(torch.nn.functional.avg_pool2d(noise, 3, stride=1, padding=1), noise) < 0.1
+    assert sharpness(torch.zeros_like(a), a) == 0.0
+    # a checkerboard of +-d has Laplacian +-8d inside the border: energy 64 d^2 on the [0, 1] scale
+    d = 0.1
+    board = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2 - 1.0  # +-1
+    checker = (board * 2 * d).expand(1, 3, 32, 32)  # +-d on the [0, 1] scale (the scale halves [-1, 1])
+    assert sharpness(checker, a[:1]) * float(_laplacian_energy(a[:1])) == pytest.approx(64 * d * d, rel=1e-6)
+    assert math.isnan(sharpness(a, torch.zeros_like(a)))
+
+
+def _laplacian_energy(images: torch.Tensor) -> torch.Tensor:
+    unit = (images.double() + 1) / 2
+    lap = (unit[..., :-2, 1:-1] + unit[..., 2:, 1:-1] + unit[..., 1:-1, :-2] + unit[..., 1:-1, 2:]
+           - 4 * unit[..., 1:-1, 1:-1])
+    return lap.pow(2).mean()
 
 
 def test_psnr_of_a_constant_offset_matches_the_closed_form():
