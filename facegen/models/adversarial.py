@@ -13,7 +13,8 @@ From ``start_epoch`` on, the main player adds the generator's side, weighted ada
     main:    loss += weight * lambda * -mean D(x_hat),
              lambda = ||d recon / d x_hat|| / (||d adv / d x_hat|| + 1e-4)   (detached, at most 1e4)
 
-lambda is VQGAN's adaptive weight taken at the decoded image instead of the decoder's last layer (the two
+The term is added through its gradient on ``x_hat`` (computed once for lambda anyway), which saves a second
+backward pass through the critic. lambda is VQGAN's adaptive weight taken at the decoded image instead of the decoder's last layer (the two
 differ by the same Jacobian, and the image is what every family has): the adversarial pull on the pixels is
 ``weight`` times the reconstruction's, whatever units the family's loss is in (an ELBO in nats, an AE's mean
 squared error). The critic trains from the first epoch, so it already tells real from decoded when the term
@@ -122,10 +123,14 @@ class PatchAdversary(nn.Module):
             return x_hat.new_zeros(())
         adv = -self.critic(x_hat).mean()
         recon_grad = torch.autograd.grad(recon_term, x_hat, retain_graph=True)[0]
-        adv_grad = torch.autograd.grad(adv, x_hat, retain_graph=True)[0]
-        lam = (recon_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(max=MAX_LAMBDA).detach()
+        adv_grad = torch.autograd.grad(adv, x_hat)[0]  # (N, 3, H, W); the critic's graph is done with
+        lam = (recon_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(max=MAX_LAMBDA)
         metrics.update(adv_g=adv.detach(), adv_lambda=lam)
-        return self.config.weight * lam * adv
+        # The term enters through its known pixel gradient: the same gradient for everything upstream of
+        # x_hat as weight * lam * adv, without a second backward pass through the critic (whose own
+        # gradients the main player discards anyway). Its value is 0; ``adv_g`` reports the term itself.
+        pull = self.config.weight * lam * adv_grad  # (N, 3, H, W)
+        return (x_hat * pull).sum() - (x_hat.detach() * pull).sum()
 
     def critic_step(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The critic's hinge loss on ``real`` images (N, 3, H, W) and the last main step's decodes."""
