@@ -47,6 +47,9 @@ class AdversarialConfig:
     channels: width of the critic's first layer, doubling per layer.
     layers: depth of the critic: 2 = 34 px patches (a 14x14 grid of logits at 64 px), 3 = pix2pix's 70 px.
     lr: the critic's learning rate; 0 = ``train.lr``.
+    edits: a CVAE with ``model.constraint.classifier``: its decodes under changed conditions (the edits) are
+        pulled toward real-looking too, with the reconstructions' lambda, and shown to the critic (AttGAN puts
+        its adversarial loss on edited faces); the AE and VAE decode no edits while training and ignore it.
     """
 
     weight: float = 0.0
@@ -54,6 +57,7 @@ class AdversarialConfig:
     channels: int = 32
     layers: int = 2
     lr: float = 0.0
+    edits: bool = False
 
     def __post_init__(self) -> None:
         if self.weight < 0 or self.start_epoch < 0 or self.lr < 0:
@@ -112,25 +116,33 @@ class PatchAdversary(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         self.switched_on = epoch >= self.config.start_epoch
 
-    def generator_term(self, x_hat: torch.Tensor, recon_term: torch.Tensor,
-                       metrics: dict[str, torch.Tensor]) -> torch.Tensor:
+    def generator_term(self, x_hat: torch.Tensor, recon_term: torch.Tensor, metrics: dict[str, torch.Tensor],
+                       edited: torch.Tensor | None = None) -> torch.Tensor:
         """The main player's adversarial term (a scalar; 0 before ``start_epoch`` or without gradients).
-        ``recon_term``: the batch-mean reconstruction loss whose gradient on ``x_hat`` sets the scale."""
+        ``recon_term``: the batch-mean reconstruction loss whose gradient on ``x_hat`` sets the scale;
+        ``edited``: other decodes (M, 3, H, W) to pull the same way with the same lambda and to show the critic
+        (a CVAE's decodes under changed conditions, with ``edits: true``)."""
         if not torch.is_grad_enabled():  # validation, inference: nothing to pull on
             return x_hat.new_zeros(())
-        self._fakes = x_hat.detach()
+        fakes = [x_hat] if edited is None else [x_hat, edited]
+        self._fakes = torch.cat(fakes).detach()
         if not self.switched_on:
             return x_hat.new_zeros(())
-        adv = -self.critic(x_hat).mean()
+        advs = [-self.critic(fake).mean() for fake in fakes]
         recon_grad = torch.autograd.grad(recon_term, x_hat, retain_graph=True)[0]
-        adv_grad = torch.autograd.grad(adv, x_hat)[0]  # (N, 3, H, W); the critic's graph is done with
-        lam = (recon_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(max=MAX_LAMBDA)
-        metrics.update(adv_g=adv.detach(), adv_lambda=lam)
+        adv_grads = torch.autograd.grad(advs, fakes)  # each (N, 3, H, W); the critic's graph is done with
+        lam = (recon_grad.norm() / (adv_grads[0].norm() + 1e-4)).clamp(max=MAX_LAMBDA)
+        metrics.update(adv_g=advs[0].detach(), adv_lambda=lam)
+        if edited is not None:
+            metrics["adv_g_edited"] = advs[1].detach()
         # The term enters through its known pixel gradient: the same gradient for everything upstream of
-        # x_hat as weight * lam * adv, without a second backward pass through the critic (whose own
+        # the decodes as weight * lam * adv, without a second backward pass through the critic (whose own
         # gradients the main player discards anyway). Its value is 0; ``adv_g`` reports the term itself.
-        pull = self.config.weight * lam * adv_grad  # (N, 3, H, W)
-        return (x_hat * pull).sum() - (x_hat.detach() * pull).sum()
+        term = x_hat.new_zeros(())
+        for fake, grad in zip(fakes, adv_grads):
+            pull = self.config.weight * lam * grad  # (N, 3, H, W)
+            term = term + (fake * pull).sum() - (fake.detach() * pull).sum()
+        return term
 
     def critic_step(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The critic's hinge loss on ``real`` images (N, 3, H, W) and the last main step's decodes."""

@@ -175,9 +175,11 @@ class CVAE(LatentModel):
         constraint = self.config.constraint
         # The same z under changed conditions must read as those conditions. A bundle loaded for inference
         # (`facegen report`) has no reader: with no gradient to take, its loss is the ELBO alone
+        edited = None
         if self.reader is not None and (self.reader.loaded or torch.is_grad_enabled()):
             target = changed_conditions(cond, constraint.targets)
-            bce, agree = classification_constraint(self.reader, self.decoder(torch.cat([z, target], 1)), target)
+            edited = self.decoder(torch.cat([z, target], 1))  # (N, 3, H, W)
+            bce, agree = classification_constraint(self.reader, edited, target)
             per_image = per_image + constraint.classifier_weight * bce
             metrics.update(edit_bce=bce.mean().detach(), edit_acc=agree)
         if self.adversary is not None:  # and z must not tell the adversary the condition
@@ -186,7 +188,8 @@ class CVAE(LatentModel):
             metrics["z_confusion"] = confusion.mean().detach()
         loss = per_image.mean()
         if self.adversarial is not None:
-            loss = loss + self.adversarial.generator_term(x_hat, recon.mean(), metrics)
+            shown = edited if self.config.adversarial.edits else None
+            loss = loss + self.adversarial.generator_term(x_hat, recon.mean(), metrics, shown)
         return StepOutput(loss, {"loss": loss.detach(), **metrics})
 
     @torch.no_grad()

@@ -67,6 +67,23 @@ def test_each_player_moves_its_own_parameters_and_the_classifier_never_moves(cla
     assert not reader.training  # eval mode: dropout off
 
 
+def test_a_patch_critic_on_the_edits_is_a_third_player_that_sees_them(classifier_bundle):
+    cfg, model = constrained(classifier_bundle, adversarial={"weight": 0.5, "channels": 8, "edits": True})
+    assert model.players == ("main", "adversary", "critic")
+    batch = fixed_batch()
+    out = model(batch)
+    assert out.metrics["adv_g_edited"].ndim == 0
+    assert model.adversarial._fakes.shape[0] == 2 * batch["image"].shape[0]  # reconstructions and edits
+    out.loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.adversarial.parameters())
+    assert all(p.grad is None for p in model.reader.model.parameters())
+    model.zero_grad(set_to_none=True)
+    model(batch, player="critic").loss.backward()
+    critic = {id(p) for p in model.adversarial.parameters()}
+    assert all(p.grad is None for p in model.parameters() if id(p) not in critic)
+    assert any(p.grad is not None and p.grad.any() for p in model.adversarial.parameters())
+
+
 def test_classification_term_reaches_decoder_and_encoder_only(classifier_bundle):
     _, model = constrained(classifier_bundle, adversary_weight=0.0)
     assert model.players == ("main",) and model.adversary is None
