@@ -2,9 +2,9 @@
 the term VQGAN (Esser et al. 2021) adds to a pixel or perceptual loss to sharpen what those leave blurred.
 
 The critic (PatchGAN, Isola et al. 2017) maps an image to a grid of logits, one per overlapping patch (34 px
-across with ``layers: 2``, 70 px with pix2pix's 3), so it judges texture and edges rather than the whole face. It is its own
-player, ``"critic"``, trained after the main player on the batch's images against that step's decodes
-(detached) with the hinge loss::
+across with ``layers: 2``, 70 px with pix2pix's 3), so it judges texture and edges rather than the whole face.
+It is its own player, ``"critic"``, trained after the main player on the batch's images against that step's
+decodes (detached) with the hinge loss::
 
     critic:  mean relu(1 - D(x)) + mean relu(1 + D(x_hat))
 
@@ -13,14 +13,13 @@ From ``start_epoch`` on, the main player adds the generator's side, weighted ada
     main:    loss += weight * lambda * -mean D(x_hat),
              lambda = ||d recon / d x_hat|| / (||d adv / d x_hat|| + 1e-4)   (detached, at most 1e4)
 
-The term is added through its gradient on ``x_hat`` (computed once for lambda anyway), which saves a second
-backward pass through the critic. lambda is VQGAN's adaptive weight taken at the decoded image instead of the decoder's last layer (the two
-differ by the same Jacobian, and the image is what every family has): the adversarial pull on the pixels is
-``weight`` times the reconstruction's, whatever units the family's loss is in (an ELBO in nats, an AE's mean
-squared error). The critic trains from the first epoch, so it already tells real from decoded when the term
-switches on. Its weights are part of the model's state (a bundle carries them; they are small) but only the
-training step uses them.
-"""
+lambda is VQGAN's adaptive weight, taken at the decoded image rather than at the decoder's last layer (the image
+is what every family has): the adversarial pull on the pixels is ``weight`` times the reconstruction's, whatever
+units the family's loss is in (an ELBO in nats, an AE's mean squared error). The term is added through its
+gradient on ``x_hat``, computed for lambda anyway, which saves a second backward pass through the critic. The
+critic trains from the first epoch, so it already tells real from decoded when the term switches on. Its
+weights are part of the model's state (a bundle carries them; they are small), but only training uses them.
+""""""
 
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ to compare a 2-worker DDP run with a 1-worker run exactly.
 (see ``backbones.py``): features (N, F) -> linear -> z (N, latent_dim); the decoder stays the conv decoder.
 The trunk's weights are copied from the classifier bundle when the model is built for training
 (``facegen.pretrained``) and are then part of this model's state_dict, so its own bundle is self-contained
-(:meth:`Autoencoder.export_config` swaps the bundle path for the trunk's architecture). Frozen (``encoder_trainable: false``), the trunk stays in eval
-mode and out of the optimizer: the code is a linear read-out of what the classifier sees.
+(:meth:`Autoencoder.export_config` swaps the bundle path for the trunk's architecture). Frozen
+(``encoder_trainable: false``), the trunk stays in eval mode and out of the optimizer: the code is a linear
+read-out of what the classifier sees.
 """
 
 from __future__ import annotations

@@ -73,8 +73,9 @@ def reconstruct(model: LatentModel, batch: Batch) -> torch.Tensor:
 @torch.no_grad()
 def reconstruction(model: LatentModel, judge, batch: Batch, label_names: Sequence[str], names: Sequence[str],
                    recon: torch.Tensor | None = None) -> tuple[dict[str, Any], torch.Tensor]:
-    """PSNR, SSIM and sharpness of reconstructions vs originals and attribute agreement: the judge's mean balanced accuracy
-    on reconstructions divided by that on the originals (per attribute too). Returns (metrics, recon)."""
+    """PSNR, SSIM and sharpness of reconstructions vs originals, and attribute agreement: the judge's mean
+    balanced accuracy on reconstructions divided by that on the originals (per attribute too).
+    Returns (metrics, recon)."""
     images = batch["image"]
     recon = reconstruct(model, batch) if recon is None else recon
     out: dict[str, Any] = {"n": int(images.shape[0]), "psnr": psnr(recon, images), "ssim": ssim(recon, images),
