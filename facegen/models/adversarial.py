@@ -19,7 +19,7 @@ units the family's loss is in (an ELBO in nats, an AE's mean squared error). The
 gradient on ``x_hat``, computed for lambda anyway, which saves a second backward pass through the critic. The
 critic trains from the first epoch, so it already tells real from decoded when the term switches on. Its
 weights are part of the model's state (a bundle carries them; they are small), but only training uses them.
-""""""
+"""
 
 from __future__ import annotations
 
