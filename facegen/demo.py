@@ -217,7 +217,8 @@ def benchmark(out: str, raw: str, bundle: str, classifier: str, guide: str | Non
     # The renderer's edit is the counterfactual itself (fidelity inf, which JSON stores as null)
     attainable = sorted({row["attribute"] for row in rows
                          if row["method"] == CEILING and meets_editing_target({**row, "fidelity_psnr": math.inf})})
-    return {"md": paths["md"], "json": paths["json"], "psnr": recon.get("psnr"), "agreement": recon.get("agreement"),
+    return {"md": paths["md"], "json": paths["json"], "psnr": recon.get("psnr"), "sharpness": recon.get("sharpness"),
+            "agreement": recon.get("agreement"),
             "fd": generation.get("fd"), "fd_floor": generation.get("fd_floor"),
             "attribute_tv": generation.get("attribute_tv"), "attribute_tv_floor": generation.get("attribute_tv_floor"),
             "reliable_edits": reliable, "judge_confirms_true_edits": attainable,
@@ -242,14 +243,16 @@ def print_summary(metrics: dict) -> None:
     print(f"  latent analysis    {metrics['analysis']}")
     q = metrics["quality"]
     print(f"  quality benchmark  {q['md']}")
-    print(f"    {metrics['family']} from {metrics['config']}: PSNR {_fmt(q['psnr'])} dB, attribute agreement "
+    print(f"    {metrics['family']} from {metrics['config']}: PSNR {_fmt(q['psnr'])} dB, sharpness "
+          f"{_fmt(q.get('sharpness'))} (1 = as sharp as the test faces), attribute agreement "
           f"{_fmt(q['agreement'])}, sample Fréchet distance {_fmt(q['fd'])} (floor {_fmt(q['fd_floor'])}), "
           f"attribute TV {_fmt(q['attribute_tv'])} (floor {_fmt(q.get('attribute_tv_floor'))})")
     _print_reliable(q)
     e = metrics.get("editor_quality")
     if e:
         print(f"  editor benchmark   {e['md']}")
-        print(f"    conditional editor from {EDITOR_CONFIG}: PSNR {_fmt(e['psnr'])} dB, attribute agreement "
+        print(f"    conditional editor from {EDITOR_CONFIG}: PSNR {_fmt(e['psnr'])} dB, sharpness "
+              f"{_fmt(e.get('sharpness'))}, attribute agreement "
               f"{_fmt(e['agreement'])}; condition edits (pushed {EDITOR_PUSH:g}) flip {_fmt(e['condition_flip'])}"
               f" of the time, >= 90% on {e['condition_followed']} attributes")
         _print_reliable(e)

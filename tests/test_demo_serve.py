@@ -140,4 +140,5 @@ def test_the_demo_benchmarks_its_editors_condition_edits_pushed(synth_celeba, ti
     slots = [row for row in written["bundles"][0]["editing"]["rows"] if row["method"] == "slot"]
     assert [row["attribute"] for row in slots] == ["Smiling"]  # the tiny CVAE's one condition entry
     assert quality["condition_flip"] == slots[0]["flip_rate"]
+    assert quality["sharpness"] == written["bundles"][0]["reconstruction"]["sharpness"] > 0
     assert quality["condition_followed"] == f"{int(slots[0]['flip_rate'] >= 0.9)} of 1"
