@@ -75,7 +75,7 @@ class PatchCritic(nn.Module):
     stride-1 conv, a 4x4 conv to one channel (pix2pix's NLayerDiscriminator, GroupNorm instead of BatchNorm so a
     DDP run does not depend on how the batch is split)."""
 
-    def __init__(self, channels: int = 32, layers: int = 3):
+    def __init__(self, channels: int = 32, layers: int = 2):
         super().__init__()
         widths = [min(channels * 2**i, channels * 8) for i in range(layers + 1)]
         stack: list[nn.Module] = [nn.Conv2d(3, widths[0], 4, stride=2, padding=1), nn.LeakyReLU(0.2)]

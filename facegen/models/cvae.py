@@ -91,6 +91,9 @@ class CVAEConfig:
             raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
         if self.constraint.active and self.condition != "attrs":
             raise ConfigError("model.constraint: only for condition: attrs (the classifier reads attributes)")
+        if self.adversarial.edits and not self.constraint.classifier_weight:
+            raise ConfigError("model.adversarial.edits: the edits are the constraint's decodes under changed "
+                              "conditions: set model.constraint.classifier_weight > 0 (and its classifier)")
 
     @property
     def condition_dim(self) -> int:

@@ -9,6 +9,7 @@ import torch
 from facegen.errors import ConfigError
 from facegen.models import build_model
 from facegen.models.adversarial import AdversarialConfig, PatchAdversary, PatchCritic
+from facegen.models.cvae import CVAEConfig
 from tests.models.test_models import fixed_batch
 from tests.tiny import tiny_config
 
@@ -99,3 +100,8 @@ def test_critic_output_is_a_grid_of_patch_logits():
 def test_bad_settings_are_config_errors(bad):
     with pytest.raises(ConfigError, match="model.adversarial"):
         AdversarialConfig(**bad)
+
+
+def test_critic_on_edits_needs_the_constraint_that_decodes_them():
+    with pytest.raises(ConfigError, match="model.adversarial.edits"):
+        CVAEConfig(adversarial=AdversarialConfig(weight=1.0, edits=True))  # no constraint: no edits decoded
