@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from facegen import io as fsio
 from facegen.bundle import write_bundle
@@ -141,6 +141,31 @@ def export_checkpoint(checkpoint, manifest: Manifest, dest: str) -> tuple[str, l
     return dest, state.history
 
 
+PORT_RACE_ATTEMPTS = 3
+
+
+def is_port_race(error: BaseException) -> bool:
+    """Ray Train finds the process group's port by binding port 0 and letting it go before torch binds it again;
+    a socket opened in between (Ray alone opens dozens) can take it, and the worker group fails to start."""
+    return "EADDRINUSE" in str(error)
+
+
+def retry_port_race(fit: Callable[[], Any], name: str, attempts: int = PORT_RACE_ATTEMPTS) -> Any:
+    """``fit()``, started again (on a fresh port) when its worker group lost the rendezvous port race. Nothing
+    has trained when that happens, and a start resumes from the run's latest checkpoint anyway."""
+    from facegen.training.progress import PREFIX
+
+    for attempt in range(1, attempts):
+        try:
+            return fit()
+        except Exception as error:
+            if not is_port_race(error):
+                raise
+            print(f"{PREFIX} {name}: the process group's port was taken before torch bound it (a Ray Train "
+                  f"start-up race); starting again ({attempt + 1}/{attempts})", file=sys.stderr, flush=True)
+    return fit()
+
+
 def train_with_console(cfg: ExperimentConfig, manifest: Manifest, callbacks: list):
     """``fit()`` of the run's TorchTrainer, with facegen's console: a line per epoch (from rank 0's reports,
     printed here on the driver), and where Ray's logs are when it fails."""
@@ -152,7 +177,8 @@ def train_with_console(cfg: ExperimentConfig, manifest: Manifest, callbacks: lis
     rows = manifest.rows("train")
     with EpochPrinter(cfg, cfg.train.name, min(rows, cfg.data.max_rows or rows)) as printer:
         try:
-            return build_trainer(cfg, manifest, callbacks=[*callbacks, printer.callback]).fit()
+            return retry_port_race(lambda: build_trainer(cfg, manifest, callbacks=[*callbacks, printer.callback]).fit(),
+                                   cfg.train.name)
         except Exception:
             print(f"{PREFIX} {cfg.train.name}: training failed; the workers' own output is in Ray's logs: "
                   f"{ray_logs_dir()}", file=sys.stderr, flush=True)

@@ -15,7 +15,8 @@ from facegen.runtime import init_ray, require_resources
 from facegen.training import tracking
 from facegen.training.resources import TRIAL_DRIVER_CPUS, trial_demand
 from facegen.training.search_space import OBJECTIVE, SearchSpec, default_space_path, max_concurrent, read_search_spec
-from facegen.training.trainer import build_trainer, check_compatible, export_checkpoint, storage_location
+from facegen.training.trainer import (build_trainer, check_compatible, export_checkpoint, retry_port_race,
+                                      storage_location)
 
 
 def _objective_callback(weights: dict[str, float] | None):
@@ -40,12 +41,11 @@ def run_trial(sample: dict[str, Any], base_raw: dict[str, Any], weights: dict[st
     """
     from ray import tune
 
-
     cfg = from_dict(apply_overrides(base_raw, sample))
     trial_id = tune.get_context().get_trial_id()
-    trainer = build_trainer(cfg, read_manifest(cfg.data.shards), callbacks=[_objective_callback(weights)],
-                            run_name=f"{cfg.train.name}-{trial_id}")
-    trainer.fit()
+    manifest, name = read_manifest(cfg.data.shards), f"{cfg.train.name}-{trial_id}"
+    retry_port_race(lambda: build_trainer(cfg, manifest, callbacks=[_objective_callback(weights)],
+                                          run_name=name).fit(), name)
 
 
 def search_folder(cfg) -> tuple[str, str]:
