@@ -74,9 +74,18 @@ class DataWait:
             yield batch
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (oneDNN's own test: AVX512-BF16 or AMX)."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(probe and probe())
+
+
 def _autocast(cfg: ExperimentConfig, device: torch.device):
+    # bf16 needs no loss scaling; weights, gradients and optimizer state stay fp32.
     if cfg.train.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)  # bf16 needs no loss scaling
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cfg.train.amp_cpu and device.type == "cpu" and cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
