@@ -87,7 +87,7 @@ class PatchCritic(nn.Module):
         self.net = nn.Sequential(*stack)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        return self.net(images).float()  # logits in fp32 under bf16 autocast: the hinge and its means need it
 
 
 class PatchAdversary(nn.Module):

@@ -154,7 +154,7 @@ class CVAE(LatentModel):
     def posterior(self, images: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, 3, H, W), cond (N, C) -> (mu, logvar), each (N, latent_dim)."""
         planes = cond[:, :, None, None].expand(-1, -1, *images.shape[2:])
-        mu, logvar = self.to_posterior(self.encoder(torch.cat([images, planes], 1))).chunk(2, dim=1)
+        mu, logvar = self.to_posterior(self.encoder(torch.cat([images, planes], 1))).float().chunk(2, dim=1)
         return mu, logvar.clamp(-10, 10)  # keeps exp(logvar) finite early in training
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:

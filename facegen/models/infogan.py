@@ -50,10 +50,14 @@ class InfoGAN(CodeGAN):
         """images (N, 3, H, W) -> trunk features (N, F)."""
         return self.trunk(images)
 
+    def logit(self, features: torch.Tensor) -> torch.Tensor:
+        """features (N, F) -> real/fake logits (N, 1), fp32 under bf16 autocast (softplus is not cast)."""
+        return self.real_fake(features).float()
+
     def _step_generator(self, batch: Batch) -> StepOutput:
         latent = self._prior(batch)
         features = self.trunk(self.generator(latent))
-        loss = F.softplus(-self.real_fake(features)).mean()  # -log D(G(z)): strong gradients while D wins
+        loss = F.softplus(-self.logit(features)).mean()  # -log D(G(z)): strong gradients while D wins
         metrics = {"g_loss": loss.detach()}
         if self.config.info_in_steps:  # Chen et al.: G's own loss carries the info term
             info = self.codes.loss(features, latent)
@@ -66,7 +70,7 @@ class InfoGAN(CodeGAN):
         with torch.no_grad():  # the generator is not this player's; no graph through it
             fake = self.generator(latent)
         features = self.trunk(torch.cat([real, fake]))  # GroupNorm: per image
-        logits = self.real_fake(features).squeeze(1)
+        logits = self.logit(features).squeeze(1)
         real_logit, fake_logit = logits[:real.shape[0]], logits[real.shape[0]:]
         d_loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
         metrics = {"d_loss": d_loss.detach(), "d_real_acc": (real_logit > 0).float().mean(),

@@ -19,12 +19,12 @@ RECON_LOSSES = (*PIXEL_LOSSES, "perceptual")
 
 def mse_per_image(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean squared error per image, on the [0, 1] pixel scale (the number people quote): (N,)."""
-    return ((x_hat - x) / 2).pow(2).flatten(1).mean(1)
+    return ((x_hat.float() - x.float()) / 2).pow(2).flatten(1).mean(1)  # fp32 under autocast too
 
 
 def l1_per_image(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean absolute error per image on the [0, 1] scale: (N,)."""
-    return ((x_hat - x) / 2).abs().flatten(1).mean(1)
+    return ((x_hat.float() - x.float()) / 2).abs().flatten(1).mean(1)  # fp32 under autocast too
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:

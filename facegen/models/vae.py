@@ -127,7 +127,7 @@ class VAE(LatentModel):
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, 3, H, W) -> (mu, logvar), each (N, latent_dim)."""
-        mu, logvar = self.to_posterior(self.encoder(images)).chunk(2, dim=1)
+        mu, logvar = self.to_posterior(self.encoder(images)).float().chunk(2, dim=1)  # KL in fp32 under autocast
         return mu, logvar.clamp(-10, 10)  # keeps exp(logvar) finite early in training
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:

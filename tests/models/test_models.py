@@ -58,8 +58,28 @@ def test_step_outputs_and_shapes(family):
         assert model.sample(3).shape == (3, 3, 32, 32)
 
 
+@pytest.mark.parametrize("family", CONFIGS)
+def test_every_player_steps_under_cpu_bf16_autocast(family):
+    """``train.amp_cpu``: convolutions run in bf16, while losses, weights and gradients stay finite fp32."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(family).model)
+    dtypes = set()
+    for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+    for player in model.players:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(fixed_batch(), player=player)
+        assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss), (player, out.loss)
+        out.loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads), player
+    assert dtypes == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("family", SINGLE_PLAYER)
-def test_loss_falls_on_a_tiny_fixed_batch(family):
+def test_loss_falls_on_a_tiny_fixed_batch(family, precision):
     torch.manual_seed(0)
     model = build_model(tiny_config(family).model)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -67,7 +87,8 @@ def test_loss_falls_on_a_tiny_fixed_batch(family):
     losses = []
     for _ in range(60):
         optimizer.zero_grad()
-        loss = model(batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(batch).loss
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
