@@ -37,7 +37,7 @@ from facegen.quality.edits import CEILING
 from facegen.reporting.report import build_report
 from facegen.runtime import init_ray, ray_logs_dir
 from facegen.training.tracking import ui_command
-from facegen.training.trainer import fit
+from facegen.training.trainer import fit, set_aside_stale_run
 
 DEFAULT_CONFIG = "configs/vae_demo64.yaml"
 CLASSIFIER_CONFIG = "configs/classifier_synth64.yaml"
@@ -61,6 +61,15 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"epochs of the conditional editor ({EDITOR_CONFIG}, the guide as its attribute "
                              f"constraint), which make demo then serves; 0 (or no guide): no editor, the VAE is "
                              f"served (default: the config's train.epochs)")
+
+
+def fit_current(cfg):
+    """``fit``; a run an earlier demo left with other settings (its configs have changed since) starts afresh."""
+    aside = set_aside_stale_run(cfg)
+    if aside:
+        print(f"[facegen] {cfg.train.name}: an earlier demo trained it with other settings; moved to {aside}, "
+              f"training afresh", flush=True)
+    return fit(cfg)
 
 
 def _step(title: str) -> float:
@@ -115,14 +124,14 @@ def build_demo(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, overrides)
     started = _step(f"training {cfg.family} with Ray Train: {cfg.train.num_workers} workers, {cfg.train.epochs} epochs")
     init_ray(args.num_cpus)
-    result = fit(cfg)
+    result = fit_current(cfg)
     timings["train_s"] = time.perf_counter() - started
 
     classifier_cfg = load_config(CLASSIFIER_CONFIG, [f"data.shards={shards}", f"train.storage_path={out}/runs",
                                                      f"train.epochs={args.classifier_epochs}"])
     started = _step(f"training the attribute classifier (scores edits, names latent dimensions): "
                     f"{classifier_cfg.train.epochs} epochs")
-    classifier = fit(classifier_cfg)
+    classifier = fit_current(classifier_cfg)
     timings["train_classifier_s"] = time.perf_counter() - started
 
     guide = None
@@ -134,7 +143,7 @@ def build_demo(args: argparse.Namespace) -> dict:
                                                     "train.seed=1"])
         started = _step(f"training the guide classifier (steers guided edits; another seed, never the judge): "
                         f"{guide_cfg.train.epochs} epochs")
-        guide = fit(guide_cfg).bundle
+        guide = fit_current(guide_cfg).bundle
         timings["train_guide_s"] = time.perf_counter() - started
 
     editor = None
@@ -146,7 +155,7 @@ def build_demo(args: argparse.Namespace) -> dict:
                                                  f"model.constraint.classifier={guide}", *epochs])
         started = _step(f"training the conditional editor (a CVAE whose decodes must make the guide read their "
                         f"condition): {editor_cfg.train.epochs} epochs")
-        editor = fit(editor_cfg).bundle
+        editor = fit_current(editor_cfg).bundle
         timings["train_editor_s"] = time.perf_counter() - started
 
     started = _step("drawing reconstructions, samples and latent traversals")

@@ -66,22 +66,42 @@ def latest_checkpoint(cfg: ExperimentConfig) -> str | None:
     return fsio.to_uri(fs, fsio.join(run_dir, names[-1])) if names else None
 
 
-def check_resumable(cfg: ExperimentConfig) -> None:
-    """A re-used run name resumes its checkpoints, which only works for the same model: say so up front
-    instead of failing inside a worker on mismatched weights."""
+def saved_config(cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The config (as a dict) the run ``storage_path/name`` was trained with, from its latest checkpoint."""
     folder = latest_checkpoint(cfg)
     if folder is None:
-        return
+        return None
     fs, path = fsio.resolve(folder)
     import io
 
     import torch
 
-    saved = torch.load(io.BytesIO(fsio.read_bytes(fs, fsio.join(path, STATE_FILE))), map_location="cpu",
-                       weights_only=True)["config"]
-    if saved["model"] != cfg.to_dict()["model"]:
+    return torch.load(io.BytesIO(fsio.read_bytes(fs, fsio.join(path, STATE_FILE))), map_location="cpu",
+                      weights_only=True)["config"]
+
+
+def check_resumable(cfg: ExperimentConfig) -> None:
+    """A re-used run name resumes its checkpoints, which only works for the same model: say so up front
+    instead of failing inside a worker on mismatched weights."""
+    saved = saved_config(cfg)
+    if saved is not None and saved["model"] != cfg.to_dict()["model"]:
         raise ConfigError(f"train.name: run {cfg.train.name!r} in {storage_location(cfg)} was trained with a "
                           f"different model config; choose another train.name to start afresh")
+
+
+def set_aside_stale_run(cfg: ExperimentConfig) -> str | None:
+    """Move the run ``storage_path/name`` to ``<name>.previous-N`` if it was trained with other model or
+    training settings than ``cfg`` (resuming would splice two recipes); returns where it went, else None."""
+    saved, current = saved_config(cfg), cfg.to_dict()
+    if saved is None or (saved["model"], saved["train"]) == (current["model"], current["train"]):
+        return None
+    fs, run_dir = fsio.resolve(fsio.join(storage_location(cfg), cfg.train.name))
+    if fsio.is_uri(storage_location(cfg)):  # an object store cannot rename a folder
+        raise ConfigError(f"{run_dir}: run {cfg.train.name!r} was trained with other settings; delete it or "
+                          f"choose another train.name")
+    aside = next(f"{run_dir}.previous-{k}" for k in range(1, 10_000) if not fsio.exists(fs, f"{run_dir}.previous-{k}"))
+    fs.move(run_dir, aside)
+    return aside
 
 
 def build_trainer(cfg: ExperimentConfig, manifest: Manifest, *, callbacks: list | None = None,
