@@ -89,11 +89,20 @@ def check_resumable(cfg: ExperimentConfig) -> None:
                           f"different model config; choose another train.name to start afresh")
 
 
+# Where and how a run is kept, not what it learns: a run moved or renamed is the same run.
+KEEPING_FIELDS = ("storage_path", "name", "tracking", "tracking_uri", "checkpoints_to_keep", "max_failures")
+
+
+def recipe(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parts of a config (as a dict) that decide what a run learns: the model and the training settings."""
+    return config["model"], {k: v for k, v in config["train"].items() if k not in KEEPING_FIELDS}
+
+
 def set_aside_stale_run(cfg: ExperimentConfig) -> str | None:
     """Move the run ``storage_path/name`` to ``<name>.previous-N`` if it was trained with other model or
     training settings than ``cfg`` (resuming would splice two recipes); returns where it went, else None."""
-    saved, current = saved_config(cfg), cfg.to_dict()
-    if saved is None or (saved["model"], saved["train"]) == (current["model"], current["train"]):
+    saved = saved_config(cfg)
+    if saved is None or recipe(saved) == recipe(cfg.to_dict()):
         return None
     fs, run_dir = fsio.resolve(fsio.join(storage_location(cfg), cfg.train.name))
     if fsio.is_uri(storage_location(cfg)):  # an object store cannot rename a folder

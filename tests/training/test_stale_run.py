@@ -26,6 +26,9 @@ def test_the_same_settings_resume_in_place(tmp_path):
     cfg = left_run(tmp_path)
     check_resumable(cfg)
     assert set_aside_stale_run(cfg) is None
+    # Where the run is kept is not what it learns: the same folder named another way, tracking off.
+    elsewhere = tiny_config("vae", train={"storage_path": f"{tmp_path}/.", "name": "demo_vae", "tracking": False})
+    assert set_aside_stale_run(elsewhere) is None
     assert os.listdir(tmp_path) == ["demo_vae"]
 
 
