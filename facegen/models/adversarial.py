@@ -31,6 +31,7 @@ from torch import nn
 
 from facegen.errors import ConfigError
 from facegen.models.base import OptimizerSettings
+from facegen.models.losses import full_precision
 
 KEY = "model.adversarial"
 MAX_LAMBDA = 1e4
@@ -87,7 +88,7 @@ class PatchCritic(nn.Module):
         self.net = nn.Sequential(*stack)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).float()  # logits in fp32 under bf16 autocast: the hinge and its means need it
+        return full_precision(self.net(images))  # the hinge and its means, not the convs, need the digits
 
 
 class PatchAdversary(nn.Module):

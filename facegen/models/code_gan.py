@@ -18,7 +18,7 @@ from torch import nn
 from facegen.errors import ConfigError
 from facegen.models.base import Batch, LatentModel, LatentPart, OptimizerSettings, StepOutput
 from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder
-from facegen.models.losses import paired_assignment_information
+from facegen.models.losses import full_precision, paired_assignment_information
 
 HEAD_WIDTH = 128  # hidden width of the code and noise heads (InfoGAN's Q network uses 128)
 
@@ -125,7 +125,8 @@ class InfoCodes(nn.Module):
     def predict(self, features: torch.Tensor):
         """features (N, F) -> (categorical logits [(N, K)...], continuous mean (N, C), log-std (N, C),
         noise estimate (N, noise_dim))."""
-        pieces = self.code_head(features).float().split([*self.categorical, self.continuous, self.continuous], 1)
+        logits = full_precision(self.code_head(features))
+        pieces = logits.split([*self.categorical, self.continuous, self.continuous], 1)
         log_std = pieces[-1].clamp(-5, 2)  # a collapsing std would make the NLL explode
         return list(pieces[:-2]), pieces[-2], log_std, self.noise_head(features)
 
@@ -240,7 +241,8 @@ class CodeGAN(LatentModel):
         mi = paired_assignment_information(*probs.chunk(2))
         metrics = {**info.metrics, "real_mi": mi.detach()}
         if self.codes.overcluster_head is not None:
-            over = paired_assignment_information(*self.codes.overcluster_head(views).float().softmax(1).chunk(2))
+            over_probs = full_precision(self.codes.overcluster_head(views)).softmax(1)
+            over = paired_assignment_information(*over_probs.chunk(2))
             mi, metrics["real_mi_over"] = mi + over, over.detach()
         return StepOutput(info.loss - self.config.real_info * mi, metrics)
 

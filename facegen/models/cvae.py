@@ -31,7 +31,8 @@ from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder, check_vae_fields
 from facegen.models.condition_constraint import (ConstraintConfig, FrozenAttributeReader, ZAdversary,
                                                  changed_conditions, classification_constraint)
-from facegen.models.losses import gaussian_kl, mse_per_image, reconstruction_loss, warmed_up_beta
+from facegen.models.losses import (full_precision, gaussian_kl, mse_per_image, reconstruction_loss,
+                                   warmed_up_beta)
 from facegen.models.perceptual import PerceptualConfig, load_perceptual_trunk, make_perceptual_loss
 
 CONDITIONS = ("attrs", "label")
@@ -154,7 +155,7 @@ class CVAE(LatentModel):
     def posterior(self, images: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, 3, H, W), cond (N, C) -> (mu, logvar), each (N, latent_dim)."""
         planes = cond[:, :, None, None].expand(-1, -1, *images.shape[2:])
-        mu, logvar = self.to_posterior(self.encoder(torch.cat([images, planes], 1))).float().chunk(2, dim=1)
+        mu, logvar = full_precision(self.to_posterior(self.encoder(torch.cat([images, planes], 1)))).chunk(2, dim=1)
         return mu, logvar.clamp(-10, 10)  # keeps exp(logvar) finite early in training
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:

@@ -33,6 +33,7 @@ from torch import nn
 from facegen.models.base import Batch, StepOutput
 from facegen.models.blocks import ConvEncoder
 from facegen.models.code_gan import CodeGAN, InfoGANConfig
+from facegen.models.losses import full_precision
 
 class InfoGAN(CodeGAN):
     """InfoGAN with one trunk shared by the real/fake, code and noise heads (see the module docstring)."""
@@ -51,8 +52,8 @@ class InfoGAN(CodeGAN):
         return self.trunk(images)
 
     def logit(self, features: torch.Tensor) -> torch.Tensor:
-        """features (N, F) -> real/fake logits (N, 1), fp32 under bf16 autocast (softplus is not cast)."""
-        return self.real_fake(features).float()
+        """features (N, F) -> real/fake logits (N, 1), at full precision (autocast leaves softplus in bf16)."""
+        return full_precision(self.real_fake(features))
 
     def _step_generator(self, batch: Batch) -> StepOutput:
         latent = self._prior(batch)

@@ -17,14 +17,20 @@ PIXEL_LOSSES = ("mse", "l1", "ssim")
 RECON_LOSSES = (*PIXEL_LOSSES, "perceptual")
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in fp32 if autocast made it bf16 or fp16, else as it is (fp64 stays fp64): losses and their means
+    are taken at full precision whatever precision the network ran in."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def mse_per_image(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean squared error per image, on the [0, 1] pixel scale (the number people quote): (N,)."""
-    return ((x_hat.float() - x.float()) / 2).pow(2).flatten(1).mean(1)  # fp32 under autocast too
+    return ((full_precision(x_hat) - full_precision(x)) / 2).pow(2).flatten(1).mean(1)
 
 
 def l1_per_image(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean absolute error per image on the [0, 1] scale: (N,)."""
-    return ((x_hat.float() - x.float()) / 2).abs().flatten(1).mean(1)  # fp32 under autocast too
+    return ((full_precision(x_hat) - full_precision(x)) / 2).abs().flatten(1).mean(1)
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:

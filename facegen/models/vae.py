@@ -29,8 +29,8 @@ from facegen.errors import ConfigError
 from facegen.models.adversarial import AdversarialConfig, PatchAdversary
 from facegen.models.base import Batch, LatentModel, LatentPart, StepOutput
 from facegen.models.blocks import ConvDecoder, ConvEncoder, check_vae_fields
-from facegen.models.losses import (calibrated_gaussian_nll, gaussian_kl, mse_per_image, reconstruction_loss,
-                                   warmed_up_beta)
+from facegen.models.losses import (calibrated_gaussian_nll, full_precision, gaussian_kl, mse_per_image,
+                                   reconstruction_loss, warmed_up_beta)
 from facegen.models.perceptual import PerceptualConfig, load_perceptual_trunk, make_perceptual_loss
 
 
@@ -127,7 +127,7 @@ class VAE(LatentModel):
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, 3, H, W) -> (mu, logvar), each (N, latent_dim)."""
-        mu, logvar = self.to_posterior(self.encoder(images)).float().chunk(2, dim=1)  # KL in fp32 under autocast
+        mu, logvar = full_precision(self.to_posterior(self.encoder(images))).chunk(2, dim=1)  # the KL at full precision
         return mu, logvar.clamp(-10, 10)  # keeps exp(logvar) finite early in training
 
     def forward(self, batch: Batch, player: str = "main") -> StepOutput:

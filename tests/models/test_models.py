@@ -7,6 +7,7 @@ import torch
 
 from facegen.bundle import load_bundle, write_bundle
 from facegen.models import MODELS, LatentModel, build_model
+from facegen.models.losses import full_precision
 from tests.tiny import TINY_MODEL, TINY_OPTIONS, tiny_config
 
 FAMILIES = sorted(MODELS)
@@ -123,3 +124,9 @@ def test_loading_something_that_is_not_a_bundle_is_one_line(tmp_path):
 
     with pytest.raises(FacegenError, match="not a model bundle"):
         load_bundle(str(tmp_path))
+
+
+def test_full_precision_raises_half_types_and_keeps_the_rest():
+    for dtype, expected in [(torch.bfloat16, torch.float32), (torch.float16, torch.float32),
+                            (torch.float32, torch.float32), (torch.float64, torch.float64)]:
+        assert full_precision(torch.ones(2, dtype=dtype)).dtype == expected
