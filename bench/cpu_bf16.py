@@ -45,7 +45,8 @@ def fixed_batch(cfg, n: int) -> dict[str, torch.Tensor]:
 
 def images_per_second(model, optimizers, cfg, batch, steps: int) -> float:
     autocast, device = _autocast(cfg, torch.device("cpu")), torch.device("cpu")
-    train_one_epoch(model, model, optimizers, [dict(batch) for _ in range(2)], device, autocast)  # warm-up: oneDNN picks kernels
+    # Warm-up: oneDNN picks its kernels on the first steps of each shape and precision.
+    train_one_epoch(model, model, optimizers, [dict(batch) for _ in range(2)], device, autocast)
     started = time.perf_counter()
     _, seen, _ = train_one_epoch(model, model, optimizers, [dict(batch) for _ in range(steps)], device, autocast)
     return seen / (time.perf_counter() - started)
