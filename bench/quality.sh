@@ -35,20 +35,24 @@ mkdir -p "$OUT"
 
 # The demo's data (same renderer seed and size as `make demo`), made here when missing.
 [ -f "$DATA/shards64/manifest.json" ] || {
-  [ -f "$DATA/synth-celeba/list_attr_celeba.txt" ] || $PY -m facegen.cli synth --n 3000 --seed 0 --out "$DATA/synth-celeba"
+  [ -f "$DATA/synth-celeba/list_attr_celeba.txt" ] ||
+    $PY -m facegen.cli synth --n 3000 --seed 0 --out "$DATA/synth-celeba" --no-progress
   $PY -m facegen.cli prepare --dataset celeba --src "$DATA/synth-celeba" --out "$DATA/shards64" --no-progress
 }
 # The other datasets only when a chosen config learns from them
 needs() { case " $CONFIGS " in *"$1"*) return 0 ;; *) return 1 ;; esac; }
 needs fairface && [ ! -f "$DATA/fairface64/manifest.json" ] && {
   # 20,000 faces: the age head needs them (configs/fairface_synth64.yaml's comment)
-  [ -d "$DATA/synth-fairface" ] || $PY -m facegen.cli synth --layout fairface --n 20000 --seed 5 --out "$DATA/synth-fairface"
+  [ -d "$DATA/synth-fairface" ] ||
+    $PY -m facegen.cli synth --layout fairface --n 20000 --seed 5 --out "$DATA/synth-fairface" --no-progress
   $PY -m facegen.cli prepare --dataset fairface --src "$DATA/synth-fairface" --out "$DATA/fairface64" --no-progress
 }
-needs digits && [ ! -f "$DATA/digits32/manifest.json" ] && $PY -m facegen.cli prepare --dataset digits --out "$DATA/digits32" --no-progress
+needs digits && [ ! -f "$DATA/digits32/manifest.json" ] &&
+  $PY -m facegen.cli prepare --dataset digits --out "$DATA/digits32" --no-progress
 # The judge's own faces: more of them than any model sees, none of them the demo's (configs/judge_synth64.yaml).
 [ -f "$DATA/judge64/manifest.json" ] || {
-  [ -f "$DATA/synth-judge/list_attr_celeba.txt" ] || $PY -m facegen.cli synth --n 20000 --seed 11 --out "$DATA/synth-judge"
+  [ -f "$DATA/synth-judge/list_attr_celeba.txt" ] ||
+    $PY -m facegen.cli synth --n 20000 --seed 11 --out "$DATA/synth-judge" --no-progress
   $PY -m facegen.cli prepare --dataset celeba --src "$DATA/synth-judge" --out "$DATA/judge64" --no-progress
 }
 
@@ -74,7 +78,7 @@ for name in judge_synth64 $CONFIGS; do
 done
 
 [ -d "$OUT/counterfactuals" ] || $PY -m facegen.cli synth --counterfactuals "$DATA/synth-celeba" --seed 0 \
-    --out "$OUT/counterfactuals" --n 64
+    --out "$OUT/counterfactuals" --n 64 --no-progress
 # The guide on the judge's faces steers the guided edits (never the judge: another recipe and initialisation)
 $PY -m facegen.cli evaluate --runs "$OUT/runs" --judge "$OUT/runs/judge_synth64/bundle" \
     --guide "$OUT/runs/guide16k_synth64/bundle" --residual --counterfactuals "$OUT/counterfactuals" --out "$OUT/evaluation"

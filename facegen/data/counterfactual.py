@@ -288,7 +288,8 @@ def run_counterfactuals(args: argparse.Namespace) -> int:
     names = RENDERED_ATTRIBUTES if args.attributes is None else [
         a.strip() for a in args.attributes.split(",") if a.strip()]
     s = write_counterfactuals(args.counterfactuals, args.out, names, n=args.n, seed=args.seed,
-                              resolution=64 if args.resolution is None else args.resolution, progress=True)
+                              resolution=64 if args.resolution is None else args.resolution,
+                              progress=not args.no_progress)
     print(f"wrote {sum(s['pairs'].values())} counterfactual pairs ({len(names)} attributes, {s['test_faces']} "
           f"test faces, {sum(s['skipped'].values())} flips not renderable) to {s['out']}")
     return 0

@@ -273,6 +273,7 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
                              "'fairface' (train/ val/ + fairface_label_*.csv) (default: celeba)")
     parser.add_argument("--workers", type=int, default=None,
                         help="rendering processes (default: min(2, CPU count)); does not change the output")
+    parser.add_argument("--no-progress", action="store_true", help="don't draw a progress bar (logs, scripts)")
     from facegen.data.counterfactual import add_counterfactual_arguments  # it imports synth
     add_counterfactual_arguments(parser)
 
@@ -282,7 +283,8 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.counterfactuals is not None or args.attributes is not None or args.resolution is not None:
         from facegen.data.counterfactual import run_counterfactuals
         return run_counterfactuals(args)
-    s = write_synthetic(args.out, args.n, seed=args.seed, layout=args.layout, workers=args.workers)
+    s = write_synthetic(args.out, args.n, seed=args.seed, layout=args.layout, workers=args.workers,
+                        progress=not args.no_progress)
     splits = ", ".join(f"{k} {v}" for k, v in s["splits"].items())
     print(f"wrote {s['n']} synthetic {s['layout']} faces to {s['out']} ({splits})")
     return 0

@@ -272,5 +272,10 @@ def test_cli_flags(tmp_path, capsys):
     args = parser.parse_args(["--out", str(tmp_path / "ff"), "--n", "8", "--seed", "2",
                               "--layout", "fairface", "--workers", "1"])
     assert run_synth(args) == 0
-    assert "wrote 8 synthetic fairface faces" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "wrote 8 synthetic fairface faces" in printed.out and "synth fairface" in printed.err  # the bar
+    quiet = parser.parse_args(["--out", str(tmp_path / "quiet"), "--n", "4", "--workers", "1", "--no-progress"])
+    assert run_synth(quiet) == 0
+    printed = capsys.readouterr()
+    assert "wrote 4 synthetic celeba faces" in printed.out and printed.err == ""
     assert sorted(os.listdir(tmp_path / "ff" / "train")) == [f"{i}.jpg" for i in range(1, 8)]
