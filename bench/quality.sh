@@ -8,8 +8,8 @@
 #
 # OUT defaults to out/quality; DATA (default out/demo, what `make demo` leaves) holds the shards; missing ones
 # are rendered and prepared first. --gpu trains each config with one GPU worker (bf16); --set adds a config
-# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget: about 5 h on 2 CPU cores
-# (ae_synth64 ~35 min, ae_perceptual_synth64 ~45, cvae_edit_synth64 ~45, vae_named_synth64 ~10).
+# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget on 2 CPU cores: about 5.3 h
+# (README "The full table": ae_synth64 36 min, ae_perceptual 38, cvae_edit 41, began 22; evaluate 82 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/quality
