@@ -70,7 +70,7 @@ def serve_vae(metrics: dict, port: int, counterfactuals: str, among: list[str]) 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].replace("``", ""))
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", ""))
     add_demo_arguments(parser)
     parser.add_argument("--port", type=int, default=8000, help="port of the web page on 127.0.0.1 (default 8000)")
     parser.add_argument("--no-wait", action="store_true",
