@@ -45,7 +45,7 @@ COMMANDS: dict[str, Command] = {
                     "facegen tune --config configs/vae_synth64.yaml --num-samples 8"),
     "serve": Command("serve.launch", "add_serve_arguments", "run_serve",
                      "serve a bundle (web page + HTTP API) from serve/config.yaml until Ctrl-C",
-                     "facegen serve --bundle out/demo/runs/vae_demo64/bundle "
+                     "facegen serve --bundle out/demo/runs/cvae_edit_demo64/bundle "
                      "--classifier out/demo/runs/classifier_synth64/bundle --port 8000"),
     "edit": Command("facegen.client", "add_edit_arguments", "run_edit",
                     "send a photo to the editing service (--set Smiling=1.5), write the edited PNG",
@@ -60,14 +60,15 @@ COMMANDS: dict[str, Command] = {
     "analyze": Command("facegen.analysis.run", "add_analyze_arguments", "run_analyze",
                        "latent analysis of a bundle (traversals, named dims, directions, edit metrics); "
                        "stores directions",
-                       "facegen analyze --bundle out/demo/runs/vae_demo64/bundle "
+                       "facegen analyze --bundle out/demo/runs/cvae_edit_demo64/bundle "
                        "--classifier out/demo/runs/classifier_synth64/bundle"),
     "augment": Command("facegen.augment.job", "add_augment_arguments", "run_augment",
                        "write K attribute-edited variants of every image in a folder (Ray Data), plus a manifest",
                        "facegen augment --bundle out/demo/runs/vae_demo64/bundle --images photos/ "
                        "--out out/augmented --edits Smiling:+1 --variants 3"),
     "demo": Command("facegen.demo", "add_demo_arguments", "run_demo",
-                    "synthesise faces, train the VAE, draw grids (what make demo runs)",
+                    "synthesise faces, train two classifiers and the conditional editor, draw grids, analyse and "
+                    "benchmark it (what make demo runs before serving)",
                     "facegen demo --out out/demo --n 3000"),
 }
 

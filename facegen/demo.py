@@ -1,8 +1,12 @@
-"""``facegen demo``: synthetic faces -> Parquet shards -> VAE and attribute classifier on Ray Train (2 CPU
-workers each) -> pictures, quality report and latent analysis.
+"""``facegen demo``: synthetic faces -> Parquet shards -> two attribute classifiers (the judge that scores,
+the guide that steers) and one generative model on Ray Train (2 CPU workers each) -> pictures, quality report,
+latent analysis and the quality benchmark of that model.
 
-``make demo`` (``jobs/demo.py``) runs this, then serves the result with the Serve app of ``serve/`` and sends one
-edit over HTTP: the serving step lives beside the service, outside the installed package.
+The model is the conditional editor (``configs/cvae_edit_demo64.yaml``): of the models measured at the demo's
+budget it is the one whose edits work (README "The demo's model"); ``--config`` trains another (the VAE:
+``configs/vae_demo64.yaml``). ``make demo`` (``jobs/demo.py``) runs this, then serves the result with the Serve
+app of ``serve/`` and sends one edit over HTTP: the serving step lives beside the service, outside the
+installed package.
 
 Every step is the product's own code path (the same functions ``facegen synth|prepare|train`` call), so the
 demo doubles as an end-to-end check. Steps whose output already exists are reused, so a second run only
@@ -30,8 +34,8 @@ from facegen.data.counterfactual import write_counterfactuals
 from facegen.data.synth import write_synthetic
 from facegen.errors import FacegenError
 from facegen.latent import grids
-from facegen.latent.sampler import fit_sampler, sample_faces
 from facegen.quality.benchmark import Settings, evaluate
+from facegen.quality.sections import draw_samples
 from facegen.quality.editing import TARGET_FLIP, meets_editing_target
 from facegen.quality.edits import CEILING
 from facegen.reporting.report import build_report
@@ -39,28 +43,25 @@ from facegen.runtime import init_ray, ray_logs_dir
 from facegen.training.tracking import ui_command
 from facegen.training.trainer import fit, set_aside_stale_run
 
-DEFAULT_CONFIG = "configs/vae_demo64.yaml"
+DEFAULT_CONFIG = "configs/cvae_edit_demo64.yaml"  # its comment has the variants measured for the demo
 CLASSIFIER_CONFIG = "configs/classifier_synth64.yaml"
 GUIDE_NAME = "guide_synth64"
-EDITOR_CONFIG = "configs/cvae_edit_demo64.yaml"  # its comment has the variants measured for the demo
-EDITOR_PUSH = 0.25  # the editor's edits set a condition entry to 1.25 / -0.25 (README "Pushing a condition")
+CONDITION_PUSH = 0.25  # a conditional model's edits set an entry to 1.25 / -0.25 (README "Pushing a condition")
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="folder for data, runs and pictures (default out/demo)")
     parser.add_argument("--n", type=int, default=3000, help="synthetic faces to render (default 3000)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"the generative model to train, analyse, benchmark and serve (default {DEFAULT_CONFIG}, "
+                             f"the conditional editor; configs/vae_demo64.yaml: the VAE, edited by guided steps)")
     parser.add_argument("--epochs", type=int, default=None, help="override the config's train.epochs")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment config (default {DEFAULT_CONFIG})")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     parser.add_argument("--classifier-epochs", type=int, default=6,
                         help="epochs of the attribute classifier that scores edits (default 6)")
     parser.add_argument("--guide-epochs", type=int, default=6,
-                        help="epochs of the second classifier (another seed) that steers guided edits; 0: no "
-                             "guide, no guided edits (default 6)")
-    parser.add_argument("--editor-epochs", type=int, default=None,
-                        help=f"epochs of the conditional editor ({EDITOR_CONFIG}, the guide as its attribute "
-                             f"constraint), which make demo then serves; 0 (or no guide): no editor, the VAE is "
-                             f"served (default: the config's train.epochs)")
+                        help="epochs of the second classifier (another seed) that the editor trains against and "
+                             "guided edits steer by; 0: none (only for a model that needs none) (default 6)")
 
 
 def fit_current(cfg):
@@ -77,33 +78,63 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def draw_pictures(bundle_path: str, manifest, out: str) -> dict[str, str]:
+@torch.no_grad()
+def draw_pictures(model, manifest, out: str) -> dict[str, str]:
     """Reconstruction, sample and traversal grids of the trained model, on held-out faces. Samples decode codes
-    of a Gaussian mixture fitted on training codes: the prior's draws fall between the faces the encoder uses."""
-    model = load_bundle(bundle_path).model
-    val = read_examples(manifest, "val", 256)["image"]
-    train = read_examples(manifest, "train", 512)["image"]
+    of a Gaussian mixture fitted on training codes (the prior's draws fall between the faces the encoder uses;
+    a conditional model's under held-out faces' attributes). A conditional model encodes each face with its own
+    attributes and its traversals sweep condition entries: its edits."""
+    val, train = read_examples(manifest, "val", 256), read_examples(manifest, "train", 512)
+    images, cond = val["image"], model.condition_of(val)
     torch.manual_seed(0)
-    dims = grids.most_active_dims(model, val, k=8)
+    dims = grids.most_active_dims(model, images, k=8, cond=cond)
+    samples = grids.image_grid(draw_samples(model, 64, 0, val, train, fitted=True)[0], nrow=8)
+    recon = grids.reconstruction_grid(model, images[:32], cond=None if cond is None else cond[:32])
     return {
-        "reconstructions": grids.save_png(grids.reconstruction_grid(model, val[:32]), f"{out}/reconstructions.png"),
-        "samples": grids.save_png(grids.image_grid(sample_faces(model, fit_sampler(model, train),
-                                                                64), nrow=8), f"{out}/samples.png"),
-        "traversals": grids.save_png(grids.traversal_grid(model, val[0], dims, val), f"{out}/traversals.png"),
+        "reconstructions": grids.save_png(recon, f"{out}/reconstructions.png"),
+        "samples": grids.save_png(samples, f"{out}/samples.png"),
+        "traversals": grids.save_png(grids.traversal_grid(model, images, dims, cond=cond), f"{out}/traversals.png"),
     }
 
 
+def trains_against_classifier(cfg) -> bool:
+    """Whether the model's objective reads a classifier (the editor's constraint): the demo gives it the guide."""
+    constraint = getattr(cfg.model, "constraint", None)
+    return bool(constraint is not None and constraint.classifier_weight > 0)
+
+
 def check_demo_arguments(args: argparse.Namespace) -> None:
-    """Refuse impossible counts before anything runs, not a quarter of an hour in at the step that reads them."""
+    """Refuse impossible settings before anything runs, not ten minutes in at the step that reads them."""
     for flag, value, least in (("--n", args.n, 1), ("--epochs", args.epochs, 1),
                                ("--classifier-epochs", args.classifier_epochs, 1),
-                               ("--guide-epochs", args.guide_epochs, 0), ("--editor-epochs", args.editor_epochs, 0)):
+                               ("--guide-epochs", args.guide_epochs, 0)):
         if value is not None and value < least:
             raise FacegenError(f"demo: {flag} must be >= {least}, got {value}")
+    if args.guide_epochs == 0 and trains_against_classifier(load_config(args.config)):
+        raise FacegenError(f"demo: {args.config} trains against the guide classifier; --guide-epochs 0 leaves none")
+
+
+def train_classifiers(args: argparse.Namespace, runs: list[str], timings: dict) -> tuple:
+    """The judge (scores every edit; nothing trains or steers against it) and, unless ``--guide-epochs 0``, the
+    guide: the same recipe with another seed and no shared weights, which the editor trains against."""
+    cfg = load_config(CLASSIFIER_CONFIG, [*runs, f"train.epochs={args.classifier_epochs}"])
+    started = _step(f"training the attribute classifier (the judge: scores edits, names latent dimensions; "
+                    f"nothing trains against it): {cfg.train.epochs} epochs")
+    classifier = fit_current(cfg)
+    timings["train_classifier_s"] = time.perf_counter() - started
+    if args.guide_epochs == 0:
+        return classifier, None
+    cfg = load_config(CLASSIFIER_CONFIG, [*runs, f"train.epochs={args.guide_epochs}", f"train.name={GUIDE_NAME}",
+                                          "train.seed=1"])
+    started = _step(f"training the guide classifier (another seed, never the judge: the editor trains against "
+                    f"it, guided edits steer by it): {cfg.train.epochs} epochs")
+    guide = fit_current(cfg).bundle
+    timings["train_guide_s"] = time.perf_counter() - started
+    return classifier, guide
 
 
 def build_demo(args: argparse.Namespace) -> dict:
-    """Every step up to the latent analysis; returns (and writes to ``OUT/metrics.json``) what it made."""
+    """Every step up to the quality benchmark; returns (and writes to ``OUT/metrics.json``) what it made."""
     check_demo_arguments(args)
     out = os.path.abspath(args.out)
     timings: dict[str, float] = {}
@@ -118,80 +149,50 @@ def build_demo(args: argparse.Namespace) -> dict:
     manifest = write_shards(read_celeba(raw), shards, resolution=64)
     timings["prepare_s"] = time.perf_counter() - started
 
-    overrides = [f"data.shards={shards}", f"train.storage_path={out}/runs"]
-    if args.epochs:
-        overrides.append(f"train.epochs={args.epochs}")
-    cfg = load_config(args.config, overrides)
-    started = _step(f"training {cfg.family} with Ray Train: {cfg.train.num_workers} workers, {cfg.train.epochs} epochs")
+    runs = [f"data.shards={shards}", f"train.storage_path={out}/runs"]
     init_ray(args.num_cpus)
+    classifier, guide = train_classifiers(args, runs, timings)
+
+    overrides = [*runs, *([f"train.epochs={args.epochs}"] if args.epochs else [])]
+    cfg = load_config(args.config, overrides)
+    against = trains_against_classifier(cfg)
+    if against:  # the guide is the constraint's reader; the scores come from the judge, which nothing trains on
+        cfg = load_config(args.config, [*overrides, f"model.constraint.classifier={guide}"])
+    started = _step(f"training {cfg.family} ({args.config}"
+                    f"{': decodes must make the guide read their condition' if against else ''}) with Ray Train: "
+                    f"{cfg.train.num_workers} workers, {cfg.train.epochs} epochs")
     result = fit_current(cfg)
     timings["train_s"] = time.perf_counter() - started
-
-    classifier_cfg = load_config(CLASSIFIER_CONFIG, [f"data.shards={shards}", f"train.storage_path={out}/runs",
-                                                     f"train.epochs={args.classifier_epochs}"])
-    started = _step(f"training the attribute classifier (scores edits, names latent dimensions): "
-                    f"{classifier_cfg.train.epochs} epochs")
-    classifier = fit_current(classifier_cfg)
-    timings["train_classifier_s"] = time.perf_counter() - started
-
-    guide = None
-    if args.guide_epochs > 0:
-        # Guided edits push the codes until a classifier reads the attribute; the scores the demo reports come
-        # from the classifier above, so the guide is another one (same recipe, another seed, no shared weights).
-        guide_cfg = load_config(CLASSIFIER_CONFIG, [f"data.shards={shards}", f"train.storage_path={out}/runs",
-                                                    f"train.epochs={args.guide_epochs}", f"train.name={GUIDE_NAME}",
-                                                    "train.seed=1"])
-        started = _step(f"training the guide classifier (steers guided edits; another seed, never the judge): "
-                        f"{guide_cfg.train.epochs} epochs")
-        guide = fit_current(guide_cfg).bundle
-        timings["train_guide_s"] = time.perf_counter() - started
-
-    editor = None
-    if guide and args.editor_epochs != 0:
-        # The guide is the constraint's reader: the editor's decodes must make it read the condition they were
-        # given. The demo's scores come from the classifier above, which no model trains against.
-        epochs = [] if args.editor_epochs is None else [f"train.epochs={args.editor_epochs}"]
-        editor_cfg = load_config(EDITOR_CONFIG, [f"data.shards={shards}", f"train.storage_path={out}/runs",
-                                                 f"model.constraint.classifier={guide}", *epochs])
-        started = _step(f"training the conditional editor (a CVAE whose decodes must make the guide read their "
-                        f"condition): {editor_cfg.train.epochs} epochs")
-        editor = fit_current(editor_cfg).bundle
-        timings["train_editor_s"] = time.perf_counter() - started
+    model = load_bundle(result.bundle).model
+    conditional = bool(model.condition_attributes())
 
     started = _step("drawing reconstructions, samples and latent traversals")
-    pictures = draw_pictures(result.bundle, manifest, out)
+    pictures = draw_pictures(model, manifest, out)
     timings["pictures_s"] = time.perf_counter() - started
 
     started = _step("writing the quality report")
     report_md, _ = build_report(f"{out}/runs", f"{out}/report")
     timings["report_s"] = time.perf_counter() - started
 
-    started = _step("latent analysis: named dimensions, attribute directions, measured edits")
+    started = _step("latent analysis: named dimensions, attribute directions, measured edits"
+                    + (", the condition combinations its edits land on" if conditional else ""))
     # Beside the bundle, where `facegen analyze` writes by default: the served page reads its edit figures there.
     analysis = analyze(result.bundle, classifier=classifier.bundle, out=beside(result.bundle, "analysis"))
     timings["analysis_s"] = time.perf_counter() - started
 
-    started = _step("quality benchmark: reconstruction, samples and edits against the renderer's counterfactuals")
-    quality = benchmark(out, raw, result.bundle, classifier.bundle, guide)
+    started = _step("quality benchmark: reconstruction, samples and edits against the renderer's counterfactuals"
+                    + (f" (condition edits pushed {CONDITION_PUSH:g} past 0 and 1)" if conditional else ""))
+    quality = benchmark(out, raw, result.bundle, classifier.bundle, guide=None if conditional else guide,
+                        slot_push=CONDITION_PUSH if conditional else 0.0)
     timings["quality_s"] = time.perf_counter() - started
 
-    editor_quality = None
-    if editor:
-        started = _step(f"the editor: latent analysis (stores the condition combinations its edits land on) and "
-                        f"benchmark of its condition edits, pushed {EDITOR_PUSH:g} past 0 and 1")
-        analyze(editor, classifier=classifier.bundle, out=beside(editor, "analysis"))
-        editor_quality = benchmark(out, raw, editor, classifier.bundle, slot_push=EDITOR_PUSH)
-        timings["editor_s"] = time.perf_counter() - started
-
-    metrics = {"family": cfg.family, "config": args.config, "bundle": result.bundle, "final": result.metrics,
-               "val_recon_mse": result.metrics.get("val/recon_mse_mean_z"),
+    metrics = {"family": cfg.family, "config": args.config, "conditional": conditional, "bundle": result.bundle,
+               "final": result.metrics, "val_recon_mse": result.metrics.get("val/recon_mse_mean_z"),
                "classifier_bundle": classifier.bundle, "guide_bundle": guide,
                "classifier_val_mean_accuracy": classifier.metrics.get("val/mean_accuracy"),
                "timings_s": timings, "pictures": pictures, "report": report_md, "analysis": analysis["md"],
-               "quality": quality,
-               "analysis_json": analysis["json"], "editor_bundle": editor, "editor_quality": editor_quality,
-               "shards": shards, "out": out, "ray_logs": ray_logs_dir(),
-               "tracking_uri": result.tracking_uri}
+               "analysis_json": analysis["json"], "quality": quality,
+               "shards": shards, "out": out, "ray_logs": ray_logs_dir(), "tracking_uri": result.tracking_uri}
     write_metrics(metrics)
     return metrics
 
@@ -244,6 +245,9 @@ def write_metrics(metrics: dict) -> str:
 
 def print_summary(metrics: dict) -> None:
     print("\nDone.")
+    what = "conditional editor" if metrics.get("conditional") else metrics["family"]
+    print(f"  model              {what} from {metrics['config']}" + ("  (the demo's default: its edits are the "
+          "ones that work at this budget, README \"The demo's model\")" if metrics["config"] == DEFAULT_CONFIG else ""))
     print(f"  model bundle       {metrics['bundle']}")
     print(f"  val recon MSE      {metrics['val_recon_mse']:.5f} (per pixel, [0,1] scale)")
     for name, path in metrics["pictures"].items():
@@ -252,19 +256,14 @@ def print_summary(metrics: dict) -> None:
     print(f"  latent analysis    {metrics['analysis']}")
     q = metrics["quality"]
     print(f"  quality benchmark  {q['md']}")
-    print(f"    {metrics['family']} from {metrics['config']}: PSNR {_fmt(q['psnr'])} dB, sharpness "
-          f"{_fmt(q.get('sharpness'))} (1 = as sharp as the test faces), attribute agreement "
-          f"{_fmt(q['agreement'])}, sample Fréchet distance {_fmt(q['fd'])} (floor {_fmt(q['fd_floor'])}), "
-          f"attribute TV {_fmt(q['attribute_tv'])} (floor {_fmt(q.get('attribute_tv_floor'))})")
+    print(f"    {what} from {metrics['config']}: PSNR {_fmt(q['psnr'])} dB, sharpness {_fmt(q.get('sharpness'))} "
+          f"(1 = as sharp as the test faces), attribute agreement {_fmt(q['agreement'])}, sample Fréchet distance "
+          f"{_fmt(q['fd'])} (floor {_fmt(q['fd_floor'])}), attribute TV {_fmt(q['attribute_tv'])} "
+          f"(floor {_fmt(q.get('attribute_tv_floor'))})")
+    if q.get("condition_flip") is not None:
+        print(f"    condition edits (pushed {CONDITION_PUSH:g}) flip {_fmt(q['condition_flip'])} of the time, >= 90% "
+              f"on {q['condition_followed']} attributes")
     _print_reliable(q)
-    e = metrics.get("editor_quality")
-    if e:
-        print(f"  editor benchmark   {e['md']}")
-        print(f"    conditional editor from {EDITOR_CONFIG}: PSNR {_fmt(e['psnr'])} dB, sharpness "
-              f"{_fmt(e.get('sharpness'))}, attribute agreement "
-              f"{_fmt(e['agreement'])}; condition edits (pushed {EDITOR_PUSH:g}) flip {_fmt(e['condition_flip'])}"
-              f" of the time, >= 90% on {e['condition_followed']} attributes")
-        _print_reliable(e)
     served = metrics.get("served_edit")
     if served:
         print(f"  edit over HTTP     {served['picture']}  ({served.get('method', '')} {served['edit']}: classifier score "

@@ -1,9 +1,8 @@
 """The whole demo, what ``make demo`` runs: ``facegen demo`` (synthetic faces, Ray Train, pictures, report,
-latent analysis, the conditional editor), then the Ray Serve app on 127.0.0.1 (the editor, or the VAE with
-``--editor-epochs 0``) with one edit over HTTP, kept up until Ctrl-C when run from a terminal (``--no-wait``
-exits).
+latent analysis and benchmark of the conditional editor), then the Ray Serve app on 127.0.0.1 with one edit over
+HTTP, kept up until Ctrl-C when run from a terminal (``--no-wait`` exits).
 
-    python jobs/demo.py --out out/demo
+    python jobs/demo.py --out out/demo [--config configs/vae_demo64.yaml]
 """
 
 import argparse
@@ -15,7 +14,7 @@ import _bootstrap  # noqa: F401  (puts the repository on sys.path)
 from facegen.cli import run_guarded
 from facegen.data.shards import read_manifest
 from facegen.quality.pairs import counterfactual_attributes
-from facegen.demo import EDITOR_PUSH, add_demo_arguments, build_demo, print_summary, write_metrics
+from facegen.demo import CONDITION_PUSH, add_demo_arguments, build_demo, print_summary, write_metrics
 from serve.demo import best_edit_attribute, serve_and_edit, visible_reliable_edit
 from serve.launch import stop_serving, wait_for_ctrl_c
 
@@ -25,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     counterfactuals = f"{metrics['out']}/counterfactuals"  # the renderer's truth, written by the benchmark step
     among = counterfactual_attributes(counterfactuals)
     started = time.perf_counter()
-    serve = serve_editor if metrics.get("editor_bundle") else serve_vae
+    serve = serve_editor if metrics["conditional"] else serve_vae
     metrics["served_edit"] = served = serve(metrics, args.port, counterfactuals, among)
     metrics["timings_s"]["serve_s"] = time.perf_counter() - started
     write_metrics(metrics)
@@ -42,19 +41,20 @@ def run(args: argparse.Namespace) -> int:
 
 def serve_editor(metrics: dict, port: int, counterfactuals: str, among: list[str]) -> dict:
     """The conditional editor served, its condition slots the page's sliders; the demo edit sets one entry to
-    1 + EDITOR_PUSH on faces lacking the attribute: the most visible of the edits its benchmark measured to work."""
-    attribute = visible_reliable_edit(metrics["editor_quality"]["json"], among=among) or "Eyeglasses"
-    strength = 1 + EDITOR_PUSH
+    1 + CONDITION_PUSH on faces lacking the attribute: the most visible of the edits its benchmark measured to work."""
+    attribute = visible_reliable_edit(metrics["quality"]["json"], among=among) or "Eyeglasses"
+    strength = 1 + CONDITION_PUSH
     print(f"\n==> serving the conditional editor and the classifier with Ray Serve on 127.0.0.1:{port}: {attribute} "
           f"condition {strength:g} (the most visible edit its benchmark measured to work), on held-out faces",
           flush=True)
-    return serve_and_edit(metrics["editor_bundle"], metrics["classifier_bundle"], read_manifest(metrics["shards"]),
+    return serve_and_edit(metrics["bundle"], metrics["classifier_bundle"], read_manifest(metrics["shards"]),
                           metrics["out"], port, attribute, strength=strength, counterfactuals=counterfactuals,
                           label="condition")
 
 
 def serve_vae(metrics: dict, port: int, counterfactuals: str, among: list[str]) -> dict:
-    """The demo VAE served (no editor trained): guided edits when there is a guide, else mean differences."""
+    """An unconditional model served (``--config configs/vae_demo64.yaml``): guided edits when there is a guide,
+    else mean differences."""
     attribute = best_edit_attribute(metrics["analysis_json"], among=among)
     guide = metrics.get("guide_bundle")
     # A guided edit's strength bounds its move (it stops once the guide reads the attribute). On the demo VAE's
@@ -62,7 +62,7 @@ def serve_vae(metrics: dict, port: int, counterfactuals: str, among: list[str]) 
     # deviations flipped 83 / 86 / 88% of them (Black_Hair 84 / 97 / 97%), with the same drift.
     strength = 6.0 if guide else 2.0
     how = "guided by the guide classifier" if guide else "along its mean-difference direction"
-    print(f"\n==> serving the VAE and the classifier with Ray Serve on 127.0.0.1:{port}: {attribute} "
+    print(f"\n==> serving the {metrics['family']} and the classifier with Ray Serve on 127.0.0.1:{port}: {attribute} "
           f"+{strength:g}, {how} (the attribute the analysis measured to edit best), on held-out faces", flush=True)
     return serve_and_edit(metrics["bundle"], metrics["classifier_bundle"], read_manifest(metrics["shards"]),
                           metrics["out"], port, attribute, strength=strength, counterfactuals=counterfactuals,

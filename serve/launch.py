@@ -1,6 +1,6 @@
 """``facegen serve``: the editing service from ``serve/config.yaml``, deployed the way ``serve run`` deploys it.
 
-    facegen serve --bundle out/demo/runs/vae_demo64/bundle --classifier out/demo/runs/classifier_synth64/bundle
+    facegen serve --bundle out/demo/runs/cvae_edit_demo64/bundle --classifier out/demo/runs/classifier_synth64/bundle
 
 The command is a thin layer over Serve's own config: it reads ``serve/config.yaml`` (or ``--config``), replaces
 the bundles and the HTTP address, checks the result against Ray's ``ServeDeploySchema`` and hands it to Serve

@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import torch
 from PIL import Image
 
 from serve.demo import best_edit_attribute, held_out_photos
@@ -142,3 +143,31 @@ def test_the_demo_benchmarks_its_editors_condition_edits_pushed(synth_celeba, ti
     assert quality["condition_flip"] == slots[0]["flip_rate"]
     assert quality["sharpness"] == written["bundles"][0]["reconstruction"]["sharpness"] > 0
     assert quality["condition_followed"] == f"{int(slots[0]['flip_rate'] >= 0.9)} of 1"
+
+
+def test_the_demos_pictures_of_a_conditional_model_edit_along_its_condition(tiny_shards, tmp_path):
+    """The editor's reconstructions encode each face with its own attributes, and its traversal rows sweep
+    condition entries (the edits it serves) from 0 to 1, so each row changes along it."""
+    from facegen.bundle import load_bundle
+    from facegen.data.shards import read_manifest
+    from facegen.demo import draw_pictures
+    from facegen.latent import grids
+    from tests.serve.conftest import write_tiny_bundle
+
+    model = load_bundle(write_tiny_bundle("cvae", str(tmp_path / "editor"), tiny_shards)).model
+    pictures = draw_pictures(model, read_manifest(tiny_shards), str(tmp_path))
+    assert set(pictures) == {"reconstructions", "samples", "traversals"}
+    sizes = {name: Image.open(path).size for name, path in pictures.items()}
+    assert all(width > 0 and height > 0 for width, height in sizes.values()), sizes
+
+    from facegen.data.pipeline import read_examples
+    val = read_examples(read_manifest(tiny_shards), "val", 64)
+    cond = model.condition_of(val)
+    dims = grids.most_active_dims(model, val["image"], k=8, cond=cond)
+    condition = set(model.part_indices(("condition",)))
+    assert dims and set(dims) <= condition
+    codes = model.encode(val["image"], cond)
+    values = grids.traversal_values(codes, dims, steps=9)
+    assert torch.all(values[:, 0] == 0) and torch.all(values[:, -1] == 1)  # 0 -> 1: the attribute off, then on
+    swept = grids.traverse(model, codes[0], dims, values).reshape(len(dims), 9, *val["image"].shape[1:])
+    assert torch.all((swept[:, 0] - swept[:, -1]).abs().amax(dim=(1, 2, 3)) > 0)

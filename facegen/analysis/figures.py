@@ -20,16 +20,6 @@ from facegen.latent.scoring import AttributeScorer, batched
 from facegen.models.base import LatentModel
 
 
-def part_indices(model: LatentModel, kinds: Sequence[str]) -> list[int]:
-    """Latent entries (indices into D) belonging to parts of the given kinds."""
-    out, start = [], 0
-    for part in model.latent_parts:
-        if part.kind in kinds:
-            out += list(range(start, start + part.size))
-        start += part.size
-    return out
-
-
 def active_dims(codes: torch.Tensor, candidates: Sequence[int], k: int) -> list[int]:
     """The ``k`` of ``candidates`` whose codes (N, D) vary most (a VAE's collapsed dimensions do not)."""
     variance = codes[:, list(candidates)].var(0)

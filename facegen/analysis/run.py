@@ -1,6 +1,6 @@
 """``facegen analyze`` / ``jobs/analyze.py``: the latent analysis of one generative bundle, as a report.
 
-    facegen analyze --bundle runs/vae_demo64/bundle --classifier runs/classifier_synth64/bundle
+    facegen analyze --bundle runs/cvae_edit_demo64/bundle --classifier runs/classifier_synth64/bundle
 
 reads ``--n`` training and ``--n-eval`` held-out images of the bundle's shards (or ``--shards``), and writes
 ``OUT/analysis.md`` (+ ``analysis.json``, ``analysis.html`` and PNGs; OUT defaults to ``analysis/`` beside the

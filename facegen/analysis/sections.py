@@ -65,7 +65,7 @@ def traversals(ctx: Context, n_sources: int = 3, rows: int = 8, steps: int = 7) 
             sweep = figures.code_rows(model, z, steps)
             what = "continuous codes, each swept over the prior's range [-1, 1]"
         else:
-            dims = figures.active_dims(codes, figures.part_indices(model, ("gaussian",)), rows)
+            dims = figures.active_dims(codes, model.part_indices(("gaussian",)), rows)
             sweep = figures.dimension_rows(z, codes, dims, steps)
             what = "the most active latent dimensions (largest variance of the codes), each 2% to 98% quantile"
         if sweep.labels:
@@ -105,7 +105,7 @@ def naming(ctx: Context, k: int = 10, steps: int = 7, n_sources: int = 6) -> Par
     else:
         coded = bool(model.code_parts())
         kinds = ("uniform",) if coded else ("gaussian",)
-        dims = figures.active_dims(codes, figures.part_indices(model, kinds), k)
+        dims = figures.active_dims(codes, model.part_indices(kinds), k)
         rows = name_dimensions(model, codes, ctx.scorer, dims=dims, steps=steps, n_sources=n_sources) if dims else []
         slot_names = {slot.start: name for name, slot in latent_slots(model).items() if slot.kind == "value"}
         for row in rows:
@@ -165,7 +165,7 @@ def disentanglement(ctx: Context) -> Part:
         part.markdown = "Skipped: no ground-truth factors (no factors.parquet found and no class labels)."
         part.data["skipped"] = "no factors"
         return part
-    dims = [i for i in range(ctx.codes_train.shape[1]) if i not in figures.part_indices(ctx.model, ("condition",))]
+    dims = [i for i in range(ctx.codes_train.shape[1]) if i not in ctx.model.part_indices(("condition",))]
     known = ~np.isnan(data.train.factors).any(1)
     codes, factors = ctx.codes_train[known][:, dims].numpy(), data.train.factors[known]
     with warnings.catch_warnings():  # sklearn warns about classes missing from small held-out splits

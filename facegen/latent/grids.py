@@ -28,9 +28,11 @@ def save_png(image: Image.Image, path: str) -> str:
 
 
 @torch.no_grad()
-def reconstruction_grid(model: LatentModel, images: torch.Tensor, nrow: int = 8) -> Image.Image:
-    """Originals on odd rows, their reconstructions (decode of encode) on the rows below."""
-    recon = model.decode(model.encode(images))
+def reconstruction_grid(model: LatentModel, images: torch.Tensor, nrow: int = 8,
+                        cond: torch.Tensor | None = None) -> Image.Image:
+    """Originals on odd rows, their reconstructions (decode of encode) on the rows below; ``cond`` (N, C): a
+    conditional model's conditions of ``images``."""
+    recon = model.decode(model.encode(images, cond))
     rows = []
     for start in range(0, images.shape[0], nrow):
         rows += [images[start:start + nrow], recon[start:start + nrow]]
@@ -38,17 +40,26 @@ def reconstruction_grid(model: LatentModel, images: torch.Tensor, nrow: int = 8)
 
 
 @torch.no_grad()
-def sample_grid(model: LatentModel, n: int = 64, seed: int = 0, nrow: int = 8) -> Image.Image:
+def sample_grid(model: LatentModel, n: int = 64, seed: int = 0, nrow: int = 8,
+                cond: torch.Tensor | None = None) -> Image.Image:
+    """n prior samples; a conditional model's under the conditions ``cond`` (M, C), cycled (real faces' ones:
+    its all-zero default is a face with none of the attributes)."""
     generator = torch.Generator().manual_seed(seed)
-    return image_grid(model.sample(n, generator=generator), nrow=nrow)
+    if cond is not None:
+        cond = cond[torch.arange(n) % cond.shape[0]]
+    return image_grid(model.sample(n, cond, generator=generator), nrow=nrow)
 
 
 @torch.no_grad()
-def most_active_dims(model: LatentModel, images: torch.Tensor, k: int) -> list[int]:
+def most_active_dims(model: LatentModel, images: torch.Tensor, k: int,
+                     cond: torch.Tensor | None = None) -> list[int]:
     """The ``k`` latent dimensions whose codes vary most over ``images``; a VAE's unused dimensions have
-    near-zero variance, so these are the ones worth traversing."""
-    variance = model.encode(images).var(dim=0)
-    return variance.argsort(descending=True)[:k].tolist()
+    near-zero variance, so these are the ones worth traversing. A conditional model's are among its condition
+    entries (``cond`` (N, C): the images' conditions): sweeping one from 0 to 1 is the edit the model makes."""
+    codes = model.encode(images, cond)
+    candidates = model.part_indices(("condition",)) or list(range(codes.shape[1]))
+    variance = codes[:, candidates].var(dim=0)
+    return [candidates[i] for i in variance.argsort(descending=True)[:k].tolist()]
 
 
 def traversal_values(codes: torch.Tensor, dims: list[int], steps: int, quantile: float = 0.02) -> torch.Tensor:
@@ -72,10 +83,11 @@ def traverse(model: LatentModel, z: torch.Tensor, dims: list[int], values: torch
 
 
 @torch.no_grad()
-def traversal_grid(model: LatentModel, image: torch.Tensor, dims: list[int], reference: torch.Tensor,
-                   steps: int = 9) -> Image.Image:
-    """One row per dimension in ``dims``: ``image`` (3, H, W) encoded, then that dimension swept over its
-    range on the ``reference`` images (N, 3, H, W) while the others keep their values."""
-    z = model.encode(image[None])[0]
-    values = traversal_values(model.encode(reference), dims, steps)
-    return image_grid(traverse(model, z, dims, values), nrow=steps)
+def traversal_grid(model: LatentModel, images: torch.Tensor, dims: list[int], steps: int = 9,
+                   cond: torch.Tensor | None = None) -> Image.Image:
+    """One row per dimension in ``dims``: the first of ``images`` (N, 3, H, W) encoded, then that dimension
+    swept over its range on all of them while the others keep their values; ``cond`` (N, C): a conditional
+    model's conditions of ``images``."""
+    codes = model.encode(images, cond)
+    values = traversal_values(codes, dims, steps)
+    return image_grid(traverse(model, codes[0], dims, values), nrow=steps)

@@ -14,7 +14,7 @@ Batches are dicts of tensors with these keys (a model reads the ones it needs):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -164,6 +164,15 @@ class LatentModel(FaceModel):
 
     def latent_width(self) -> int:
         return sum(part.size for part in self.latent_parts)
+
+    def part_indices(self, kinds: Sequence[str]) -> list[int]:
+        """Latent entries (indices into D) belonging to parts of the given kinds."""
+        out, start = [], 0
+        for part in self.latent_parts:
+            if part.kind in kinds:
+                out += list(range(start, start + part.size))
+            start += part.size
+        return out
 
     def prior_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, D) codes drawn from the prior, on the CPU, part by part: N(0, I) for ``gaussian``, U(-1, 1) for

@@ -118,8 +118,9 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
     result["generation"] = {"sampler": how, **sections.generation(judge, samples, data.test, data.train, labels,
                                                                   names, data.cache)}
     result["pictures"]["samples"] = grids.save_png(grids.image_grid(samples[:64], nrow=8), f"{folder}/samples.png")
-    if not model.needs_fitted_sampler and model.condition_part() is None and not model.code_parts():
-        # A prior the encoder's codes do not fill leaves holes: the same decoder, fed an ex-post density
+    if not model.needs_fitted_sampler and not model.code_parts():
+        # A prior the encoder's codes do not fill leaves holes: the same decoder, fed an ex-post density (a
+        # conditional model's decoded under the test rows' conditions, as its prior samples are)
         samples, how = sections.draw_samples(model, n_samples, settings.seed, data.test, fit_on, fitted=True)
         result["generation_fitted"] = {"sampler": how, **sections.generation(
             judge, samples, data.test, data.train, labels, names, data.cache)}

@@ -109,13 +109,12 @@ def draw(bundle: Bundle, batch: dict[str, torch.Tensor], metrics: dict[str, floa
             pictures["samples (ex-post density)"] = grids.save_png(grids.image_grid(samples, nrow=8),
                                                              f"{out}/samples.png")
         else:
-            pictures["samples"] = grids.save_png(grids.sample_grid(model, 64), f"{out}/samples.png")
-        if cond is None:
-            pictures["reconstructions"] = grids.save_png(grids.reconstruction_grid(model, images[:32]),
-                                                         f"{out}/reconstructions.png")
-            dims = grids.most_active_dims(model, images, k=8)
-            pictures["traversals"] = grids.save_png(grids.traversal_grid(model, images[0], dims, images),
-                                                    f"{out}/traversals.png")
+            pictures["samples"] = grids.save_png(grids.sample_grid(model, 64, cond=cond), f"{out}/samples.png")
+        recon = grids.reconstruction_grid(model, images[:32], cond=None if cond is None else cond[:32])
+        pictures["reconstructions"] = grids.save_png(recon, f"{out}/reconstructions.png")
+        dims = grids.most_active_dims(model, images, k=8, cond=cond)
+        pictures["traversals"] = grids.save_png(grids.traversal_grid(model, images, dims, cond=cond),
+                                                f"{out}/traversals.png")
         if model.condition_part() is not None:
             codes = model.encode(images[:8], cond[:8])
             grid = model.decode_all_conditions(codes)  # (8, K, 3, H, W)
