@@ -158,7 +158,9 @@ def test_the_demos_pictures_of_a_conditional_model_edit_along_its_condition(tiny
     pictures = draw_pictures(model, read_manifest(tiny_shards), str(tmp_path))
     assert set(pictures) == {"reconstructions", "samples", "traversals"}
     sizes = {name: Image.open(path).size for name, path in pictures.items()}
-    assert all(width > 0 and height > 0 for width, height in sizes.values()), sizes
+    (width, height), (tr_width, tr_height) = sizes["samples"], sizes["traversals"]
+    assert sizes["reconstructions"][0] == width  # 8 faces a row over their reconstructions; 64 samples, 8 a row
+    assert tr_width > width and tr_height < height  # 9 steps per row; one row per condition entry (the tiny has 1)
 
     from facegen.data.pipeline import read_examples
     val = read_examples(read_manifest(tiny_shards), "val", 64)
