@@ -110,7 +110,8 @@ def check_demo_arguments(args: argparse.Namespace) -> None:
                                ("--guide-epochs", args.guide_epochs, 0)):
         if value is not None and value < least:
             raise FacegenError(f"demo: {flag} must be >= {least}, got {value}")
-    if args.guide_epochs == 0 and trains_against_classifier(load_config(args.config)):
+    cfg = load_config(args.config)  # a missing or broken config fails here, not after the classifiers
+    if args.guide_epochs == 0 and trains_against_classifier(cfg):
         raise FacegenError(f"demo: {args.config} trains against the guide classifier; --guide-epochs 0 leaves none")
 
 

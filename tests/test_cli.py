@@ -36,6 +36,7 @@ def test_every_command_has_plain_help_with_an_example(command):
     # refused before it renders a face, not at the step that reads the count
     (["demo", "--out", "/nonexistent/demo", "--guide-epochs", "-1"], "--guide-epochs must be >= 0, got -1"),
     (["demo", "--out", "/nonexistent/demo", "--guide-epochs", "0"], "trains against the guide classifier"),
+    (["demo", "--out", "/nonexistent/demo", "--config", "/nonexistent/c.yaml"], "config file not found"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(args, message, tmp_path):
     result = facegen(*args)
