@@ -4,16 +4,18 @@
 #      perceptual net on the GPU),
 #   2. bench/gpu_bench.py: VAE and InfoGAN at 64 px through facegen train (images/s, achieved TFLOP/s, data
 #      wait), then Serve edit throughput with gpus_per_replica.
-# Writes $OUT/gpu.json, $OUT/pytest.txt and the whole console to $OUT/gpu.log (OUT defaults to out/bench/gpu).
+# Writes $OUT/gpu.json, $OUT/pytest.txt and the whole console to $OUT/gpu.log (OUT defaults to out/bench/gpu);
+# the shards and training runs go to $WORK (default $OUT), so a lent machine can send back only the figures.
 #
 #   bench/gpu.sh           on the GPU machine, from the repository root or anywhere
 #   bench/gpu.sh --cpu     the same steps on CPU at tiny sizes: a dry run that catches mistakes before a GPU
 #                          is at hand (the CUDA tests then run on CPU: FACEGEN_CUDA_TESTS_ON_CPU=1)
-# PYTHON overrides the interpreter (default: the repository's .venv). Exit status: non-zero if any step failed.
+# PYTHON overrides the interpreter (default: the repository's .venv; a name on PATH, e.g. python3, works too). Exit status: non-zero if any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-out/bench/gpu}
+WORK=${WORK:-$OUT}
 MODE=gpu
 BENCH_ARGS=()
 for arg in "$@"; do
@@ -24,7 +26,7 @@ for arg in "$@"; do
 done
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu.log") 2>&1
-if [ ! -x "$PY" ]; then echo "error: no Python at $PY (make install, or PYTHON=...)" >&2; exit 2; fi
+if ! command -v "$PY" >/dev/null; then echo "error: no Python at $PY (make install, or PYTHON=...)" >&2; exit 2; fi
 
 started=$(date +%s)
 echo "[gpu.sh] $(date -u +%FT%TZ) mode=$MODE out=$OUT python=$PY"
@@ -34,13 +36,13 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 
 export RAY_DATA_DISABLE_PROGRESS_BARS=1
 if [ "$MODE" = cpu ]; then export FACEGEN_CUDA_TESTS_ON_CPU=1; fi
-# Bounded, so a hang in one step cannot eat the machine's time: tests 3 min, benchmarks 5 min.
-timeout 180 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py tests/models/test_perceptual.py \
+# Bounded, so a hang in one step cannot eat the machine's time: tests 2.5 min, benchmarks 5.5 min.
+timeout 150 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py tests/models/test_perceptual.py \
   2>&1 | tee "$OUT/pytest.txt"
 tests_rc=${PIPESTATUS[0]}
 echo "[gpu.sh] CUDA tests exit $tests_rc after $(( $(date +%s) - started )) s"
 
-timeout 300 "$PY" bench/gpu_bench.py --out "$OUT" "${BENCH_ARGS[@]}"
+timeout 330 "$PY" bench/gpu_bench.py --out "$OUT" --work "$WORK" "${BENCH_ARGS[@]}"
 bench_rc=$?
 echo "[gpu.sh] bench exit $bench_rc; total $(( $(date +%s) - started )) s; $OUT/gpu.json"
 [ "$tests_rc" = 0 ] && [ "$bench_rc" = 0 ]

@@ -83,7 +83,7 @@ def train_run(name: str, config: str, batch: int | None, args, shards: str, devi
     epochs = max(2, math.ceil(args.images / rows))
     overrides = [f"data.shards={shards}", f"train.epochs={epochs}", "train.num_workers=1",
                  f"train.use_gpu={str(device.type == 'cuda').lower()}", f"train.cpus_per_worker={args.worker_cpus}",
-                 f"train.storage_path={Path(args.out).resolve() / 'runs'}", f"train.name={name}",
+                 f"train.storage_path={Path(args.work).resolve() / 'runs'}", f"train.name={name}",
                  *([f"data.batch_size={batch}"] if batch else [])]
     cfg = load_config(str(ROOT / config), overrides)
     per_image = flops_per_image(cfg, device, manifest)
@@ -161,25 +161,29 @@ def step(report: dict, key: str, fn, *fn_args):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "out/bench/gpu"))
+    parser.add_argument("--work", default=None,
+                        help="where the shards and training runs go (default: --out; on a lent GPU machine a local "
+                             "folder keeps them out of the files sent back)")
     parser.add_argument("--cpu", action="store_true", help="tiny sizes on CPU: checks the script, not the GPU")
-    parser.add_argument("--synth", type=int, default=None, help="synthetic faces (default 6000; --cpu 160)")
+    parser.add_argument("--synth", type=int, default=None, help="synthetic faces (default 12000; --cpu 160)")
     parser.add_argument("--images", type=int, default=None,
-                        help="training images per run, rounded up to whole epochs (default 16000; --cpu 64)")
+                        help="training images per run, rounded up to whole epochs (default 48000; --cpu 64)")
     parser.add_argument("--runs", default=None, help="comma-separated subset of " + ",".join(r[0] for r in RUNS))
     parser.add_argument("--requests", type=int, default=None, help="edit requests (default 512; --cpu 16)")
     parser.add_argument("--concurrency", type=int, default=None, help="concurrent clients (default 32; --cpu 4)")
     parser.add_argument("--gpus-per-replica", type=float, default=None, help="default 0.25; --cpu 0")
     args = parser.parse_args()
     cpu = args.cpu
-    args.synth = args.synth or (160 if cpu else 6000)
-    args.images = args.images or (64 if cpu else 16000)
+    args.synth = args.synth or (160 if cpu else 12000)
+    args.images = args.images or (64 if cpu else 48000)
     args.requests = args.requests or (16 if cpu else 512)
     args.concurrency = args.concurrency or (4 if cpu else 32)
     args.gpus_per_replica = (0.0 if cpu else 0.25) if args.gpus_per_replica is None else args.gpus_per_replica
-    args.worker_cpus = 0.5 if cpu else 4
+    args.worker_cpus = 0.5 if cpu else max(1, min(8, (os.cpu_count() or 2) // 2))  # the rest feed Ray Data
     wanted = set(args.runs.split(",")) if args.runs else {r[0] for r in RUNS if not (cpu and r[2])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    args.work = args.work or args.out
     if not cpu and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device visible to torch (use --cpu for a dry run)")
     device = torch.device("cpu" if cpu else "cuda")
@@ -191,7 +195,7 @@ def main() -> int:
     report: dict = {"bench": "gpu", "mode": "cpu" if cpu else "gpu", "torch": torch.__version__,
                     "ray": ray.__version__, "host": platform.node(), "cpus": os.cpu_count(),
                     "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
-    shards = step(report, "data", make_shards, out / "data", args.synth)
+    shards = step(report, "data", make_shards, Path(args.work) / "data", args.synth)
     if shards:
         init_ray()
         try:
