@@ -84,6 +84,7 @@ def train_run(name: str, config: str, batch: int | None, args, shards: str, devi
     overrides = [f"data.shards={shards}", f"train.epochs={epochs}", "train.num_workers=1",
                  f"train.use_gpu={str(device.type == 'cuda').lower()}", f"train.cpus_per_worker={args.worker_cpus}",
                  f"train.storage_path={Path(args.work).resolve() / 'runs'}", f"train.name={name}",
+                 "train.tracking=false",  # the figures are training's; MLflow's per-epoch writes are not
                  *([f"data.batch_size={batch}"] if batch else [])]
     cfg = load_config(str(ROOT / config), overrides)
     per_image = flops_per_image(cfg, device, manifest)

@@ -32,7 +32,7 @@ def device() -> torch.device:
     pytest.skip("needs a GPU (FACEGEN_CUDA_TESTS_ON_CPU=1 runs it on CPU)")
 
 
-@pytest.mark.parametrize("family", ["vae", "infogan"])
+@pytest.mark.parametrize("family", ["vae", "infogan", "cvae", "began"])
 def test_bf16_steps_train_every_player_without_waiting_for_the_device(family, device, tiny_shards):
     cfg = tiny_config(family, data={"shards": tiny_shards})
     torch.manual_seed(0)

@@ -174,21 +174,24 @@ class LatentModel(FaceModel):
             start += part.size
         return out
 
-    def prior_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, D) codes drawn from the prior, on the CPU, part by part: N(0, I) for ``gaussian``, U(-1, 1) for
-        ``uniform``, a uniformly drawn one-hot for ``categorical``; a ``condition`` is all-zero (none given).
-        A model without a usable prior (``needs_fitted_sampler``) still answers, but its draws are crude."""
+    def prior_codes(self, n: int, generator: torch.Generator | None = None,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+        """(n, D) codes drawn from the prior on ``device`` (the generator's, if one is given), part by part:
+        N(0, I) for ``gaussian``, U(-1, 1) for ``uniform``, a uniformly drawn one-hot for ``categorical``; a
+        ``condition`` is all-zero (none given). Drawn where they are used: a copy from host memory each step
+        would make the host wait for the GPU. A model without a usable prior (``needs_fitted_sampler``) still
+        answers, but its draws are crude."""
         parts = []
         for part in self.latent_parts:
             if part.kind == "gaussian":
-                parts.append(torch.randn(n, part.size, generator=generator))
+                parts.append(torch.randn(n, part.size, generator=generator, device=device))
             elif part.kind == "uniform":
-                parts.append(torch.rand(n, part.size, generator=generator) * 2 - 1)
+                parts.append(torch.rand(n, part.size, generator=generator, device=device) * 2 - 1)
             elif part.kind == "categorical":
-                index = torch.randint(part.size, (n,), generator=generator)
+                index = torch.randint(part.size, (n,), generator=generator, device=device)
                 parts.append(torch.nn.functional.one_hot(index, part.size).float())
             else:
-                parts.append(torch.zeros(n, part.size))
+                parts.append(torch.zeros(n, part.size, device=device))
         return torch.cat(parts, dim=1)
 
     def condition_of(self, batch: Batch) -> torch.Tensor | None:

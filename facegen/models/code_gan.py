@@ -228,7 +228,7 @@ class CodeGAN(LatentModel):
 
     def _prior(self, batch: Batch) -> torch.Tensor:
         """Latents (N, width) for a batch of N real images."""
-        return self.prior_codes(batch["image"].shape[0]).to(batch["image"].device)
+        return self.prior_codes(batch["image"].shape[0], device=batch["image"].device)
 
     def _step_info(self, batch: Batch) -> StepOutput:
         latent = self._prior(batch)

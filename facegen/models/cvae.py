@@ -117,7 +117,10 @@ class CVAE(LatentModel):
         self.recon_scale = 3 * config.resolution**2 / (2 * config.decoder_std**2)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),
                              LatentPart("condition", c, "condition"))
-        self._attr_index = [CELEBA_ATTRIBUTES.index(name) for name in config.condition_attributes]
+        # A buffer, so it follows the model to the GPU: a Python list indexing a CUDA tensor is copied from
+        # host memory on every step, and that copy makes the host wait for the device.
+        index = [CELEBA_ATTRIBUTES.index(name) for name in config.condition_attributes]
+        self.register_buffer("attr_index", torch.tensor(index, dtype=torch.long), persistent=False)
         self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
         constraint = config.constraint
@@ -140,7 +143,7 @@ class CVAE(LatentModel):
         if attrs.shape[1] != len(CELEBA_ATTRIBUTES):
             raise ValueError(f"cvae: batch attrs has {attrs.shape[1]} columns; condition_attributes index "
                              f"the {len(CELEBA_ATTRIBUTES)} CelebA attributes")
-        return attrs[:, self._attr_index].float()
+        return attrs[:, self.attr_index].float()
 
     def condition_attributes(self) -> tuple[str, ...]:
         return self.config.condition_attributes if self.config.condition == "attrs" else ()

@@ -119,7 +119,9 @@ class VAE(LatentModel):
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
         self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
-        self._attr_index = [CELEBA_ATTRIBUTES.index(name) for name in config.attribute_dims]
+        # A buffer, so it follows the model to the GPU (a host list as an index syncs every step).
+        index = [CELEBA_ATTRIBUTES.index(name) for name in config.attribute_dims]
+        self.register_buffer("attr_index", torch.tensor(index, dtype=torch.long), persistent=False)
         self.adversarial = PatchAdversary(config.adversarial) if config.adversarial.active else None
         if self.adversarial is not None:
             self.players = ("main", PatchAdversary.player)
@@ -147,8 +149,8 @@ class VAE(LatentModel):
         loss = (recon + self._beta_now * kl).mean()
         if self.adversarial is not None:
             loss = loss + self.adversarial.generator_term(x_hat, recon.mean(), extra)
-        if self._attr_index:
-            named, labels = mu[:, :len(self._attr_index)], batch["attrs"][:, self._attr_index].float()  # (N, K)
+        if self.attr_index.numel():
+            named, labels = mu[:, :len(self.attr_index)], batch["attrs"][:, self.attr_index].float()  # (N, K)
             bce = F.binary_cross_entropy_with_logits(named, labels, reduction="none").sum(1).mean()
             loss = loss + self.config.attribute_weight * bce
             extra.update(attribute_bce=bce.detach(), attribute_acc=((named > 0) == (labels > 0.5)).float().mean())
