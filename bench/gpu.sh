@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# One command for a GPU machine lent for about ten minutes, start-up included (the steps take ~5-6 min):
+# One command for a GPU machine lent for about ten minutes, start-up included (on the first lent H200 the
+# tests took 2 min and each training run 1.5-2.5 min, most of it before the first epoch; README: Performance):
 #   1. the CUDA tests (pytest -m cuda: bf16 steps without host syncs, Ray Train over NCCL with 1 process, the
 #      perceptual net on the GPU),
-#   2. bench/gpu_bench.py: VAE and InfoGAN at 64 px through facegen train (images/s, achieved TFLOP/s, data
-#      wait), then Serve edit throughput with gpus_per_replica.
+#   2. bench/gpu_bench.py: the VAE at 64 px through facegen train (images/s, achieved TFLOP/s, data wait), Serve
+#      edit throughput on its bundle with gpus_per_replica, the InfoGAN, the VAE at batch 256.
 # Writes $OUT/gpu.json, $OUT/pytest.txt and the whole console to $OUT/gpu.log (OUT defaults to out/bench/gpu);
 # the shards and training runs go to $WORK (default $OUT), so a lent machine can send back only the figures.
 #
-#   bench/gpu.sh           on the GPU machine, from the repository root or anywhere
+#   bench/gpu.sh           on the GPU machine, from the repository root or anywhere (a machine without
+#                          Ray: bench/gpu_pack.sh here, bench/gpu_device.sh there)
 #   bench/gpu.sh --cpu     the same steps on CPU at tiny sizes: a dry run that catches mistakes before a GPU
 #                          is at hand (the CUDA tests then run on CPU: FACEGEN_CUDA_TESTS_ON_CPU=1)
 # PYTHON overrides the interpreter (default: the repository's .venv; a name on PATH, e.g. python3, works too). Exit status: non-zero if any step failed.
@@ -20,6 +22,7 @@ MODE=gpu
 BENCH_ARGS=()
 for arg in "$@"; do
   case "$arg" in
+    -h|--help) sed -n '2,/^set /p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     --cpu) MODE=cpu; BENCH_ARGS+=(--cpu) ;;
     *) BENCH_ARGS+=("$arg") ;;
   esac

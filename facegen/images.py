@@ -34,12 +34,23 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def from_uint8(pixels: np.ndarray | Image.Image) -> torch.Tensor:
     """``(N, H, W, 3)`` (or ``(H, W, 3)``, or an RGB PIL image) uint8 -> ``(N, 3, H, W)`` (or ``(3, H, W)``)
     float32 in [-1, 1]: ``x / 127.5 - 1``. The result is a channels-last view; ``pixels`` is never written."""
+    return uint8_to_float(uint8_tensor(pixels))
+
+
+def uint8_tensor(pixels: np.ndarray | Image.Image) -> torch.Tensor:
+    """``(N, H, W, 3)`` (or ``(H, W, 3)``, or an RGB PIL image) uint8 -> ``(N, 3, H, W)`` (or ``(3, H, W)``)
+    uint8, a channels-last view: a quarter of the float bytes, for a batch that crosses to a GPU as pixels."""
     array = np.asarray(pixels)
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {array.dtype}")
     if not (array.flags.c_contiguous and array.flags.writeable):  # torch wants a buffer it may write
         array = np.array(array, order="C")
-    return torch.from_numpy(array).movedim(-1, -3).float().div_(127.5).sub_(1.0)
+    return torch.from_numpy(array).movedim(-1, -3)
+
+
+def uint8_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (any shape, any device) -> float32 in [-1, 1] on the same device: ``x / 127.5 - 1``."""
+    return pixels.float().div_(127.5).sub_(1.0)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

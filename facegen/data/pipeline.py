@@ -23,7 +23,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from facegen import io as fsio
 from facegen.data.image_format import decode_column
-from facegen.images import from_uint8
+from facegen.images import from_uint8, uint8_tensor
 
 LABEL_COLUMNS = ("race", "age", "gender", "label")
 READ_COLUMNS = ("key", "image", "attrs", *LABEL_COLUMNS)
@@ -80,6 +80,9 @@ class TrainCollate(NumpyBatchCollateFn):
     seed: int
     epoch: int
     hflip: bool
+    pixels: bool = False
+    """Hand ``image`` over as uint8 ``(N, 3, H, W)`` (a quarter of the bytes to pin and copy) for the trainer to
+    turn into floats on its GPU (``facegen.images.uint8_to_float``); False: float32 in [-1, 1] here."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         ok = batch["ok"].astype(bool)
@@ -88,7 +91,7 @@ class TrainCollate(NumpyBatchCollateFn):
             salt = np.uint64((self.seed * 1_000_003 + self.epoch) & 0xFFFFFFFFFFFFFFFF)
             flip = (_splitmix64(batch["row_hash"][ok].astype(np.uint64) ^ salt) & np.uint64(1)).astype(bool)
             images[flip] = images[flip, :, ::-1]
-        out = {"image": from_uint8(images), "attrs": torch.from_numpy(batch["attrs"][ok].astype(np.float32)),
+        out = {"image": uint8_tensor(images) if self.pixels else from_uint8(images), "attrs": torch.from_numpy(batch["attrs"][ok].astype(np.float32)),
                "corrupt_rows": torch.tensor(int((~ok).sum()))}
         for name in LABEL_COLUMNS:
             out[name] = torch.from_numpy(batch[name][ok].astype(np.int64))

@@ -17,6 +17,7 @@ import torch
 
 from facegen.config import ExperimentConfig, from_dict
 from facegen.data.pipeline import TrainCollate, shuffle_seed
+from facegen.images import uint8_to_float
 from facegen.models import FaceModel
 from facegen.pretrained import build_for_training
 from facegen.training.checkpoint import TrainingState, load_state, save_state
@@ -95,13 +96,24 @@ def _batches(shard, cfg: ExperimentConfig, epoch: int, *, train: bool, per_worke
     # the step loop fed without the collate threads crowding its own (train/data_wait_frac says if not).
     return shard.iter_torch_batches(
         batch_size=per_worker,
-        collate_fn=TrainCollate(seed=cfg.train.seed, epoch=epoch, hflip=train and cfg.data.hflip),
+        # On a GPU the pixels cross as uint8 and become floats there (to_device): 4x fewer bytes to pin and copy,
+        # and no float conversion on the host, which fed an H200 too slowly (bench/gpu.sh, README).
+        collate_fn=TrainCollate(seed=cfg.train.seed, epoch=epoch, hflip=train and cfg.data.hflip,
+                                pixels=device.type == "cuda"),
         drop_last=train,  # equal batches on every rank keep DDP's collectives in step
         local_shuffle_buffer_size=(cfg.data.shuffle_buffer or None) if train else None,
         local_shuffle_seed=shuffle_seed(cfg.train.seed, epoch) if train else None,
         prefetch_batches=max(2, worker_threads(cfg)),
         pin_memory=device.type == "cuda",
     )
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A collated batch on ``device``, uint8 pixels (``TrainCollate(pixels=True)``) as floats in [-1, 1]."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if batch["image"].dtype == torch.uint8:
+        batch["image"] = uint8_to_float(batch["image"])
+    return batch
 
 
 def train_one_epoch(ddp_model, model: FaceModel, optimizers, batches, device, autocast):
@@ -113,7 +125,7 @@ def train_one_epoch(ddp_model, model: FaceModel, optimizers, batches, device, au
     means, seen, corrupt = MetricMeans(), 0, 0
     for batch in batches:
         corrupt = corrupt + batch.pop("corrupt_rows")  # a tensor wherever Ray put the batch: no int() per step
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = to_device(batch, device)
         n = batch["image"].shape[0]
         for player in model.players:
             # Clear every player's grads: a generator step leaves grads on the discriminator, and only the
@@ -134,7 +146,7 @@ def evaluate(model: FaceModel, batches, device, autocast) -> MetricMeans:
     means = MetricMeans()
     for batch in batches:
         batch.pop("corrupt_rows")
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = to_device(batch, device)
         with autocast:
             metrics = model.validation_step(batch)
         means.add(metrics, batch["image"].shape[0])

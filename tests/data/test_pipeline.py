@@ -94,3 +94,23 @@ def test_flips_depend_on_seed_epoch_and_row_only():
     assert np.array_equal(np.concatenate([flipped(0, slice(0, 20)), flipped(0, slice(20, None))]), whole)
     assert 16 < whole.sum() < 48  # about half
     assert not np.array_equal(flipped(1), whole)  # a new epoch, new flips
+
+
+def test_pixels_cross_as_uint8_and_become_the_same_floats_on_the_device():
+    """What a GPU run gets (uint8 batches, converted after the copy) equals what a CPU run gets, bit for bit."""
+    import torch
+
+    from facegen.training.loop import to_device
+
+    rng = np.random.default_rng(1)
+    n = 16
+    batch = {"image": rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), "attrs": np.ones((n, 2), np.int8),
+             "ok": np.ones(n, np.int8), "row_hash": np.arange(n, dtype=np.uint64),
+             **{c: np.full(n, -1, np.int16) for c in ("race", "age", "gender", "label")}}
+    floats = TrainCollate(seed=3, epoch=0, hflip=True)(dict(batch))
+    pixels = TrainCollate(seed=3, epoch=0, hflip=True, pixels=True)(dict(batch))
+    assert pixels["image"].dtype == torch.uint8 and pixels["image"].shape == (n, 3, 8, 8)
+    pixels.pop("corrupt_rows"), floats.pop("corrupt_rows")
+    moved = to_device(pixels, torch.device("cpu"))
+    assert moved["image"].dtype == torch.float32 and torch.equal(moved["image"], floats["image"])
+    assert torch.equal(moved["attrs"], floats["attrs"])
