@@ -45,7 +45,7 @@ timeout 150 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py te
 tests_rc=${PIPESTATUS[0]}
 echo "[gpu.sh] CUDA tests exit $tests_rc after $(( $(date +%s) - started )) s"
 
-timeout 330 "$PY" bench/gpu_bench.py --out "$OUT" --work "$WORK" "${BENCH_ARGS[@]}"
+timeout 330 "$PY" bench/gpu_bench.py --out "$OUT" --work "$WORK" --budget-s 315 "${BENCH_ARGS[@]}"
 bench_rc=$?
 echo "[gpu.sh] bench exit $bench_rc; total $(( $(date +%s) - started )) s; $OUT/gpu.json"
 [ "$tests_rc" = 0 ] && [ "$bench_rc" = 0 ]

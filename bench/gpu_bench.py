@@ -1,14 +1,18 @@
-"""A GPU session's figures in one process: training images/s, achieved TFLOP/s and data wait for the VAE and
-the InfoGAN at 64 px through ``facegen train``'s own path (Ray Data, Ray Train, bf16), then Serve edit
-throughput with the models on a GPU share. ``bench/gpu.sh`` runs it after the CUDA tests.
+"""A GPU session's figures in one process. First what needs no Ray (``bench/gpu_probes.py``): what a fresh
+process pays before its first step (torch import, CUDA context, a 1-process NCCL group, NCCL's own lines) and
+the VAE's and InfoGAN's training step alone on a resident batch (32, 256, 1024). Then the VAE at 64 px
+through ``facegen train``'s own path (Ray Data, Ray Train, bf16): images/s, achieved TFLOP/s, data wait;
+Serve edit throughput on its bundle with the models on a GPU share; the InfoGAN; the VAE at batch 256.
+``bench/gpu.sh`` runs it after the CUDA tests.
 
-    python bench/gpu_bench.py --out $OUT           # on a GPU machine
-    python bench/gpu_bench.py --out $OUT --cpu     # the same steps on CPU at tiny sizes (a dry run)
+    python bench/gpu_bench.py --out $OUT --budget-s 315   # on a GPU machine
+    python bench/gpu_bench.py --out $OUT --cpu            # the same steps on CPU at tiny sizes (a dry run)
 
 Images/s and the data-wait fraction are the epochs after the first (which holds the pipeline's warm-up);
 FLOPs are counted on one training step (every player, forward and backward) with
 ``torch.utils.flop_counter.FlopCounterMode``. Each step's failure is recorded in the JSON and the others
-still run; the exit status is non-zero if any failed. Writes ``OUT/gpu.json``.
+still run; a step that would end after ``--budget-s`` is skipped; the exit status is non-zero if any failed.
+Writes ``OUT/gpu.json`` after every step.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
+from bench.gpu_probes import process_start, step_rates  # noqa: E402
 
 # (name, config, batch size or None for the config's): the configs' own batches say whether the data path
 # keeps up; batch 256 says what the GPU could do with more work per step.
@@ -147,8 +153,20 @@ def serve_run(bundle: str, shards: str, args) -> dict:
             "requests": args.requests, "ready_s": ready, **sweep}
 
 
+# What each kind of step costs on a GPU machine, roughly (first lent H200); a step that would not finish
+# before --budget-s runs out is skipped, so the JSON is complete when the lease's command limit comes.
+STEP_COST_S = {"steps": 30, "process": 60, "train": 150, "serve": 90}
+DEADLINE = [math.inf]
+
+
 def step(report: dict, key: str, fn, *fn_args):
     started = time.perf_counter()
+    cost = STEP_COST_S.get(key.split("_")[0], 0)
+    if started + cost > DEADLINE[0]:
+        print(f"[gpu_bench] {key}: skipped, {DEADLINE[0] - started:.0f} s left of --budget-s", flush=True)
+        report.setdefault("skipped", []).append(key)
+        save(report)
+        return None
     print(f"[gpu_bench] {key} ...", flush=True)
     try:
         report[key] = fn(*fn_args)
@@ -182,7 +200,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=None, help="edit requests (default 512; --cpu 16)")
     parser.add_argument("--concurrency", type=int, default=None, help="concurrent clients (default 32; --cpu 4)")
     parser.add_argument("--gpus-per-replica", type=float, default=None, help="default 0.25; --cpu 0")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="seconds this may take: a step that would end later is skipped (default: no limit)")
     args = parser.parse_args()
+    if args.budget_s:
+        DEADLINE[0] = time.perf_counter() + args.budget_s
     cpu = args.cpu
     args.synth = args.synth or (160 if cpu else 12000)
     args.images = args.images or (64 if cpu else 24000)
@@ -206,7 +228,11 @@ def main() -> int:
                     "ray": ray.__version__, "host": platform.node(), "cpus": os.cpu_count(),
                     "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "out": str(out)}
     shards = step(report, "data", make_shards, Path(args.work) / "data", args.synth)
+    step(report, "process_start", process_start, device)
     if shards:
+        for name, config, _ in RUNS[:2]:
+            step(report, f"steps_{name}", step_rates, config, (8, 32) if cpu else (32, 256, 1024), device, shards,
+                 3 if cpu else 50)
         init_ray()
         try:
             for name, config, batch in RUNS:
@@ -223,6 +249,11 @@ def main() -> int:
             wait = value["data_wait_frac"]
             print(f"  {key:<16} {value['images_per_s']:9.0f} img/s  {value['tflops_per_s']:7.3f} TFLOP/s  "
                   f"data wait {wait if wait is None else round(wait, 3)}  batch {value['batch_size']}")
+    for key, value in report.items():
+        if key.startswith("steps_"):
+            rates = ", ".join(f"{k[6:]}: {v['images_per_s']:.0f} img/s ({v['ms_per_step']:.1f} ms)"
+                              for k, v in value.items() if k.startswith("batch_"))
+            print(f"  {key:<16} step alone, by batch: {rates}")
     if "serve_edit" in report:
         s = report["serve_edit"]
         print(f"  serve_edit       {s['rps']:9.1f} req/s  p50 {s['p50_ms']:.0f} ms  p99 {s['p99_ms']:.0f} ms  "

@@ -1,0 +1,86 @@
+"""The parts of a GPU session's figures that need no Ray (``bench/gpu_bench.py`` runs them first): the training
+step alone on a resident batch, and what a fresh process pays before its first step."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shards: str, steps: int) -> dict:
+    """The training step alone, no Ray and no input pipeline: one real batch resident on the device, stepped
+    ``steps`` times through ``train_one_epoch`` after a warm-up. What the model and the GPU can do; the
+    ``facegen train`` runs show how much of it the whole path keeps."""
+    from facegen.config import load_config
+    from facegen.data.pipeline import read_examples
+    from facegen.data.shards import read_manifest
+    from facegen.pretrained import build_for_training
+    from facegen.training.loop import _autocast, make_optimizers, train_one_epoch
+
+    out = {}
+    for size in batches:
+        cfg = load_config(str(ROOT / config), [f"data.shards={shards}", f"data.batch_size={size}"])
+        torch.manual_seed(0)
+        model = build_for_training(cfg.model).to(device)
+        optimizers = make_optimizers(model, cfg)
+        batch = {k: v.to(device) for k, v in read_examples(read_manifest(shards), "train", size).items()}
+        feed = lambda k: ({**batch, "corrupt_rows": torch.tensor(0)} for _ in range(k))  # noqa: E731
+        train_one_epoch(model, model, optimizers, feed(3), device, _autocast(cfg, device))  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        train_one_epoch(model, model, optimizers, feed(steps), device, _autocast(cfg, device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        out[f"batch_{size}"] = {"images_per_s": steps * size / seconds, "ms_per_step": 1e3 * seconds / steps}
+    return {"config": config, "steps": steps, **out}
+
+
+PROCESS_START_CODE = r"""
+import json, os, sys, time
+t0 = time.perf_counter()
+import torch
+import torch.distributed as dist
+gpu = sys.argv[1] == "cuda"
+t1 = time.perf_counter()
+if gpu:
+    torch.cuda.init()
+    torch.zeros(1, device="cuda")
+t2 = time.perf_counter()
+dist.init_process_group("nccl" if gpu else "gloo", init_method=f"tcp://127.0.0.1:{sys.argv[2]}", rank=0,
+                        world_size=1)
+t3 = time.perf_counter()
+x = torch.ones(1, device="cuda" if gpu else "cpu")
+dist.all_reduce(x)
+if gpu:
+    torch.cuda.synchronize()
+t4 = time.perf_counter()
+dist.destroy_process_group()
+print("TIMES " + json.dumps({"import_torch_s": t1 - t0, "cuda_context_s": t2 - t1, "process_group_s": t3 - t2,
+                             "first_all_reduce_s": t4 - t3}))
+"""
+
+
+def process_start(device: torch.device) -> dict:
+    """What a fresh training process pays before its first step, outside Ray: importing torch, the CUDA
+    context, a 1-process NCCL (gloo on CPU) group and its first all-reduce, NCCL's INFO lines kept. On the
+    first lent H200 every Ray Train run spent 50-90 s before its first epoch ended (30 s on CPU)."""
+    import subprocess
+
+    env = {**os.environ, "NCCL_DEBUG": "INFO"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PROCESS_START_CODE, device.type, str(29500 + os.getpid() % 1000)],
+                          capture_output=True, text=True, timeout=180, env=env)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("TIMES ")), None)
+    if done.returncode or line is None:
+        raise RuntimeError(f"exit {done.returncode}: {done.stderr[-2000:]}")
+    nccl = [x for x in (done.stdout + done.stderr).splitlines() if "NCCL" in x]
+    return {**json.loads(line[6:]), "wall_s": time.perf_counter() - started, "nccl_lines": nccl[:40]}
