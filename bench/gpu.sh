@@ -40,7 +40,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 export RAY_DATA_DISABLE_PROGRESS_BARS=1
 if [ "$MODE" = cpu ]; then export FACEGEN_CUDA_TESTS_ON_CPU=1; fi
 # Bounded, so a hang in one step cannot eat the machine's time: tests 2.5 min, benchmarks 5.5 min.
-timeout 150 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py tests/models/test_perceptual.py \
+timeout 150 "$PY" -m pytest -q -m cuda -p no:cacheprovider --durations=5 tests/test_cuda.py tests/models/test_perceptual.py \
   2>&1 | tee "$OUT/pytest.txt"
 tests_rc=${PIPESTATUS[0]}
 echo "[gpu.sh] CUDA tests exit $tests_rc after $(( $(date +%s) - started )) s"

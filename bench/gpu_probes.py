@@ -14,10 +14,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shards: str, steps: int) -> dict:
+def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shards: str, steps: int,
+               compile_mode: str | None = None) -> dict:
     """The training step alone, no Ray and no input pipeline: one real batch resident on the device, stepped
     ``steps`` times through ``train_one_epoch`` after a warm-up. What the model and the GPU can do; the
-    ``facegen train`` runs show how much of it the whole path keeps."""
+    ``facegen train`` runs show how much of it the whole path keeps.
+
+    compile_mode: the model's forward and backward through ``torch.compile`` with this mode (e.g.
+    ``reduce-overhead``: CUDA graphs, against a launch-bound step), or ``eager-backend`` (Dynamo's tracing
+    without code generation: what a CPU dry run can check); None: eager, as ``facegen train`` runs today."""
     from facegen.config import load_config
     from facegen.data.pipeline import read_examples
     from facegen.data.shards import read_manifest
@@ -30,18 +35,26 @@ def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shar
         torch.manual_seed(0)
         model = build_for_training(cfg.model).to(device)
         optimizers = make_optimizers(model, cfg)
+        stepped = model
+        if compile_mode == "eager-backend":
+            stepped = torch.compile(model, backend="eager")
+        elif compile_mode:
+            stepped = torch.compile(model, mode=compile_mode)
         batch = {k: v.to(device) for k, v in read_examples(read_manifest(shards), "train", size).items()}
         feed = lambda k: ({**batch, "corrupt_rows": torch.tensor(0)} for _ in range(k))  # noqa: E731
-        train_one_epoch(model, model, optimizers, feed(3), device, _autocast(cfg, device))  # warm-up
+        warm = time.perf_counter()
+        train_one_epoch(stepped, model, optimizers, feed(5 if compile_mode else 3), device,
+                        _autocast(cfg, device))  # warm-up (and compilation, CUDA graph capture)
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        train_one_epoch(model, model, optimizers, feed(steps), device, _autocast(cfg, device))
+        train_one_epoch(stepped, model, optimizers, feed(steps), device, _autocast(cfg, device))
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        out[f"batch_{size}"] = {"images_per_s": steps * size / seconds, "ms_per_step": 1e3 * seconds / steps}
-    return {"config": config, "steps": steps, **out}
+        out[f"batch_{size}"] = {"images_per_s": steps * size / seconds, "ms_per_step": 1e3 * seconds / steps,
+                                "warm_up_s": started - warm}
+    return {"config": config, "steps": steps, "compile_mode": compile_mode, **out}
 
 
 PROCESS_START_CODE = r"""
