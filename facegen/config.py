@@ -41,6 +41,9 @@ class DataConfig:
     hflip: flip training images horizontally with probability 1/2 (deterministic per image and epoch).
     shuffle_buffer: rows in each worker's local shuffle buffer; 0 reads in shard order.
     max_rows: use at most this many rows per split (0 = all); for smoke tests and quick searches.
+    cache: ``auto`` (default) reads and decodes the train and val splits once into Ray's object store when they
+        fit in a quarter of it, so epochs stream blocks instead of re-running the read tasks (about 10x the
+        images/s); ``always``; ``never`` re-reads the shards every epoch (any size).
     """
 
     shards: str = "data/shards"
@@ -48,11 +51,13 @@ class DataConfig:
     hflip: bool = True
     shuffle_buffer: int = 1024
     max_rows: int = 0
+    cache: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "data.batch_size", "must be positive")
         _check(self.shuffle_buffer >= 0, "data.shuffle_buffer", "must be >= 0")
         _check(self.max_rows >= 0, "data.max_rows", "must be >= 0")
+        _check(self.cache in ("auto", "always", "never"), "data.cache", "must be auto, always or never")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from facegen import io as fsio
 from facegen.bundle import write_bundle
 from facegen.config import ExperimentConfig, from_dict, load_config
-from facegen.data.pipeline import load_split
+from facegen.data.pipeline import CACHE_SHARE, training_splits
 from facegen.data.shards import Manifest, read_manifest
 from facegen.errors import ConfigError, FacegenError
 from facegen.pretrained import export_config
@@ -114,15 +114,17 @@ def set_aside_stale_run(cfg: ExperimentConfig) -> str | None:
 
 
 def build_trainer(cfg: ExperimentConfig, manifest: Manifest, *, callbacks: list | None = None,
-                  run_name: str | None = None):
-    """A TorchTrainer for ``cfg`` over the manifest's train and val splits."""
+                  run_name: str | None = None, cache_share: float = CACHE_SHARE):
+    """A TorchTrainer for ``cfg`` over the manifest's train and val splits (cached in the object store when
+    they fit in ``cache_share`` of it, see ``data.cache``)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from facegen.training.progress import PREFIX
 
     check_compatible(cfg, manifest)
-    limit = cfg.data.max_rows
-    datasets = {split: load_split(manifest, split, max_rows=limit) for split in ("train", "val")}
+    datasets, feeding = training_splits(manifest, cfg.data, cache_share)
+    print(f"{PREFIX} {run_name or cfg.train.name}: {feeding}", file=sys.stderr, flush=True)
     resources: dict[str, Any] = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = cfg.train.gpus_per_worker

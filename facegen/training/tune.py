@@ -9,6 +9,7 @@ from typing import Any
 
 from facegen import io as fsio
 from facegen.config import apply_overrides, from_dict, read_yaml
+from facegen.data.pipeline import CACHE_SHARE
 from facegen.data.shards import read_manifest
 from facegen.errors import FacegenError
 from facegen.runtime import init_ray, require_resources
@@ -39,13 +40,16 @@ def run_trial(sample: dict[str, Any], base_raw: dict[str, Any], weights: dict[st
     The Train run is named after the trial id, so a trial restarted by ``Tuner.restore`` resumes its own
     checkpoints instead of starting over.
     """
+    import ray
     from ray import tune
 
     cfg = from_dict(apply_overrides(base_raw, sample))
     trial_id = tune.get_context().get_trial_id()
     manifest, name = read_manifest(cfg.data.shards), f"{cfg.train.name}-{trial_id}"
+    # Concurrent trials each cache their own splits: they share the object store's caching budget.
+    share = CACHE_SHARE / max_concurrent(cfg, ray.cluster_resources())
     retry_port_race(lambda: build_trainer(cfg, manifest, callbacks=[_objective_callback(weights)],
-                                          run_name=name).fit(), name)
+                                          run_name=name, cache_share=share).fit(), name)
 
 
 def search_folder(cfg) -> tuple[str, str]:

@@ -114,3 +114,26 @@ def test_pixels_cross_as_uint8_and_become_the_same_floats_on_the_device():
     moved = to_device(pixels, torch.device("cpu"))
     assert moved["image"].dtype == torch.float32 and torch.equal(moved["image"], floats["image"])
     assert torch.equal(moved["attrs"], floats["attrs"])
+
+
+@pytest.mark.ray
+def test_splits_that_fit_are_cached_once_and_hold_the_same_rows(ray_session, tiny_shards):
+    from ray.data.dataset import MaterializedDataset
+
+    from facegen.config import DataConfig
+    from facegen.data.pipeline import training_splits
+
+    manifest = read_manifest(tiny_shards)
+    data = DataConfig(shards=tiny_shards, max_rows=40)
+    cached, said = training_splits(manifest, data)  # auto: a few KB fit in a quarter of any object store
+    assert all(isinstance(ds, MaterializedDataset) for ds in cached.values()) and "cached" in said
+    streamed, said = training_splits(manifest, data, share=1e-12)  # auto, but over its share
+    assert not any(isinstance(ds, MaterializedDataset) for ds in streamed.values()) and "streaming" in said
+    for split in ("train", "val"):
+        keys = lambda ds: [int(r["row_hash"]) for r in ds.iter_rows()]  # noqa: E731
+        assert keys(cached[split]) == keys(streamed[split]) and len(keys(cached[split])) == min(
+            40, manifest.rows(split))
+    never, said = training_splits(manifest, DataConfig(shards=tiny_shards, cache="never"), share=1.0)
+    assert not isinstance(never["train"], MaterializedDataset) and "data.cache=never" in said
+    with pytest.raises(Exception, match="data.cache: must be auto, always or never"):
+        DataConfig(cache="sometimes")
