@@ -41,9 +41,8 @@ class DataConfig:
     hflip: flip training images horizontally with probability 1/2 (deterministic per image and epoch).
     shuffle_buffer: rows in each worker's local shuffle buffer; 0 reads in shard order.
     max_rows: use at most this many rows per split (0 = all); for smoke tests and quick searches.
-    cache: ``auto`` (default) reads and decodes the train and val splits once into Ray's object store when they
-        fit in a quarter of it, so epochs stream blocks instead of re-running the read tasks (about 10x the
-        images/s); ``always``; ``never`` re-reads the shards every epoch (any size).
+    cache: ``auto`` decodes the train and val splits once into Ray's object store when they fit in a quarter of
+        it (epochs then skip the read tasks: ~10x the images/s); ``always``; ``never`` re-reads every epoch.
     """
 
     shards: str = "data/shards"
@@ -82,8 +81,7 @@ class TrainConfig:
     storage_path: folder or URI where Ray Train keeps checkpoints; the run lives in ``storage_path/name``.
     name: run name; re-running with an existing name resumes from its latest checkpoint.
     checkpoints_to_keep: most recent checkpoints kept by Ray Train.
-    torch_threads: intra-op threads per worker; 0 (default) derives them from ``cpus_per_worker``, rounded up
-        (``training.loop.worker_threads``): 2 workers at 0.5 CPU run 1 thread each, 1 worker at 2 CPUs runs 2.
+    torch_threads: intra-op threads per worker; 0 (default): ``cpus_per_worker`` rounded up (``loop.worker_threads``).
     monitor: the reported metric that defines the best epoch, e.g. ``val/loss`` or ``val/mean_accuracy``.
     monitor_mode: ``min`` or ``max``: which direction of ``monitor`` is better.
     early_stopping_patience: stop after this many epochs without a better ``monitor`` (0 = never); the
@@ -154,11 +152,8 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/YAML-serialisable form; ``from_dict(to_dict(c)) == c``."""
-        return {
-            "model": {"family": self.family, **_asdict(self.model)},
-            "data": _asdict(self.data),
-            "train": _asdict(self.train),
-        }
+        return {"model": {"family": self.family, **_asdict(self.model)}, "data": _asdict(self.data),
+                "train": _asdict(self.train)}
 
 
 def _check(ok: bool, key: str, problem: str) -> None:
