@@ -8,8 +8,9 @@ from the same source with the same parameters if it is not there yet (``facegen 
 ``manifest.source``; nothing is written when it is up to date). Both paths do the same work per row (Parquet
 read, decode: PNG or a reshape, flip, tensor conversion); Ray Data spreads the read and decode over tasks and
 overlaps them with consumption; each Ray Data run is made twice, lazy (the pipeline re-executed every epoch)
-and cached (decoded once into the object store, as ``data.cache`` does for splits that fit). ``--repeat`` lists the train shards that many times, so an epoch is long
-enough to measure a rate rather than the pipeline's start. The first Ray epoch includes the start-up, so the
+and cached (decoded once into the object store, as ``data.cache`` does for splits that fit). ``--repeat``
+lists the train shards that many times, so an epoch is long enough to measure a rate rather than the
+pipeline's start. The first Ray epoch includes the start-up, so the
 steady rate is epochs 2.. . ``--num-cpus 1,2``: the Ray Data runs again per logical CPU count (a fresh local
 Ray each), for scaling. ``--consumed``: the images/s a trainer consumes (a number, or ``overhead.json`` of
 bench/train_overhead.py: its ``ray1`` variant), so the ingest rate is also shown as a multiple of it.

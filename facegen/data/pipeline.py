@@ -91,7 +91,8 @@ class TrainCollate(NumpyBatchCollateFn):
             salt = np.uint64((self.seed * 1_000_003 + self.epoch) & 0xFFFFFFFFFFFFFFFF)
             flip = (_splitmix64(batch["row_hash"][ok].astype(np.uint64) ^ salt) & np.uint64(1)).astype(bool)
             images[flip] = images[flip, :, ::-1]
-        out = {"image": uint8_tensor(images) if self.pixels else from_uint8(images), "attrs": torch.from_numpy(batch["attrs"][ok].astype(np.float32)),
+        out = {"image": uint8_tensor(images) if self.pixels else from_uint8(images),
+               "attrs": torch.from_numpy(batch["attrs"][ok].astype(np.float32)),
                "corrupt_rows": torch.tensor(int((~ok).sum()))}
         for name in LABEL_COLUMNS:
             out[name] = torch.from_numpy(batch[name][ok].astype(np.int64))
@@ -154,7 +155,7 @@ def training_splits(manifest, data, share: float = CACHE_SHARE) -> tuple[dict, s
 
     Cached (``data.cache``: ``always``, or ``auto`` when they fit in ``share`` of the cluster's object store):
     read and decoded once into the object store, so an epoch streams blocks instead of re-running the read
-    and decode tasks: 25-31k images/s against 2.4-4.7k on 2 cores (the demo's 64 px shards, batch 64;
+    and decode tasks: 30-37k images/s against 1.6-5.5k on 2 cores (the demo's 64 px shards, batch 64;
     bench/ingest.py). Otherwise each epoch re-executes the lazy pipeline, which holds any dataset."""
     import ray
 
