@@ -156,34 +156,39 @@ def serve_run(bundle: str, shards: str, args) -> dict:
 # What each kind of step costs on a GPU machine, roughly (first lent H200); a step that would not finish
 # before --budget-s runs out is skipped, so the JSON is complete when the lease's command limit comes.
 STEP_COST_S = {"steps": 30, "process": 60, "train": 150, "serve": 90, "steps_vae_compiled": 120}
-DEADLINE = [math.inf]
 
 
-def step(report: dict, key: str, fn, *fn_args):
-    started = time.perf_counter()
-    cost = STEP_COST_S.get(key, STEP_COST_S.get(key.split("_")[0], 0))
-    if started + cost > DEADLINE[0]:
-        print(f"[gpu_bench] {key}: skipped, {DEADLINE[0] - started:.0f} s left of --budget-s", flush=True)
-        report.setdefault("skipped", []).append(key)
-        save(report)
-        return None
-    print(f"[gpu_bench] {key} ...", flush=True)
-    try:
-        report[key] = fn(*fn_args)
-        print(f"[gpu_bench] {key}: {json.dumps(report[key], default=str)}", flush=True)
-    except Exception as exc:  # one failure must not cost the other figures of a short GPU session
-        traceback.print_exc()
-        report.setdefault("errors", {})[key] = f"{type(exc).__name__}: {exc}"
-    report.setdefault("seconds", {})[key] = round(time.perf_counter() - started, 1)
-    save(report)  # after every step: a lease that runs out keeps the figures measured so far
-    return report.get(key)
+class Session:
+    """The report of one run, written to ``path`` after every step, and the time left for steps."""
 
+    def __init__(self, path: Path, budget_s: float | None, **facts) -> None:
+        self.path, self.report = path, dict(facts)
+        self.deadline = time.perf_counter() + budget_s if budget_s else math.inf
 
-def save(report: dict) -> None:
-    from facegen.io import atomic_path
+    def step(self, key: str, fn, *fn_args):
+        started = time.perf_counter()
+        cost = STEP_COST_S.get(key, STEP_COST_S.get(key.split("_")[0], 0))
+        if started + cost > self.deadline:
+            print(f"[gpu_bench] {key}: skipped, {self.deadline - started:.0f} s left of --budget-s", flush=True)
+            self.report.setdefault("skipped", []).append(key)
+            self.save()
+            return None
+        print(f"[gpu_bench] {key} ...", flush=True)
+        try:
+            self.report[key] = fn(*fn_args)
+            print(f"[gpu_bench] {key}: {json.dumps(self.report[key], default=str)}", flush=True)
+        except Exception as exc:  # one failure must not cost the other figures of a short GPU session
+            traceback.print_exc()
+            self.report.setdefault("errors", {})[key] = f"{type(exc).__name__}: {exc}"
+        self.report.setdefault("seconds", {})[key] = round(time.perf_counter() - started, 1)
+        self.save()  # after every step: a lease that runs out keeps the figures measured so far
+        return self.report.get(key)
 
-    with atomic_path(str(Path(report["out"]) / "gpu.json")) as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2, default=str))
+    def save(self) -> None:
+        from facegen.io import atomic_path
+
+        with atomic_path(str(self.path)) as tmp:
+            Path(tmp).write_text(json.dumps(self.report, indent=2, default=str))
 
 
 def main() -> int:
@@ -203,8 +208,6 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="seconds this may take: a step that would end later is skipped (default: no limit)")
     args = parser.parse_args()
-    if args.budget_s:
-        DEADLINE[0] = time.perf_counter() + args.budget_s
     cpu = args.cpu
     args.synth = args.synth or (160 if cpu else 12000)
     args.images = args.images or (64 if cpu else 24000)
@@ -224,28 +227,29 @@ def main() -> int:
 
     from facegen.runtime import init_ray
 
-    report: dict = {"bench": "gpu", "mode": "cpu" if cpu else "gpu", "torch": torch.__version__,
-                    "ray": ray.__version__, "host": platform.node(), "cpus": os.cpu_count(),
-                    "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "out": str(out)}
-    shards = step(report, "data", make_shards, Path(args.work) / "data", args.synth)
-    step(report, "process_start", process_start, device)
+    session = Session(out / "gpu.json", args.budget_s, bench="gpu", mode="cpu" if cpu else "gpu",
+                      torch=torch.__version__, ray=ray.__version__, host=platform.node(), cpus=os.cpu_count(),
+                      device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
+    report, step = session.report, session.step
+    shards = step("data", make_shards, Path(args.work) / "data", args.synth)
+    step("process_start", process_start, device)
     if shards:
         for name, config, _ in RUNS[:2]:
-            step(report, f"steps_{name}", step_rates, config, (8, 32) if cpu else (32, 256, 1024), device, shards,
+            step(f"steps_{name}", step_rates, config, (8, 32) if cpu else (32, 256, 1024), device, shards,
                  3 if cpu else 50)
         init_ray()
         try:
             for name, config, batch in RUNS:
                 if name in wanted:
-                    step(report, f"train_{name}", train_run, name, config, batch, args, shards, device)
+                    step(f"train_{name}", train_run, name, config, batch, args, shards, device)
                 if name == "vae" and report.get("train_vae"):
-                    step(report, "serve_edit", serve_run, report["train_vae"]["bundle"], shards, args)
+                    step("serve_edit", serve_run, report["train_vae"]["bundle"], shards, args)
             # Last, as the least certain: does a compiled step (CUDA graphs on a GPU) lift a launch-bound one?
-            step(report, "steps_vae_compiled", step_rates, RUNS[0][1], (8,) if cpu else (32, 256), device, shards,
+            step("steps_vae_compiled", step_rates, RUNS[0][1], (8,) if cpu else (32, 256), device, shards,
                  3 if cpu else 50, "eager-backend" if cpu else "reduce-overhead")
         finally:
             ray.shutdown()
-    save(report)
+    session.save()
     print(f"[gpu_bench] wrote {out / 'gpu.json'}")
     for key, value in report.items():
         if key.startswith("train_"):

@@ -29,7 +29,7 @@ def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shar
     from facegen.pretrained import build_for_training
     from facegen.training.loop import _autocast, make_optimizers, train_one_epoch
 
-    out = {}
+    manifest, out = read_manifest(shards), {}
     for size in batches:
         cfg = load_config(str(ROOT / config), [f"data.shards={shards}", f"data.batch_size={size}"])
         torch.manual_seed(0)
@@ -40,7 +40,7 @@ def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shar
             stepped = torch.compile(model, backend="eager")
         elif compile_mode:
             stepped = torch.compile(model, mode=compile_mode)
-        batch = {k: v.to(device) for k, v in read_examples(read_manifest(shards), "train", size).items()}
+        batch = {k: v.to(device) for k, v in read_examples(manifest, "train", size).items()}
         feed = lambda k: ({**batch, "corrupt_rows": torch.tensor(0)} for _ in range(k))  # noqa: E731
         warm = time.perf_counter()
         train_one_epoch(stepped, model, optimizers, feed(5 if compile_mode else 3), device,
