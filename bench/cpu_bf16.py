@@ -5,7 +5,7 @@
 For each config: its model (``build_for_training``, so a CVAE's constraint classifier is loaded) steps every
 player on one worker's batch (``data.batch_size`` / ``train.num_workers`` images of the config's resolution),
 in-process on ``--threads`` torch threads (a demo worker has one), with the loop's own step code
-(``loop.train_one_epoch``) and its autocast (``loop._autocast``). The precisions alternate over ``--rounds``
+(``loop.train_one_epoch``) and its autocast (``loop.step_autocast``). The precisions alternate over ``--rounds``
 rounds so that a shared machine's load spreads over both; each round times ``--steps`` steps after a warm-up.
 Prints images/s per precision and the bf16 / fp32 ratio, and one JSON line. On a CPU without native bf16
 (``loop.cpu_has_bf16``) ``amp_cpu`` is a no-op, and the ratio is about 1.
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from facegen.config import load_config  # noqa: E402
 from facegen.pretrained import build_for_training  # noqa: E402
-from facegen.training.loop import _autocast, cpu_has_bf16, make_optimizers, train_one_epoch  # noqa: E402
+from facegen.training.loop import step_autocast, cpu_has_bf16, make_optimizers, train_one_epoch  # noqa: E402
 
 DEFAULT_CONFIGS = ("configs/vae_demo64.yaml", "configs/cvae_edit_demo64.yaml", "configs/classifier_synth64.yaml")
 GUIDE = "out/demo/runs/guide_synth64/bundle"  # the demo editor's constraint reader, once make demo has run
@@ -44,7 +44,7 @@ def fixed_batch(cfg, n: int) -> dict[str, torch.Tensor]:
 
 
 def images_per_second(model, optimizers, cfg, batch, steps: int) -> float:
-    autocast, device = _autocast(cfg, torch.device("cpu")), torch.device("cpu")
+    autocast, device = step_autocast(cfg, torch.device("cpu")), torch.device("cpu")
     # Warm-up: oneDNN picks its kernels on the first steps of each shape and precision.
     train_one_epoch(model, model, optimizers, [dict(batch) for _ in range(2)], device, autocast)
     started = time.perf_counter()

@@ -64,12 +64,12 @@ def flops_per_image(cfg, device: torch.device, manifest) -> float:
 
     from facegen.data.pipeline import read_examples
     from facegen.pretrained import build_for_training
-    from facegen.training.loop import _autocast
+    from facegen.training.loop import step_autocast
 
     n = cfg.data.batch_size // max(cfg.train.num_workers, 1)
     batch = {k: v.to(device) for k, v in read_examples(manifest, "train", n).items()}
     model = build_for_training(cfg.model).to(device).train()
-    autocast = _autocast(cfg, device)
+    autocast = step_autocast(cfg, device)
     with FlopCounterMode(display=False) as counter:
         for player in model.players:
             model.zero_grad(set_to_none=True)

@@ -27,7 +27,7 @@ def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shar
     from facegen.data.pipeline import read_examples
     from facegen.data.shards import read_manifest
     from facegen.pretrained import build_for_training
-    from facegen.training.loop import _autocast, make_optimizers, train_one_epoch
+    from facegen.training.loop import step_autocast, make_optimizers, train_one_epoch
 
     manifest, out = read_manifest(shards), {}
     for size in batches:
@@ -44,11 +44,11 @@ def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shar
         feed = lambda k: ({**batch, "corrupt_rows": torch.tensor(0)} for _ in range(k))  # noqa: E731
         warm = time.perf_counter()
         train_one_epoch(stepped, model, optimizers, feed(5 if compile_mode else 3), device,
-                        _autocast(cfg, device))  # warm-up (and compilation, CUDA graph capture)
+                        step_autocast(cfg, device))  # warm-up (and compilation, CUDA graph capture)
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        train_one_epoch(stepped, model, optimizers, feed(steps), device, _autocast(cfg, device))
+        train_one_epoch(stepped, model, optimizers, feed(steps), device, step_autocast(cfg, device))
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started

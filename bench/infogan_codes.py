@@ -49,7 +49,7 @@ def fake_purity(model, train_split: dict, n: int = 2000) -> float:
     with a low label_code_acc means the code heads read real digits differently from the samples."""
     from sklearn.linear_model import LogisticRegression
 
-    from facegen.models.code_gan import matched_mass
+    from facegen.models.code_accuracy import matched_mass
 
     def pooled(images: torch.Tensor):
         return torch.nn.functional.avg_pool2d(images.mean(1, keepdim=True), 4).flatten(1).numpy()
@@ -70,7 +70,7 @@ def fake_purity(model, train_split: dict, n: int = 2000) -> float:
 def merged_digits(model, test: dict, share: float = 0.2) -> dict[str, list[int]]:
     """Where the code fails on the test split: code -> the digits that each make up at least ``share`` of
     the test images it is read on, for codes holding more than one (two digits sharing a code)."""
-    from facegen.models.code_gan import predicted_categories
+    from facegen.models.code_accuracy import predicted_categories
 
     codes, digits = predicted_categories(model, test["image"]).numpy(), test["label"].numpy()
     out = {}

@@ -34,7 +34,7 @@ from facegen.config import load_config  # noqa: E402
 from facegen.data.pipeline import read_examples  # noqa: E402
 from facegen.data.shards import read_manifest  # noqa: E402
 from facegen.models import build_model  # noqa: E402
-from facegen.models.code_gan import categorical_code_accuracy  # noqa: E402
+from facegen.models.code_accuracy import categorical_code_accuracy  # noqa: E402
 from facegen.training.loop import make_optimizers, train_one_epoch  # noqa: E402
 
 

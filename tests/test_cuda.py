@@ -17,7 +17,7 @@ import torch
 from facegen.data.pipeline import read_examples
 from facegen.data.shards import read_manifest
 from facegen.pretrained import build_for_training
-from facegen.training.loop import _autocast, make_optimizers, train_one_epoch
+from facegen.training.loop import step_autocast, make_optimizers, train_one_epoch
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.cuda
@@ -50,7 +50,7 @@ def test_bf16_steps_train_every_player_without_waiting_for_the_device(family, de
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             means, seen, corrupt = train_one_epoch(model, model, optimizers, iter(batches), device,
-                                                   _autocast(cfg, device))
+                                                   step_autocast(cfg, device))
     finally:
         hook.remove()
         if device.type == "cuda":

@@ -29,6 +29,10 @@ TINY_OPTIONS = {
     "vae+adversarial": ("vae", {"adversarial": {"weight": 0.5, "channels": 8}}),
     "cvae+adversarial": ("cvae", {"adversarial": {"weight": 0.5, "channels": 8},  # with the z adversary: 3 players
                                   "constraint": {"adversary_weight": 1.0}}),
+    # D judges through DiffAugment; decode reads the generator's running average (no optimizer holds it)
+    "infogan+diff_augment+ema": ("infogan", {"diff_augment": ["color", "translation", "cutout"],
+                                             "generator_ema": 0.9}),
+    "began+diff_augment+ema": ("began", {"diff_augment": ["color", "translation", "cutout"], "generator_ema": 0.9}),
 }
 
 

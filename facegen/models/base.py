@@ -101,6 +101,10 @@ class FaceModel(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """Called by the loop before each epoch, for schedules that depend on it (e.g. KL warm-up)."""
 
+    def after_step(self, player: str) -> None:
+        """Called by the loop after ``player``'s optimizer step, for state that follows the weights (a GAN
+        generator's running average)."""
+
     # Pretrained pieces: files a config names are read by ``facegen.pretrained``, never by ``__init__``.
     @classmethod
     def resolve_config(cls, config: Any, loader: Any) -> Any:

@@ -92,7 +92,7 @@ class BEGAN(CodeGAN):
         return l1_per_image(self.d_decoder(self.features(images)), images)
 
     def _step_generator(self, batch: Batch) -> StepOutput:
-        loss = self.reconstruction_error(self.generator(self._prior(batch))).mean()
+        loss = self.reconstruction_error(self.augment(self.generator(self._prior(batch)))).mean()
         return StepOutput(loss, {"g_loss": loss.detach()})
 
     def _step_discriminator(self, batch: Batch) -> StepOutput:
@@ -100,7 +100,7 @@ class BEGAN(CodeGAN):
         n = real.shape[0]
         with torch.no_grad():  # the generator is not this player's; no graph through it
             fake = self.generator(self._prior(batch))
-        errors = self.reconstruction_error(torch.cat([real, fake]))  # GroupNorm: images stay independent
+        errors = self.reconstruction_error(self.augment(torch.cat([real, fake])))  # per image: GroupNorm, DiffAugment
         loss_real, loss_fake = errors[:n].mean(), errors[n:].mean()
         k = self.k.clone()  # the value this step uses; the buffer itself is updated in place below
         loss = loss_real - k * loss_fake

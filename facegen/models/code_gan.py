@@ -1,5 +1,6 @@
 """What InfoGAN and BEGAN share: the code layout and its recovery heads, the generator, the info step and the
-per-player optimizer settings (:class:`CodeGAN`), plus the code-vs-class accuracy both report.
+per-player optimizer settings, the discriminator's augmentation and the generator's running average
+(:class:`CodeGAN`). The code-vs-class accuracy both report lives in ``code_accuracy.py``.
 
 InfoGAN (``infogan.py``) reads the codes from its discriminator trunk, BEGAN (``began.py``) from its
 autoencoder's bottleneck; the info loss and the latent layout are the same (see ``infogan.py``'s docstring).
@@ -7,6 +8,7 @@ autoencoder's bottleneck; the info loss and the latent layout are the same (see 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -18,6 +20,8 @@ from torch import nn
 from facegen.errors import ConfigError
 from facegen.models.base import Batch, LatentModel, LatentPart, OptimizerSettings, StepOutput
 from facegen.models.blocks import SUPPORTED_RESOLUTIONS, ConvDecoder
+from facegen.models.code_accuracy import matched_mass, predicted_categories
+from facegen.models.gan_augment import POLICIES, diff_augment, jitter
 from facegen.models.losses import full_precision, paired_assignment_information
 
 HEAD_WIDTH = 128  # hidden width of the code and noise heads (InfoGAN's Q network uses 128)
@@ -34,6 +38,10 @@ class InfoGANConfig:
     continuous: number of continuous codes, uniform in [-1, 1] (e.g. 2 to 4).
     lambda_categorical, lambda_continuous, lambda_noise: weights of the info loss's cross-entropy,
         Gaussian negative log-likelihood and noise mean squared error.
+    fixed_std: read each continuous code as a Gaussian of std 1 around the head's mean instead of learning
+        the std too, as Chen et al.'s code does by default. A learned std shrinks as soon as the continuous codes
+        are read well; their NLL's gradients then grow as 1/std^2 and, through Adam's per-weight scaling, leave
+        the categorical code unlearnt (on 64 px faces: code read back at chance, 0.10, after 4 epochs).
     info_augment: strength of a random shift (up to this fraction of the side), zoom (1 +- it) and rotation
         (+- it x 90 degrees) given to each generated image before the code heads read it in the info step
         (Elastic-InfoGAN, Ojha et al. 2019): a code that must survive identity-preserving changes cannot
@@ -50,6 +58,13 @@ class InfoGANConfig:
     info_in_steps: add the info loss to the generator's and the discriminator's own steps, as Chen et al.'s
         code does (one Adam per network, so the adversarial and info gradients share its scaling), instead of
         a third "info" player with its own Adam and ``lr_info`` (InfoGAN only).
+    diff_augment: DiffAugment ops (``gan_augment.POLICIES``: color, translation, cutout) applied to real and
+        generated images alike wherever the discriminator judges them, in its step and the generator's: it
+        keeps a discriminator from memorising a few thousand faces (Zhao et al. 2020); empty = off.
+    generator_ema: decay of a running average of the generator's weights, updated after every batch, which
+        ``decode`` and ``sample`` use (Karras et al. 2018, Yazici et al. 2019: the average of a GAN's
+        oscillating iterates draws better than the last one); the first steps average over fewer, as
+        min(decay, (1 + t) / (10 + t)); 0 = off.
     lr_generator, lr_discriminator, lr_info: each player's learning rate; null = ``train.lr``.
     betas: Adam betas of every player, e.g. [0.5, 0.999] as usual for GANs; null = ``train.betas``.
     """
@@ -63,11 +78,14 @@ class InfoGANConfig:
     lambda_categorical: float = 1.0
     lambda_continuous: float = 0.5
     lambda_noise: float = 0.5
+    fixed_std: bool = False
     info_augment: float = 0.0
     real_info: float = 0.0
     real_jitter: float = 0.1
     real_overcluster: int = 0
     info_in_steps: bool = False
+    diff_augment: tuple[str, ...] = ()
+    generator_ema: float = 0.0
     lr_generator: float | None = None
     lr_discriminator: float | None = None
     lr_info: float | None = None
@@ -98,6 +116,11 @@ class InfoGANConfig:
         if self.real_info < 0 or (self.real_info and (not self.categorical or self.info_in_steps)):
             raise ConfigError("model.real_info: must be >= 0; needs a categorical code and the info player "
                               "(info_in_steps: false)")
+        unknown = sorted(set(self.diff_augment) - set(POLICIES))
+        if unknown:
+            raise ConfigError(f"model.diff_augment: unknown {unknown}; choose from {list(POLICIES)}")
+        if not 0 <= self.generator_ema < 1:
+            raise ConfigError(f"model.generator_ema: must be in [0, 1), got {self.generator_ema}")
         if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"model.betas: each must be in [0, 1), got {list(self.betas)}")
 
@@ -109,6 +132,7 @@ class InfoCodes(nn.Module):
         super().__init__()
         self.categorical, self.continuous, self.noise_dim = config.categorical, config.continuous, config.noise_dim
         self.weights = (config.lambda_categorical, config.lambda_continuous, config.lambda_noise)
+        self.fixed_std = config.fixed_std
         parts = [LatentPart(f"code{i}", size, "categorical") for i, size in enumerate(self.categorical)]
         if self.continuous:
             parts.append(LatentPart("continuous", self.continuous, "uniform"))
@@ -127,7 +151,9 @@ class InfoCodes(nn.Module):
         noise estimate (N, noise_dim))."""
         logits = full_precision(self.code_head(features))
         pieces = logits.split([*self.categorical, self.continuous, self.continuous], 1)
-        log_std = pieces[-1].clamp(-5, 2)  # a collapsing std would make the NLL explode
+        # A collapsing std would make the NLL explode; a fixed one (std 1: the NLL is half the squared error)
+        # keeps the continuous codes from drowning the categorical ones' gradients (see ``fixed_std``).
+        log_std = torch.zeros_like(pieces[-1]) if self.fixed_std else pieces[-1].clamp(-5, 2)
         return list(pieces[:-2]), pieces[-2], log_std, self.noise_head(features)
 
     def estimate(self, features: torch.Tensor) -> torch.Tensor:
@@ -156,51 +182,6 @@ class InfoCodes(nn.Module):
         return StepOutput(loss, {k: v.detach() for k, v in metrics.items()})
 
 
-def jitter(images: torch.Tensor, amount: float) -> torch.Tensor:
-    """images (N, C, H, W), each randomly shifted, zoomed and rotated by ``amount`` (see ``info_augment``);
-    differentiable (one affine resampling), so the generator learns through it. amount 0: images as is."""
-    if amount <= 0:
-        return images
-    n = images.shape[0]
-    uniform = torch.rand(n, 4, device=images.device, dtype=images.dtype) * 2 - 1  # [-1, 1)
-    angle, zoom = uniform[:, 0] * amount * torch.pi / 2, 1 + uniform[:, 1] * amount
-    theta = torch.stack([torch.stack([angle.cos() / zoom, -angle.sin() / zoom, 2 * amount * uniform[:, 2]], 1),
-                         torch.stack([angle.sin() / zoom, angle.cos() / zoom, 2 * amount * uniform[:, 3]], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
-
-
-def predicted_categories(model: LatentModel, images: torch.Tensor) -> torch.Tensor:
-    """The first categorical code ``model.encode`` reads from images (N, 3, H, W): (N,) int64."""
-    start = 0
-    for part in model.latent_parts:
-        if part.kind == "categorical":
-            return model.encode(images)[:, start:start + part.size].argmax(1)
-        start += part.size
-    raise ValueError("the model's latent has no categorical part")
-
-
-def matched_mass(confusion: np.ndarray) -> float:
-    """Mass of ``confusion`` (codes x classes, counts or fractions) on the best one-to-one assignment of
-    codes to classes (Hungarian algorithm; scipy comes with scikit-learn)."""
-    from scipy.optimize import linear_sum_assignment
-
-    rows, cols = linear_sum_assignment(confusion, maximize=True)
-    return float(confusion[rows, cols].sum())
-
-
-@torch.no_grad()
-def categorical_code_accuracy(model: LatentModel, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of images (N, 3, H, W) whose categorical code, after the best one-to-one assignment of
-    codes to classes, equals their label (N,) int (rows with label -1 are ignored)."""
-    keep = labels >= 0
-    codes = predicted_categories(model, images[keep]).cpu().numpy()
-    classes = labels[keep].cpu().numpy()
-    confusion = np.zeros((codes.max(initial=0) + 1, classes.max(initial=0) + 1))
-    np.add.at(confusion, (codes, classes), 1)
-    return matched_mass(confusion) / max(len(codes), 1)
-
-
 class CodeGAN(LatentModel):
     """A GAN with InfoGAN codes: the generator, the latent prior, the info step and per-player optimizers.
 
@@ -217,6 +198,24 @@ class CodeGAN(LatentModel):
             self.players = ("generator", "discriminator")
         self.latent_parts = self.codes.parts
         self.generator = ConvDecoder(config.resolution, self.codes.width, config.base_channels, config.max_channels)
+        self.generator_average = None
+        if config.generator_ema:  # no gradients: no optimizer or DDP bucket holds it
+            self.generator_average = copy.deepcopy(self.generator).requires_grad_(False)
+            self.register_buffer("average_steps", torch.zeros((), dtype=torch.long))
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """What the discriminator sees of images (N, 3, H, W): DiffAugment'ed in training (``diff_augment``)."""
+        return diff_augment(images, self.config.diff_augment) if self.training else images
+
+    @torch.no_grad()
+    def after_step(self, player: str) -> None:
+        """After the batch's last player: average the generator's new weights into ``generator_average``."""
+        if self.generator_average is None or player != self.players[-1]:
+            return
+        t = self.average_steps.add_(1).float()
+        decay = torch.minimum(torch.tensor(self.config.generator_ema, device=t.device), t / (t + 9))
+        for average, current in zip(self.generator_average.parameters(), self.generator.parameters()):
+            average.lerp_(current, 1 - decay)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -289,4 +288,5 @@ class CodeGAN(LatentModel):
         return self.codes.estimate(self.features(images))
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.generator(z)
+        """z (N, width) -> images (N, 3, H, W), by the averaged generator where there is one."""
+        return (self.generator if self.generator_average is None else self.generator_average)(z)

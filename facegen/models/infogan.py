@@ -11,7 +11,8 @@ carries three heads: real/fake logit, code (categorical logits, continuous mean 
     info           lambda_cat * CE + lambda_cont * Gaussian NLL + lambda_noise * MSE    -> G + T + code/noise heads
 
 With ``info_in_steps`` (Chen et al.'s own code) there is no info player: the info loss is added to the
-generator's loss (-> G) and, on the same fakes, to the discriminator's (-> T + heads).
+generator's loss (-> G) and, on the same fakes, to the discriminator's (-> T + heads). With ``diff_augment``
+the discriminator judges every image through DiffAugment, in both steps (the info player reads fakes as drawn).
 
 The info loss is, up to constants, minus the variational lower bound on the mutual information between the
 codes and the image: minimising it makes every code readable from the image, which is what gives codes a
@@ -57,7 +58,7 @@ class InfoGAN(CodeGAN):
 
     def _step_generator(self, batch: Batch) -> StepOutput:
         latent = self._prior(batch)
-        features = self.trunk(self.generator(latent))
+        features = self.trunk(self.augment(self.generator(latent)))
         loss = F.softplus(-self.logit(features)).mean()  # -log D(G(z)): strong gradients while D wins
         metrics = {"g_loss": loss.detach()}
         if self.config.info_in_steps:  # Chen et al.: G's own loss carries the info term
@@ -70,7 +71,7 @@ class InfoGAN(CodeGAN):
         latent = self._prior(batch)
         with torch.no_grad():  # the generator is not this player's; no graph through it
             fake = self.generator(latent)
-        features = self.trunk(torch.cat([real, fake]))  # GroupNorm: per image
+        features = self.trunk(self.augment(torch.cat([real, fake])))  # GroupNorm, DiffAugment: per image
         logits = self.logit(features).squeeze(1)
         real_logit, fake_logit = logits[:real.shape[0]], logits[real.shape[0]:]
         d_loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()

@@ -23,7 +23,7 @@ from facegen.latent import grids
 from facegen.latent.sampler import fit_sampler, sample_faces
 from facegen.metrics import MetricMeans
 from facegen.models import LatentModel
-from facegen.models.code_gan import categorical_code_accuracy
+from facegen.models.code_accuracy import categorical_code_accuracy
 from facegen.models.losses import mse_per_image, ssim_per_image
 from facegen.reporting.confusion import save_confusion_matrices
 

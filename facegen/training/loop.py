@@ -81,7 +81,7 @@ def cpu_has_bf16() -> bool:
     return bool(probe and probe())
 
 
-def _autocast(cfg: ExperimentConfig, device: torch.device):
+def step_autocast(cfg: ExperimentConfig, device: torch.device):
     # bf16 needs no loss scaling; weights, gradients and optimizer state stay fp32.
     if cfg.train.amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -135,6 +135,7 @@ def train_one_epoch(ddp_model, model: FaceModel, optimizers, batches, device, au
                 out = ddp_model(batch, player=player)
             out.loss.backward()
             optimizers[player].step()
+            model.after_step(player)
             means.add(out.metrics, n)
         seen += n
     return means, seen, int(corrupt)
@@ -198,7 +199,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     per_worker = cfg.data.batch_size // world
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
-    autocast = _autocast(cfg, device)
+    autocast = step_autocast(cfg, device)
     for epoch in range(start_epoch, cfg.train.epochs):
         torch.manual_seed(epoch_seed(cfg.train.seed, epoch, rank))
         model.set_epoch(epoch)

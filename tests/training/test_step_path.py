@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from facegen.metrics import MetricMeans
-from facegen.training.loop import DataWait, _autocast, cpu_has_bf16, worker_threads
+from facegen.training.loop import DataWait, step_autocast, cpu_has_bf16, worker_threads
 from tests.tiny import tiny_config
 
 
@@ -52,7 +52,7 @@ def test_data_wait_counts_the_time_spent_in_next_and_passes_every_batch_through(
 def test_cpu_bf16_only_when_asked_and_the_cpu_has_it(amp_cpu):
     cfg = tiny_config("vae", train={"amp_cpu": amp_cpu})
     conv = torch.nn.Conv2d(3, 4, 3)
-    with _autocast(cfg, torch.device("cpu")):
+    with step_autocast(cfg, torch.device("cpu")):
         dtype = conv(torch.rand(1, 3, 8, 8)).dtype
     # Emulated bf16 is slower than fp32, so a CPU without it keeps fp32 even when asked.
     assert dtype == (torch.bfloat16 if amp_cpu and cpu_has_bf16() else torch.float32)
