@@ -129,4 +129,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from facegen.errors import FacegenError
+
+    try:
+        sys.exit(main())
+    except FacegenError as exc:  # a missing bundle or shard folder, a bad override: one line, not a traceback
+        sys.exit(f"error: {exc}")
