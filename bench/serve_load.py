@@ -1,9 +1,9 @@
 """Load sweep of POST /v1/edit: p50/p99 latency and throughput per concurrency, Serve batching on and off,
 split and fused model deployments, beside the same model called in-process, all measured in one run.
 
-    python bench/serve_load.py --bundle out/demo/runs/vae_demo64/bundle \
+    python bench/serve_load.py --bundle out/demo/runs/cvae_edit_demo64/bundle \
         --classifier out/demo/runs/classifier_synth64/bundle --concurrency 1,32 --requests 128 \
-        --layouts split,fused
+        --layouts split,fused [--direct-ingress]
 
 It starts a local Ray and the app on 127.0.0.1 (stop any other local Ray first), deploys the app per layout
 (``fused: false``: Encoder/Decoder/Classifier deployments; ``fused: true``: the models in the ingress) once with
@@ -13,7 +13,9 @@ wait for a batch, each model hop, PNG encode), the rest of the client's time (pr
 beside each hop, what the same step costs in this process (the hop's overhead is the difference). The
 in-process rows run
 ``facegen.latent.edit.edit`` (encode, move, decode twice, score twice) in this process: one image per call
-(what a request costs without any serving) and 32 images per call (what batching can win at best).
+(what a request costs without any serving) and 32 images per call (what batching can win at best); a
+conditional model's condition is read by the classifier there, as the service reads it. ``--direct-ingress``
+runs Ray Serve's throughput-optimized mode (no proxy: the ingress replica serves HTTP itself).
 With batching on it also prints what a request costs by route at the top concurrency: ``GET /healthz`` (the
 proxy and the ingress alone), ``POST /v1/classify`` (one model hop) and ``POST /v1/edit`` (three hops).
 """
@@ -117,8 +119,10 @@ def step_costs(bundle: str, classifier: str | None, requests: int = 64) -> dict[
     with torch.inference_mode():
         for _ in range(requests):
             image = timed("image", lambda: decode_base64_image(text, resolution, ("full",)))[None]
-            code = timed("encode", lambda: model.encode(image, None))
-            decoded = timed("decode", lambda: model.decode(torch.cat([code, code])).clamp(-1, 1))
+            cond = None if model.condition_part() is None else torch.zeros(1, model.condition_part().size)
+            code = timed("encode", lambda: model.encode(image, cond))
+            decoded = timed("decode", lambda: model.decode(torch.cat([code, code]),
+                                                           None if cond is None else cond.repeat(2, 1)).clamp(-1, 1))
             if scorer is not None:
                 timed("scores", lambda: scorer.predict_proba(decoded))
             timed("png", lambda: [png_base64(d) for d in decoded])
@@ -149,6 +153,20 @@ def print_hops(profiles: list[tuple[str, dict]], local: dict[str, float], health
     print("(fused: the models run inside the ingress replica, so its encode/decode/scores steps have no hop)")
 
 
+def direct_ingress_url(first: int = 30000, count: int = 200) -> str:
+    """The live ingress replica's URL in direct-ingress mode: Serve hands each new replica the next free port of
+    its range (a deleted app's port is quarantined a while), so probe the range for the one that answers."""
+    import httpx
+
+    for port in range(first, first + count):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                return f"http://127.0.0.1:{port}"
+        except httpx.HTTPError:
+            continue
+    raise SystemExit(f"error: no direct-ingress replica answered on 127.0.0.1:{first}-{first + count - 1}")
+
+
 def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, requests: int) -> dict:
     import torch
 
@@ -157,19 +175,36 @@ def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, 
     from facegen.latent.store import stored_directions
     from serve.images import decode_base64_image
 
+    from serve.catalog import ConditionSpec
+
     torch.set_num_threads(1)
     loaded = load_bundle(bundle)
+    model = loaded.model
     directions = stored_directions(loaded.extras, "mean_diff")
-    scorer = load_bundle(classifier).model if classifier else None
+    scorer = load_bundle(classifier).model.eval() if classifier else None
     resolution = int(loaded.meta["resolution"])
     images = torch.stack([decode_base64_image(photo_b64(i), resolution, ("full",)) for i in range(requests)])
+    part = model.condition_part()
+    spec = None if part is None else ConditionSpec(part.size, model.condition_attributes())
+
+    def conditions(batch_images: torch.Tensor) -> torch.Tensor | None:
+        """What the service's condition hop does: the classifier's reading of a conditional model's slots."""
+        if spec is None:
+            return None
+        if spec.attributes and scorer is not None and all(a in scorer.attribute_names for a in spec.attributes):
+            return torch.stack([spec.from_scores(row, scorer.attribute_names)
+                                for row in scorer.predict_proba(batch_images)])
+        return torch.zeros(len(batch_images), spec.size)
+
     latencies = []
     started = time.perf_counter()
-    for start in range(0, requests, batch):
-        t0 = time.perf_counter()
-        edit(loaded.model, images[start:start + batch], {attribute: 1.5}, directions=directions,
-             scorer=scorer if scorer is None or scorer.config.resolution == resolution else None)
-        latencies.append(time.perf_counter() - t0)
+    with torch.inference_mode():
+        for start in range(0, requests, batch):
+            t0 = time.perf_counter()
+            chunk = images[start:start + batch]
+            edit(model, chunk, {attribute: 1.5}, directions=directions, cond=conditions(chunk),
+                 scorer=scorer if scorer is None or scorer.config.resolution == resolution else None)
+            latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - started
     return {"p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 0.99),
             "rps": requests / elapsed, "failures": 0}
@@ -186,7 +221,13 @@ def main() -> int:
     parser.add_argument("--num-cpus", type=int, default=None)
     parser.add_argument("--layouts", default="split,fused", help="model deployment layouts: split, fused")
     parser.add_argument("--max-batch-size", type=int, default=16, help="batching on: edits per batch")
+    parser.add_argument("--direct-ingress", action="store_true",
+                        help="Ray Serve's throughput-optimized mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1, experimental in "
+                             "Ray 2.60): no proxy, the ingress replica serves HTTP itself on 127.0.0.1 at a port of "
+                             "Serve's direct-ingress range (found by probing /healthz), and replicas talk gRPC")
     args = parser.parse_args()
+    if args.direct_ingress:  # read by Ray Serve at import, and by the Ray processes this one starts
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     levels = [int(c) for c in args.concurrency.split(",")]
     layouts = args.layouts.split(",")
 
@@ -207,6 +248,8 @@ def main() -> int:
                 serve.run(build_app({"bundle": args.bundle, "classifier": args.classifier, "align": False,
                                      "max_batch_size": max_batch, "batch_wait_timeout_s": 0.01,
                                      "fused": layout == "fused"}), name="facegen", route_prefix="/")
+                if args.direct_ingress:
+                    url = direct_ingress_url()
                 asyncio.run(sweep_http(url, args.attribute, 4, 16))  # warm-up: replicas, JIT paths, connections
                 for level in levels:
                     rows.append((label, level, asyncio.run(sweep_http(url, args.attribute, level, args.requests))))
