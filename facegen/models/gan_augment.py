@@ -46,10 +46,9 @@ def _cutout(x: torch.Tensor) -> torch.Tensor:
     ch, cw = int(h * CUTOUT + 0.5), int(w * CUTOUT + 0.5)
     cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=x.device)
     cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device)
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((ys - cy + ch // 2).clamp(0, None) < ch) & ((ys - cy + ch // 2) >= 0) \
-        & ((xs - cx + cw // 2) >= 0) & ((xs - cx + cw // 2) < cw)  # (N, H, W)
+    dy = torch.arange(h, device=x.device).view(1, h, 1) - cy + ch // 2  # row offset into the square
+    dx = torch.arange(w, device=x.device).view(1, 1, w) - cx + cw // 2
+    inside = (dy >= 0) & (dy < ch) & (dx >= 0) & (dx < cw)  # (N, H, W)
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
