@@ -12,7 +12,8 @@ carries three heads: real/fake logit, code (categorical logits, continuous mean 
 
 With ``info_in_steps`` (Chen et al.'s own code) there is no info player: the info loss is added to the
 generator's loss (-> G) and, on the same fakes, to the discriminator's (-> T + heads). With ``diff_augment``
-the discriminator judges every image through DiffAugment, in both steps (the info player reads fakes as drawn).
+the discriminator judges every image through DiffAugment, in both steps; the info player reads fakes as drawn
+(with ``info_in_steps`` the info term rides on those steps, so it reads them augmented).
 
 The info loss is, up to constants, minus the variational lower bound on the mutual information between the
 codes and the image: minimising it makes every code readable from the image, which is what gives codes a
