@@ -116,10 +116,11 @@ def step_costs(bundle: str, classifier: str | None, requests: int = 64) -> dict[
         steps.setdefault(name, []).append(1000 * (time.perf_counter() - t0))
         return out
 
+    part = model.condition_part()
+    cond = None if part is None else torch.zeros(1, part.size)  # a conditional model's encoder needs one
     with torch.inference_mode():
         for _ in range(requests):
             image = timed("image", lambda: decode_base64_image(text, resolution, ("full",)))[None]
-            cond = None if model.condition_part() is None else torch.zeros(1, model.condition_part().size)
             code = timed("encode", lambda: model.encode(image, cond))
             decoded = timed("decode", lambda: model.decode(torch.cat([code, code]),
                                                            None if cond is None else cond.repeat(2, 1)).clamp(-1, 1))
@@ -172,39 +173,34 @@ def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, 
 
     from facegen.bundle import load_bundle
     from facegen.latent.edit import edit
-    from facegen.latent.store import stored_directions
+    from serve.catalog import ModelCatalog
+    from serve.edits import read_conditions
     from serve.images import decode_base64_image
 
-    from serve.catalog import ConditionSpec
-
     torch.set_num_threads(1)
-    loaded = load_bundle(bundle)
-    model = loaded.model
-    directions = stored_directions(loaded.extras, "mean_diff")
+    catalog = ModelCatalog(bundle, classifier)  # what the service loads: model, directions, condition slots
     scorer = load_bundle(classifier).model.eval() if classifier else None
-    resolution = int(loaded.meta["resolution"])
+    resolution = catalog.resolution
     images = torch.stack([decode_base64_image(photo_b64(i), resolution, ("full",)) for i in range(requests)])
-    part = model.condition_part()
-    spec = None if part is None else ConditionSpec(part.size, model.condition_attributes())
 
-    def conditions(batch_images: torch.Tensor) -> torch.Tensor | None:
-        """What the service's condition hop does: the classifier's reading of a conditional model's slots."""
-        if spec is None:
-            return None
-        if spec.attributes and scorer is not None and all(a in scorer.attribute_names for a in spec.attributes):
-            return torch.stack([spec.from_scores(row, scorer.attribute_names)
-                                for row in scorer.predict_proba(batch_images)])
-        return torch.zeros(len(batch_images), spec.size)
+    async def scores(batch_images: torch.Tensor) -> torch.Tensor:
+        return scorer.predict_proba(batch_images)
 
-    latencies = []
-    started = time.perf_counter()
-    with torch.inference_mode():
+    async def run() -> list[float]:
+        latencies = []
         for start in range(0, requests, batch):
             t0 = time.perf_counter()
             chunk = images[start:start + batch]
-            edit(model, chunk, {attribute: 1.5}, directions=directions, cond=conditions(chunk),
-                 scorer=scorer if scorer is None or scorer.config.resolution == resolution else None)
+            # A conditional model's condition, read by the classifier as the service's condition hop reads it.
+            cond = await read_conditions(catalog, scores if scorer is not None else None, chunk)
+            edit(catalog.generator, chunk, {attribute: 1.5}, directions=catalog.directions.get("mean_diff"),
+                 cond=cond, scorer=scorer if scorer is None or scorer.config.resolution == resolution else None)
             latencies.append(time.perf_counter() - t0)
+        return latencies
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        latencies = asyncio.run(run())
     elapsed = time.perf_counter() - started
     return {"p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 0.99),
             "rps": requests / elapsed, "failures": 0}

@@ -213,7 +213,7 @@ class CodeGAN(LatentModel):
         if self.generator_average is None or player != self.players[-1]:
             return
         t = self.average_steps.add_(1).float()
-        decay = torch.minimum(torch.tensor(self.config.generator_ema, device=t.device), t / (t + 9))
+        decay = (t / (t + 9)).clamp(max=self.config.generator_ema)  # min(decay, (1 + t') / (10 + t'))
         for average, current in zip(self.generator_average.parameters(), self.generator.parameters()):
             average.lerp_(current, 1 - decay)
 
