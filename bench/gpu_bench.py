@@ -1,8 +1,9 @@
-"""A GPU session's figures in one process. First what needs no Ray (``bench/gpu_probes.py``): what a fresh
-process pays before its first step (torch import, CUDA context, a 1-process NCCL group, NCCL's own lines) and
-the VAE's and InfoGAN's training step alone on a resident batch (32, 256, 1024). Then the VAE at 64 px
-through ``facegen train``'s own path (Ray Data, Ray Train, bf16): images/s, achieved TFLOP/s, data wait;
-Serve edit throughput on its bundle with the models on a GPU share; the InfoGAN; the VAE at batch 256.
+"""A GPU session's figures in one process, most wanted first. The VAE's and InfoGAN's training step alone on a
+resident batch, eager (32, 256, 1024) and the VAE's compiled with CUDA graphs (``bench/gpu_probes.py``). Then
+the VAE at 64 px through ``facegen train``'s own path (Ray Data, Ray Train, bf16) at batch 256: images/s,
+achieved TFLOP/s, data wait; Serve edit throughput on its bundle with the models on a GPU share; the same run
+without the local shuffle buffer; the configs' own batches (VAE, InfoGAN). Last, what a fresh process pays
+before its first step (torch import, CUDA context, a 1-process NCCL group, NCCL's own lines).
 ``bench/gpu.sh`` runs it after the CUDA tests.
 
     python bench/gpu_bench.py --out $OUT --budget-s 315   # on a GPU machine
@@ -23,6 +24,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -35,11 +37,16 @@ import torch  # noqa: E402
 
 from bench.gpu_probes import process_start, step_rates  # noqa: E402
 
-# (name, config, batch size or None for the config's): the configs' own batches say whether the data path
-# keeps up; batch 256 says what the GPU could do with more work per step.
-# In the order of what a short lease most needs: the VAE, then Serve on its bundle, then the rest.
-RUNS = (("vae", "configs/vae_synth64.yaml", None), ("infogan", "configs/infogan_synth64.yaml", None),
-        ("vae_b256", "configs/vae_synth64.yaml", 256))
+# (name, config, batch size or None for the config's, overrides), most wanted first. Batch 256 says what the path
+# feeds a GPU given more work per step (the first lent H200: 1,676 img/s, data wait 0.67); compiled, CUDA graphs
+# lift a launch-bound step (the second: 1.9x on the step alone); Serve runs on the first bundle; then without the
+# local shuffle buffer (Ray Data's iterator shuffles in Python), batch 1024, and the configs' own batches.
+VAE, INFOGAN = "configs/vae_synth64.yaml", "configs/infogan_synth64.yaml"
+RUNS = (("vae_b256", VAE, 256, ()), ("vae_b256_compiled", VAE, 256, ("train.compile=reduce-overhead",)),
+        ("vae_b256_noshuffle", VAE, 256, ("data.shuffle_buffer=0",)), ("vae_b1024", VAE, 1024, ()),
+        ("vae", VAE, None, ()), ("infogan", INFOGAN, None, ()))
+STEPS = ("steps_vae", "steps_vae_compiled", "steps_infogan", *(f"train_{r[0]}" for r in RUNS), "serve_edit",
+         "process_start")
 EDIT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Bangs")
 
 
@@ -79,12 +86,16 @@ def flops_per_image(cfg, device: torch.device, manifest) -> float:
     return counter.get_total_flops() / batch["image"].shape[0]
 
 
-def train_run(name: str, config: str, batch: int | None, args, shards: str, device: torch.device) -> dict:
+def train_run(name: str, config: str, batch: int | None, extra: tuple[str, ...], args, shards: str,
+              device: torch.device) -> dict:
     from facegen.config import load_config
     from facegen.data.shards import read_manifest
     from facegen.training.trainer import fit
 
     manifest = read_manifest(shards)
+    if args.cpu:  # the dry run's few faces hold no batch of 256, and CPU code generation needs a compiler
+        batch = min(batch, 16) if batch else batch
+        extra = tuple(x.replace("reduce-overhead", "eager-backend") for x in extra)
     probe = load_config(str(ROOT / config), [f"data.shards={shards}"] + ([f"data.batch_size={batch}"] if batch else []))
     rows = manifest.rows("train") // probe.data.batch_size * probe.data.batch_size
     epochs = max(2, math.ceil(args.images / rows))
@@ -92,8 +103,9 @@ def train_run(name: str, config: str, batch: int | None, args, shards: str, devi
                  f"train.use_gpu={str(device.type == 'cuda').lower()}", f"train.cpus_per_worker={args.worker_cpus}",
                  f"train.storage_path={Path(args.work).resolve() / 'runs'}", f"train.name={name}",
                  "train.tracking=false",  # the figures are training's; MLflow's per-epoch writes are not
-                 *([f"data.batch_size={batch}"] if batch else [])]
+                 *([f"data.batch_size={batch}"] if batch else []), *extra]
     cfg = load_config(str(ROOT / config), overrides)
+    shutil.rmtree(Path(args.work).resolve() / "runs" / name, ignore_errors=True)  # fresh, not resumed
     per_image = flops_per_image(cfg, device, manifest)
     started = time.perf_counter()
     result = fit(cfg)
@@ -155,17 +167,19 @@ def serve_run(bundle: str, shards: str, args) -> dict:
 
 # What each kind of step costs on a GPU machine, roughly (first lent H200); a step that would not finish
 # before --budget-s runs out is skipped, so the JSON is complete when the lease's command limit comes.
-STEP_COST_S = {"steps": 30, "process": 60, "train": 150, "serve": 90, "steps_vae_compiled": 120}
+STEP_COST_S = {"steps": 30, "process": 60, "train": 150, "serve": 90, "steps_vae_compiled": 100}
 
 
 class Session:
     """The report of one run, written to ``path`` after every step, and the time left for steps."""
 
-    def __init__(self, path: Path, budget_s: float | None, **facts) -> None:
-        self.path, self.report = path, dict(facts)
+    def __init__(self, path: Path, budget_s: float | None, wanted: set[str], **facts) -> None:
+        self.path, self.report, self.wanted = path, dict(facts), wanted
         self.deadline = time.perf_counter() + budget_s if budget_s else math.inf
 
     def step(self, key: str, fn, *fn_args):
+        if key not in self.wanted and key != "data":
+            return None
         started = time.perf_counter()
         cost = STEP_COST_S.get(key, STEP_COST_S.get(key.split("_")[0], 0))
         if started + cost > self.deadline:
@@ -201,7 +215,7 @@ def main() -> int:
     parser.add_argument("--synth", type=int, default=None, help="synthetic faces (default 12000; --cpu 160)")
     parser.add_argument("--images", type=int, default=None,
                         help="training images per run, rounded up to whole epochs (default 24000; --cpu 64)")
-    parser.add_argument("--runs", default=None, help="comma-separated subset of " + ",".join(r[0] for r in RUNS))
+    parser.add_argument("--only", default=None, help="comma-separated steps to run (default all): " + ", ".join(STEPS))
     parser.add_argument("--requests", type=int, default=None, help="edit requests (default 512; --cpu 16)")
     parser.add_argument("--concurrency", type=int, default=None, help="concurrent clients (default 32; --cpu 4)")
     parser.add_argument("--gpus-per-replica", type=float, default=None, help="default 0.25; --cpu 0")
@@ -215,7 +229,9 @@ def main() -> int:
     args.concurrency = args.concurrency or (4 if cpu else 32)
     args.gpus_per_replica = (0.0 if cpu else 0.25) if args.gpus_per_replica is None else args.gpus_per_replica
     args.worker_cpus = 0.5 if cpu else max(1, min(8, (os.cpu_count() or 2) // 2))  # the rest feed Ray Data
-    wanted = set(args.runs.split(",")) if args.runs else {r[0] for r in RUNS if not (cpu and r[2])}
+    wanted = set(args.only.split(",")) if args.only else set(STEPS)
+    if wanted - set(STEPS):
+        parser.error(f"--only: unknown steps {', '.join(sorted(wanted - set(STEPS)))} (choose from {', '.join(STEPS)})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     args.work = args.work or args.out
@@ -227,28 +243,28 @@ def main() -> int:
 
     from facegen.runtime import init_ray
 
-    session = Session(out / "gpu.json", args.budget_s, bench="gpu", mode="cpu" if cpu else "gpu",
+    session = Session(out / "gpu.json", args.budget_s, wanted, bench="gpu", mode="cpu" if cpu else "gpu",
                       torch=torch.__version__, ray=ray.__version__, host=platform.node(), cpus=os.cpu_count(),
                       device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
     report, step = session.report, session.step
     shards = step("data", make_shards, Path(args.work) / "data", args.synth)
-    step("process_start", process_start, device)
     if shards:
-        for name, config, _ in RUNS[:2]:
-            step(f"steps_{name}", step_rates, config, (8, 32) if cpu else (32, 256, 1024), device, shards,
-                 3 if cpu else 50)
-        init_ray()
-        try:
-            for name, config, batch in RUNS:
-                if name in wanted:
-                    step(f"train_{name}", train_run, name, config, batch, args, shards, device)
-                if name == "vae" and report.get("train_vae"):
-                    step("serve_edit", serve_run, report["train_vae"]["bundle"], shards, args)
-            # Last, as the least certain: does a compiled step (CUDA graphs on a GPU) lift a launch-bound one?
-            step("steps_vae_compiled", step_rates, RUNS[0][1], (8,) if cpu else (32, 256), device, shards,
-                 3 if cpu else 50, "eager-backend" if cpu else "reduce-overhead")
-        finally:
-            ray.shutdown()
+        # What the step alone can do first (eager, then compiled: CUDA graphs against a launch-bound step),
+        # then the whole path through Ray, then what a fresh process pays before its first step.
+        step("steps_vae", step_rates, VAE, (8, 32) if cpu else (32, 256, 1024), device, shards, 3 if cpu else 50)
+        step("steps_vae_compiled", step_rates, VAE, (8,) if cpu else (32, 256), device, shards,
+             3 if cpu else 50, "eager-backend" if cpu else "reduce-overhead")
+        step("steps_infogan", step_rates, INFOGAN, (8, 32) if cpu else (64, 256), device, shards, 3 if cpu else 50)
+        if any(key.startswith(("train_", "serve_")) for key in session.wanted):
+            init_ray()
+            try:
+                for name, config, batch, extra in RUNS:
+                    run = step(f"train_{name}", train_run, name, config, batch, extra, args, shards, device)
+                    if run and config == VAE and "serve_edit" not in report:
+                        step("serve_edit", serve_run, run["bundle"], shards, args)
+            finally:
+                ray.shutdown()
+    step("process_start", process_start, device)
     session.save()
     print(f"[gpu_bench] wrote {out / 'gpu.json'}")
     for key, value in report.items():

@@ -5,7 +5,7 @@
 # figures, so a slow start can be read afterwards. Everything it keeps is in $OUT (gpu.json, gpu.log,
 # pytest.txt, dmon.txt, ray_logs.tar.gz): at most the 8 files the device tool sends back.
 #
-#   device tool: run  command="bash bench/gpu_device.sh"  carry=[".whl"]  timeout_s=540
+#   device tool: run  command="bash bench/gpu_device.sh"  carry=[".whl"]  timeout_s=590
 set -uo pipefail
 case "${1:-}" in -h|--help) sed -n '2,/^set /p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."

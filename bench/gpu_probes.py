@@ -27,7 +27,7 @@ def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shar
     from facegen.data.pipeline import read_examples
     from facegen.data.shards import read_manifest
     from facegen.pretrained import build_for_training
-    from facegen.training.loop import step_autocast, make_optimizers, train_one_epoch
+    from facegen.training.loop import compiled_step, make_optimizers, step_autocast, train_one_epoch
 
     manifest, out = read_manifest(shards), {}
     for size in batches:
@@ -35,11 +35,7 @@ def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shar
         torch.manual_seed(0)
         model = build_for_training(cfg.model).to(device)
         optimizers = make_optimizers(model, cfg)
-        stepped = model
-        if compile_mode == "eager-backend":
-            stepped = torch.compile(model, backend="eager")
-        elif compile_mode:
-            stepped = torch.compile(model, mode=compile_mode)
+        stepped = compiled_step(model, compile_mode or "off")
         batch = {k: v.to(device) for k, v in read_examples(manifest, "train", size).items()}
         feed = lambda k: ({**batch, "corrupt_rows": torch.tensor(0)} for _ in range(k))  # noqa: E731
         warm = time.perf_counter()

@@ -74,14 +74,21 @@ class NoFace(ValueError):
     """The photo has no face the detector can find."""
 
 
-_cascades: dict[str, cv2.CascadeClassifier] = {}
+class DetectorUnavailable(RuntimeError):
+    """This OpenCV cannot detect faces: a build without objdetect, or its Haar cascades missing."""
 
 
-def _cascade(name: str) -> cv2.CascadeClassifier:
+_cascades: dict[str, "cv2.CascadeClassifier"] = {}
+
+
+def _cascade(name: str) -> "cv2.CascadeClassifier":
     if name not in _cascades:  # loaded once per process: parsing the XML costs ~50 ms
+        if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):  # e.g. a GPU image's own cv2
+            raise DetectorUnavailable(f"the OpenCV at {getattr(cv2, '__file__', '?')} has no Haar cascades; "
+                                      "install opencv-python-headless<5")
         classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)
         if classifier.empty():
-            raise RuntimeError(f"OpenCV's {name} is missing from cv2.data; reinstall opencv-python-headless<5")
+            raise DetectorUnavailable(f"OpenCV's {name} is missing from cv2.data; reinstall opencv-python-headless<5")
         _cascades[name] = classifier
     return _cascades[name]
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facegen.align import Frame, NoFace, align_face
+from facegen.align import DetectorUnavailable, Frame, NoFace, align_face
 from facegen.images import encode_png, from_uint8, preprocess
 
 MAX_BYTES = 10 * 1024 * 1024
@@ -198,6 +198,9 @@ def decode_image(data: bytes, resolution: int, crop=None, *, max_bytes: int = MA
     except NoFace as exc:
         raise BadImage("no_face", f"{exc}: send a photo of one face seen from the front, or set align=false "
                                   "to skip face alignment (the centre square is then used)") from None
+    except DetectorUnavailable as exc:  # the server's fault, not the photo's
+        raise BadImage("no_face_detector", f"this server cannot align faces ({exc}); set align=false to use the "
+                                           "centre square", status=503) from None
 
 
 def decode_base64_image(text: str, resolution: int, crop=None, *, max_bytes: int = MAX_BYTES,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection
 
 from facegen import io as fsio
-from facegen.align import CELEBA_FRAME, Frame, calibrate_frame
+from facegen.align import CELEBA_FRAME, DetectorUnavailable, Frame, calibrate_frame
 from facegen.data.pipeline import read_examples
 from facegen.data.shards import read_manifest
 from facegen.errors import FacegenError
@@ -58,7 +58,10 @@ def load_showcase(bundle: str, shards: str | None, meta: dict[str, Any], method:
     if examples is not None:
         pixels = list(to_uint8(examples["image"]))
         show.faces = [encode_png(_capped(p)) for p in pixels]
-        measured = calibrate_frame(pixels)
+        try:
+            measured = calibrate_frame(pixels)
+        except DetectorUnavailable as exc:  # the page and edits still work; only aligning uploads does not
+            measured, show.frame_source = None, f"{show.frame_source} (no face detector here: {exc})"
         if measured is not None:
             show.frame, show.frame_source = measured, f"measured on {len(pixels)} held-out faces"
     elif show.note is None:

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegen.align import CELEBA_FRAME, NoFace, align_face, calibrate_frame, cut_square, detect_face, square_of
+from facegen import align
+from facegen.align import (CELEBA_FRAME, DetectorUnavailable, NoFace, align_face, calibrate_frame, cut_square,
+                           detect_face, square_of)
 from facegen.data.synth import CANVAS, sample_face
 from facegen.data.synth_render import render_face
 
@@ -126,3 +128,19 @@ def test_prepare_aligns_a_raw_photo_folder(tmp_path, capsys):
     capsys.readouterr()
     assert main(["prepare", "--dataset", "digits", "--out", str(tmp_path / "d"), "--align"]) == 2
     assert capsys.readouterr().err.strip() == "error: --align: digits images are digits, not faces"
+
+
+def test_an_opencv_without_the_cascades_says_so_and_an_upload_to_align_is_a_503(monkeypatch):
+    """A lent GPU machine's own cv2 lacked objdetect: the replica must start, and say what is wrong."""
+    from serve.images import BadImage, decode_image
+
+    monkeypatch.setattr(align, "FACE_CASCADES", ("no_such_cascade.xml",))  # real OpenCV, a file it lacks
+    with pytest.raises(DetectorUnavailable, match="no_such_cascade.xml is missing from cv2.data"):
+        detect_face(np.asarray(grace_hopper()))
+    with pytest.raises(DetectorUnavailable):
+        calibrate_frame([np.asarray(grace_hopper())])
+    photo = open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb").read()
+    with pytest.raises(BadImage, match="cannot align faces.*set align=false") as refused:
+        decode_image(photo, 64, frame=CELEBA_FRAME)
+    assert refused.value.status == 503 and refused.value.code == "no_face_detector"
+    assert decode_image(photo, 64).shape == (3, 64, 64)  # without alignment the upload still works

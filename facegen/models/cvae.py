@@ -121,7 +121,9 @@ class CVAE(LatentModel):
         # host memory on every step, and that copy makes the host wait for the device.
         index = [CELEBA_ATTRIBUTES.index(name) for name in config.condition_attributes]
         self.register_buffer("attr_index", torch.tensor(index, dtype=torch.long), persistent=False)
-        self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
+        # A buffer, not a float: a compiled step (train.compile) would recompile each time a float changed.
+        self.register_buffer("beta_now", torch.tensor(config.beta if config.kl_warmup_epochs == 0 else 0.0),
+                             persistent=False)
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
         constraint = config.constraint
         # Like the perceptual network, the frozen classifier is a plain object outside the module tree.
@@ -177,7 +179,7 @@ class CVAE(LatentModel):
         x_hat = self.decoder(torch.cat([z, cond], 1))
         recon = self.recon_scale * reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
         kl = gaussian_kl(mu, logvar)
-        per_image = recon + self._beta_now * kl
+        per_image = recon + self.beta_now * kl
         metrics = {"recon_mse": mse_per_image(x_hat, x).mean().detach(), "kl": kl.mean().detach()}
         constraint = self.config.constraint
         # The same z under changed conditions must read as those conditions. A bundle loaded for inference
@@ -211,7 +213,7 @@ class CVAE(LatentModel):
         return metrics
 
     def set_epoch(self, epoch: int) -> None:
-        self._beta_now = warmed_up_beta(self.config, epoch)
+        self.beta_now.fill_(warmed_up_beta(self.config, epoch))
         if self.adversarial is not None:
             self.adversarial.set_epoch(epoch)
 

@@ -117,7 +117,9 @@ class VAE(LatentModel):
         # None when calibrated: the weight D / (2 sigma^2) is then recomputed from every batch.
         self.recon_scale = None if config.calibrated else 3 * config.resolution**2 / (2 * config.decoder_std**2)
         self.latent_parts = (LatentPart("z", config.latent_dim, "gaussian"),)
-        self._beta_now = config.beta if config.kl_warmup_epochs == 0 else 0.0
+        # A buffer, not a float: a compiled step (train.compile) would recompile each time a float changed.
+        self.register_buffer("beta_now", torch.tensor(config.beta if config.kl_warmup_epochs == 0 else 0.0),
+                             persistent=False)
         self.perceptual = make_perceptual_loss(config)  # a plain object: not a submodule, not in state_dict
         # A buffer, so it follows the model to the GPU (a host list as an index syncs every step).
         index = [CELEBA_ATTRIBUTES.index(name) for name in config.attribute_dims]
@@ -146,7 +148,7 @@ class VAE(LatentModel):
             extra["decoder_std"] = sigma
         else:
             recon = self.recon_scale * reconstruction_loss(self.config.recon_loss, x_hat, x, self.perceptual)  # (N,)
-        loss = (recon + self._beta_now * kl).mean()
+        loss = (recon + self.beta_now * kl).mean()
         if self.adversarial is not None:
             loss = loss + self.adversarial.generator_term(x_hat, recon.mean(), extra)
         if self.attr_index.numel():
@@ -169,7 +171,7 @@ class VAE(LatentModel):
         return metrics
 
     def set_epoch(self, epoch: int) -> None:
-        self._beta_now = warmed_up_beta(self.config, epoch)
+        self.beta_now.fill_(warmed_up_beta(self.config, epoch))
         if self.adversarial is not None:
             self.adversarial.set_epoch(epoch)
 

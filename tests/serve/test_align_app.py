@@ -162,3 +162,14 @@ def test_page_gallery_edit_download_and_aligned_upload(serve_url, browser, tmp_p
                and ready(d) and not d.find_element(By.ID, "error").text)
     # The original shown is the aligned 32 px face the model was given, not the 512x600 photo.
     assert browser.find_element(By.ID, "original").get_attribute("src").startswith("data:image/png")
+
+
+def test_without_a_face_detector_the_showcase_keeps_celebas_frame_and_says_why(tiny_shards, tmp_path, monkeypatch):
+    """A lent GPU machine's own OpenCV lacked the Haar cascades and every Editor replica failed to start."""
+    from facegen import align
+    from serve.showcase import load_showcase
+
+    monkeypatch.setattr(align, "FACE_CASCADES", ("no_such_cascade.xml",))
+    show = load_showcase(str(tmp_path / "bundle"), tiny_shards, {}, "mean_diff")
+    assert show.faces and show.frame == align.CELEBA_FRAME
+    assert "no face detector here" in show.frame_source and "no_such_cascade.xml" in show.frame_source

@@ -3,13 +3,17 @@ and read once per epoch, and the time spent waiting for data (bench/train_overhe
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 import torch
 
+from facegen.errors import ConfigError
 from facegen.metrics import MetricMeans
-from facegen.training.loop import DataWait, step_autocast, cpu_has_bf16, worker_threads
+from facegen.models import build_model
+from facegen.training.loop import (DataWait, compiled_step, cpu_has_bf16, make_optimizers, step_autocast,
+                                   train_one_epoch, worker_threads)
 from tests.tiny import tiny_config
 
 
@@ -56,3 +60,27 @@ def test_cpu_bf16_only_when_asked_and_the_cpu_has_it(amp_cpu):
         dtype = conv(torch.rand(1, 3, 8, 8)).dtype
     # Emulated bf16 is slower than fp32, so a CPU without it keeps fp32 even when asked.
     assert dtype == (torch.bfloat16 if amp_cpu and cpu_has_bf16() else torch.float32)
+
+
+def test_a_compiled_step_trains_the_same_weights_and_leaves_the_state_dict_plain():
+    cfg = tiny_config("vae", train={"compile": "eager-backend"})
+    batch = {"image": torch.rand(4, 3, 32, 32) * 2 - 1, "attrs": torch.zeros(4, 40), "corrupt_rows": torch.tensor(0)}
+    trained = []
+    for mode in ("off", cfg.train.compile):
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        stepped = compiled_step(model, mode)
+        torch.manual_seed(1)  # the same noise in both steps
+        train_one_epoch(stepped, model, make_optimizers(model, cfg), [dict(batch), dict(batch)],
+                        torch.device("cpu"), contextlib.nullcontext())
+        trained.append(model.state_dict())
+    assert trained[0].keys() == trained[1].keys()  # no "_orig_mod." prefix reaches a checkpoint
+    for name, weights in trained[0].items():
+        assert torch.allclose(weights, trained[1][name], atol=1e-5), name
+    torch.manual_seed(0)
+    initial = build_model(cfg.model).state_dict()
+    assert any(not torch.equal(initial[name], weights) for name, weights in trained[1].items())  # it did train
+
+def test_an_unknown_compile_mode_names_the_key_and_the_choices():
+    with pytest.raises(ConfigError, match=r"train.compile: must be one of off, default, reduce-overhead"):
+        tiny_config("vae", train={"compile": "fast"})
