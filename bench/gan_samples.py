@@ -5,11 +5,12 @@
         --variants "now:,diffaug:model.diff_augment=color;translation;cutout,ema:model.generator_ema=0.999"
 
 Each variant (``name:key=value;key=value``, config overrides; a list value joins its items with ``+``) is
-trained in-process on one thread with the harness's own ``train_one_epoch`` and autocast (bf16 on a CPU that
-has it, as ``train.amp_cpu`` says): the same images in the same order, the same initial weights. Every
-``--score-every`` epochs and at the end, 512 samples are scored as ``facegen evaluate`` scores generation: the
-judge-feature Fréchet distance against the test split (with its floor, two real sets of these sizes) and the
-attribute-frequency TV; each variant's last sample grid is written to OUT/samples_<name>.png. With
+trained in-process on one thread (or ``--device cuda``) with the harness's own ``train_one_epoch`` and autocast
+(bf16 on a GPU, or on a CPU that has it, as ``train.amp_cpu`` says): the same images in the same order, the
+same initial weights. Every ``--score-every`` epochs and at the end, 512 samples are scored as ``facegen
+evaluate`` scores generation: the judge-feature Fréchet distance against the test split (with its floor, two
+real sets of these sizes) and the attribute-frequency TV; each variant's last sample grid is written to
+OUT/samples_<name>.png. With
 ``model.generator_ema`` both the averaged generator and the last one are judged (the same run). Per epoch it
 prints the training metrics' means (BEGAN: k_t, L(x), L(G(z)), M; InfoGAN: the players' losses and D's
 accuracies).
@@ -57,9 +58,10 @@ def score(model, name: str, args, data, judge, names, labels) -> dict:
 def train_variant(name: str, overrides: list[str], args, train, data, judge, names, labels) -> dict:
     cfg = load_config(args.config, [f"data.shards={args.shards}", *overrides, *args.set])
     torch.manual_seed(args.seed)
-    model = build_for_training(cfg.model)  # as the harness builds it
+    device = torch.device(args.device)
+    model = build_for_training(cfg.model).to(device)  # as the harness builds it
     optimizers = make_optimizers(model, cfg)
-    autocast, device = step_autocast(cfg, torch.device("cpu")), torch.device("cpu")
+    autocast = step_autocast(cfg, device)
     rows, scores, started = [], [], time.perf_counter()
     for epoch in range(args.epochs):
         model.set_epoch(epoch)
@@ -72,6 +74,7 @@ def train_variant(name: str, overrides: list[str], args, train, data, judge, nam
         shown = "  ".join(f"{k} {m[k]:.4f}" for k in SHOWN if k in m)
         print(f"{name:<12} epoch {epoch + 1:>3}  {shown}  {rows[-1]['seconds']}s", flush=True)
         if epoch + 1 == args.epochs or (args.score_every and (epoch + 1) % args.score_every == 0):
+            model.cpu()  # the judge and the test images live on the CPU; the optimizers keep the same tensors
             scores.append({"epoch": epoch + 1, "images": (epoch + 1) * seen,
                            **score(model, name, args, data, judge, names, labels)})
             average, live = getattr(model, "generator_average", None), {}
@@ -85,6 +88,7 @@ def train_variant(name: str, overrides: list[str], args, train, data, judge, nam
                   f"{scores[-1]['fd_floor']:.0f})  attribute TV {scores[-1]['attribute_tv']:.3f}"
                   + (f"  last generator: {live['live_fd']:.0f}, {live['live_attribute_tv']:.3f}" if live else ""),
                   flush=True)
+            model.to(device)
     return {"variant": name, "overrides": overrides, "epochs": rows, "scores": scores,
             "train_seconds": rows[-1]["seconds"], **scores[-1]}
 
@@ -101,8 +105,12 @@ def main() -> int:
     parser.add_argument("--score-every", type=int, default=0, help="also judge samples every N epochs (0: at the end)")
     parser.add_argument("--set", action="append", default=[], help="config override for every variant")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the variants train (cpu, cuda); samples are judged on "
+                                                         "the CPU")
     parser.add_argument("--out", default="out/bench/gan_samples", help="results.json and the sample grids")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device visible to torch")
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     judge, data = load_judge(args.judge), load_data(args.shards, SAMPLES)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.gpu_probes import process_start, step_rates  # noqa: E402
+from bench.gpu_probes import gan_run, process_start, step_rates  # noqa: E402
 
 # (name, config, batch size or None for the config's, overrides), most wanted first. Batch 256 says what the path
 # feeds a GPU given more work per step (the first lent H200: 1,676 img/s, data wait 0.67); compiled, CUDA graphs
@@ -45,8 +45,11 @@ VAE, INFOGAN = "configs/vae_synth64.yaml", "configs/infogan_synth64.yaml"
 RUNS = (("vae_b256", VAE, 256, ()), ("vae_b256_compiled", VAE, 256, ("train.compile=reduce-overhead",)),
         ("vae_b256_noshuffle", VAE, 256, ("data.shuffle_buffer=0",)), ("vae_b1024", VAE, 1024, ()),
         ("vae", VAE, None, ()), ("infogan", INFOGAN, None, ()))
+# GANs at a budget the CPU cannot give (bench/gan_samples.py on the GPU, judged by --judge): do BEGAN's blobs and
+# the InfoGAN's grid artefacts go with more images? (name, config, epochs of the 9,600 train rows, score every)
+GANS = (("gan_began", "configs/began_synth64.yaml", 30, 10), ("gan_infogan", INFOGAN, 30, 10))
 STEPS = ("steps_vae", "steps_vae_compiled", "steps_infogan", *(f"train_{r[0]}" for r in RUNS), "serve_edit",
-         "process_start")
+         *(g[0] for g in GANS), "process_start")
 EDIT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Bangs")
 
 
@@ -167,7 +170,7 @@ def serve_run(bundle: str, shards: str, args) -> dict:
 
 # What each kind of step costs on a GPU machine, roughly (first lent H200); a step that would not finish
 # before --budget-s runs out is skipped, so the JSON is complete when the lease's command limit comes.
-STEP_COST_S = {"steps": 30, "process": 60, "train": 150, "serve": 90, "steps_vae_compiled": 100}
+STEP_COST_S = {"steps": 30, "process": 60, "train": 150, "serve": 90, "steps_vae_compiled": 100, "gan": 240}
 
 
 class Session:
@@ -219,6 +222,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=None, help="edit requests (default 512; --cpu 16)")
     parser.add_argument("--concurrency", type=int, default=None, help="concurrent clients (default 32; --cpu 4)")
     parser.add_argument("--gpus-per-replica", type=float, default=None, help="default 0.25; --cpu 0")
+    parser.add_argument("--judge", default=None,
+                        help="an attribute classifier's bundle (the demo's classifier_synth64, 3 MB: carry it) to "
+                             "judge the GANs' samples; without it the gan_* steps are left out")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="seconds this may take: a step that would end later is skipped (default: no limit)")
     args = parser.parse_args()
@@ -264,6 +270,9 @@ def main() -> int:
                         step("serve_edit", serve_run, run["bundle"], shards, args)
             finally:
                 ray.shutdown()
+    for name, config, epochs, every in GANS:
+        if shards and args.judge:
+            step(name, gan_run, config, 1 if cpu else epochs, 1 if cpu else every, args, shards, device, out)
     step("process_start", process_start, device)
     session.save()
     print(f"[gpu_bench] wrote {out / 'gpu.json'}")

@@ -1,5 +1,6 @@
-"""The parts of a GPU session's figures that need no Ray (``bench/gpu_bench.py`` runs them first): the training
-step alone on a resident batch, and what a fresh process pays before its first step."""
+"""The parts of a GPU session's figures that need no Ray (``bench/gpu_bench.py`` runs them): the training step
+alone on a resident batch, what a fresh process pays before its first step, and a GAN trained for longer than a
+CPU allows with its samples judged (``bench/gan_samples.py``)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,22 @@ def process_start(device: torch.device) -> dict:
         raise RuntimeError(f"exit {done.returncode}: {done.stderr[-2000:]}")
     nccl = [x for x in (done.stdout + done.stderr).splitlines() if "NCCL" in x]
     return {**json.loads(line[6:]), "wall_s": time.perf_counter() - started, "nccl_lines": nccl[:40]}
+
+
+def gan_run(config: str, epochs: int, every: int, args, shards: str, device: torch.device, out: Path) -> dict:
+    """bench/gan_samples.py's config variant on ``device``: its per-epoch metrics and judged samples; the last
+    sample grid is copied to ``out`` (the rest stays in ``args.work``: a lent machine sends back few files)."""
+    import shutil
+    import subprocess
+
+    folder = Path(args.work) / "gan" / Path(config).stem
+    command = [sys.executable, str(ROOT / "bench" / "gan_samples.py"), "--config", str(ROOT / config),
+               "--shards", shards, "--judge", args.judge, "--epochs", str(epochs), "--score-every", str(every),
+               "--variants", "config:", "--device", device.type, "--out", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    print(done.stdout[-3000:], flush=True)
+    if done.returncode:
+        raise RuntimeError(f"exit {done.returncode}: {done.stderr[-2000:]}")
+    result = json.loads((folder / "results.json").read_text())["results"][0]
+    shutil.copy(folder / "samples_config.png", out / f"samples_{Path(config).stem}.png")
+    return {"config": config, "epochs": result["epochs"], "scores": result["scores"]}
