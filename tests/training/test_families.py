@@ -21,7 +21,10 @@ from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.ray
 FAMILIES = sorted(MODELS)
-RUNS = FAMILIES + ["vae+adversarial"]  # and a family whose option adds a player (the patch critic)
+# and a family whose option adds a player (the patch critic), and a multi-player family whose DDP step goes
+# through Dynamo (train.compile; the eager backend generates no code, so no compiler is needed)
+COMPILED = "infogan+compiled"
+RUNS = FAMILIES + ["vae+adversarial", COMPILED]
 FAIRFACE_FAMILIES = {"fairface"}  # need race/age/gender labels
 
 
@@ -29,12 +32,13 @@ FAIRFACE_FAMILIES = {"fairface"}  # need race/age/gender labels
 def family_runs(ray_session, tiny_shards, tiny_fairface_shards, tmp_path_factory):
     storage = tmp_path_factory.mktemp("family-runs")
 
-    def train(family):
+    def train(run):
+        family, compiled = ("infogan", {"compile": "eager-backend"}) if run == COMPILED else (run, {})
         shards = tiny_fairface_shards if family in FAIRFACE_FAMILIES else tiny_shards
         cfg = tiny_config(family, data={"shards": shards, "batch_size": 8, "max_rows": 16},
                           # Tracking is tested in test_harness; off here, it saves each run ~3 s of CPU.
-                          train={"name": family.replace("+", "-"), "storage_path": str(storage), "cpus_per_worker": 0.25,
-                                 "tracking": False})
+                          train={"name": run.replace("+", "-"), "storage_path": str(storage), "cpus_per_worker": 0.25,
+                                 "tracking": False, **compiled})
         return cfg, fit(cfg)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
