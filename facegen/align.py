@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from facegen.errors import FacegenError
 from facegen.images import preprocess
 
 FACE_CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")
@@ -74,14 +75,15 @@ class NoFace(ValueError):
     """The photo has no face the detector can find."""
 
 
-class DetectorUnavailable(RuntimeError):
-    """This OpenCV cannot detect faces: a build without objdetect, or its Haar cascades missing."""
+class DetectorUnavailable(FacegenError):
+    """This OpenCV cannot detect faces: a build without objdetect, or its Haar cascades missing (the CLI says
+    so in one line; the server answers 503)."""
 
 
-_cascades: dict[str, "cv2.CascadeClassifier"] = {}
+_cascades: dict[str, cv2.CascadeClassifier] = {}  # annotations are not evaluated (a cv2 may lack the class)
 
 
-def _cascade(name: str) -> "cv2.CascadeClassifier":
+def _cascade(name: str) -> cv2.CascadeClassifier:
     if name not in _cascades:  # loaded once per process: parsing the XML costs ~50 ms
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):  # e.g. a GPU image's own cv2
             raise DetectorUnavailable(f"the OpenCV at {getattr(cv2, '__file__', '?')} has no Haar cascades; "
