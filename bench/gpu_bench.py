@@ -1,13 +1,15 @@
 """A GPU session's figures in one process, most wanted first. The VAE's and InfoGAN's training step alone on a
 resident batch, eager (32, 256, 1024) and the VAE's compiled with CUDA graphs (``bench/gpu_probes.py``). Then
 the VAE at 64 px through ``facegen train``'s own path (Ray Data, Ray Train, bf16) at batch 256: images/s,
-achieved TFLOP/s, data wait; Serve edit throughput on its bundle with the models on a GPU share; the same run
-without the local shuffle buffer; the configs' own batches (VAE, InfoGAN). Last, what a fresh process pays
-before its first step (torch import, CUDA context, a 1-process NCCL group, NCCL's own lines).
+achieved TFLOP/s, data wait; compiled (``train.compile``); Serve edit throughput on the first bundle with the
+models on a GPU share; without the local shuffle buffer; batch 1024; the configs' own batches (VAE, InfoGAN).
+Given ``--judge``, BEGAN and the InfoGAN trained longer than a CPU allows, their samples judged. Last, what a
+fresh process pays before its first step (torch import, CUDA context, a 1-process NCCL group, NCCL's lines).
 ``bench/gpu.sh`` runs it after the CUDA tests.
 
-    python bench/gpu_bench.py --out $OUT --budget-s 315   # on a GPU machine
+    python bench/gpu_bench.py --out $OUT --budget-s 400   # on a GPU machine
     python bench/gpu_bench.py --out $OUT --cpu            # the same steps on CPU at tiny sizes (a dry run)
+    python bench/gpu_bench.py --out $OUT --only gan_began,gan_infogan --judge CLASSIFIER_BUNDLE
 
 Images/s and the data-wait fraction are the epochs after the first (which holds the pipeline's warm-up);
 FLOPs are counted on one training step (every player, forward and backward) with
@@ -35,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.gpu_probes import gan_run, process_start, step_rates  # noqa: E402
+from bench.gpu_probes import flops_per_image, gan_run, process_start, step_rates  # noqa: E402
 
 # (name, config, batch size or None for the config's, overrides), most wanted first. Batch 256 says what the path
 # feeds a GPU given more work per step (the first lent H200: 1,676 img/s, data wait 0.67); compiled, CUDA graphs
@@ -66,27 +68,6 @@ def make_shards(folder: Path, n: int) -> str:
             write_synthetic(str(raw), n=n, seed=0, layout="celeba", workers=os.cpu_count(), progress=False)
         write_shards(read_celeba(str(raw)), str(shards), resolution=64, progress=False, workers=os.cpu_count())
     return str(shards)
-
-
-def flops_per_image(cfg, device: torch.device, manifest) -> float:
-    """FLOPs of one training step of every player (forward + backward) per image, at the per-worker batch."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from facegen.data.pipeline import read_examples
-    from facegen.pretrained import build_for_training
-    from facegen.training.loop import step_autocast
-
-    n = cfg.data.batch_size // max(cfg.train.num_workers, 1)
-    batch = {k: v.to(device) for k, v in read_examples(manifest, "train", n).items()}
-    model = build_for_training(cfg.model).to(device).train()
-    autocast = step_autocast(cfg, device)
-    with FlopCounterMode(display=False) as counter:
-        for player in model.players:
-            model.zero_grad(set_to_none=True)
-            with autocast:
-                out = model(batch, player=player)
-            out.loss.backward()
-    return counter.get_total_flops() / batch["image"].shape[0]
 
 
 def train_run(name: str, config: str, batch: int | None, extra: tuple[str, ...], args, shards: str,
@@ -238,6 +219,8 @@ def main() -> int:
     wanted = set(args.only.split(",")) if args.only else set(STEPS)
     if wanted - set(STEPS):
         parser.error(f"--only: unknown steps {', '.join(sorted(wanted - set(STEPS)))} (choose from {', '.join(STEPS)})")
+    if args.only and not args.judge and any(name.startswith("gan_") for name in wanted):
+        parser.error("--only gan_*: the GANs' samples need --judge (an attribute classifier's bundle)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     args.work = args.work or args.out
@@ -255,8 +238,6 @@ def main() -> int:
     report, step = session.report, session.step
     shards = step("data", make_shards, Path(args.work) / "data", args.synth)
     if shards:
-        # What the step alone can do first (eager, then compiled: CUDA graphs against a launch-bound step),
-        # then the whole path through Ray, then what a fresh process pays before its first step.
         step("steps_vae", step_rates, VAE, (8, 32) if cpu else (32, 256, 1024), device, shards, 3 if cpu else 50)
         step("steps_vae_compiled", step_rates, VAE, (8,) if cpu else (32, 256), device, shards,
              3 if cpu else 50, "eager-backend" if cpu else "reduce-overhead")
@@ -286,6 +267,11 @@ def main() -> int:
             rates = ", ".join(f"{k[6:]}: {v['images_per_s']:.0f} img/s ({v['ms_per_step']:.1f} ms)"
                               for k, v in value.items() if k.startswith("batch_"))
             print(f"  {key:<16} step alone, by batch: {rates}")
+    for name, *_ in GANS:
+        if name in report:
+            last = report[name]["scores"][-1]
+            print(f"  {name:<16} Fréchet {last['fd']:.0f} (floor {last['fd_floor']:.0f}) after "
+                  f"{last['images']:,} images")
     if "serve_edit" in report:
         s = report["serve_edit"]
         print(f"  serve_edit       {s['rps']:9.1f} req/s  p50 {s['p50_ms']:.0f} ms  p99 {s['p99_ms']:.0f} ms  "

@@ -1,6 +1,6 @@
 """The parts of a GPU session's figures that need no Ray (``bench/gpu_bench.py`` runs them): the training step
-alone on a resident batch, what a fresh process pays before its first step, and a GAN trained for longer than a
-CPU allows with its samples judged (``bench/gan_samples.py``)."""
+alone on a resident batch and its FLOPs, what a fresh process pays before its first step, and a GAN trained for
+longer than a CPU allows with its samples judged (``bench/gan_samples.py``)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,27 @@ def step_rates(config: str, batches: tuple[int, ...], device: torch.device, shar
         out[f"batch_{size}"] = {"images_per_s": steps * size / seconds, "ms_per_step": 1e3 * seconds / steps,
                                 "warm_up_s": started - warm}
     return {"config": config, "steps": steps, "compile_mode": compile_mode, **out}
+
+
+def flops_per_image(cfg, device: torch.device, manifest) -> float:
+    """FLOPs of one training step of every player (forward + backward) per image, at the per-worker batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facegen.data.pipeline import read_examples
+    from facegen.pretrained import build_for_training
+    from facegen.training.loop import step_autocast
+
+    n = cfg.data.batch_size // max(cfg.train.num_workers, 1)
+    batch = {k: v.to(device) for k, v in read_examples(manifest, "train", n).items()}
+    model = build_for_training(cfg.model).to(device).train()
+    autocast = step_autocast(cfg, device)
+    with FlopCounterMode(display=False) as counter:
+        for player in model.players:
+            model.zero_grad(set_to_none=True)
+            with autocast:
+                out = model(batch, player=player)
+            out.loss.backward()
+    return counter.get_total_flops() / batch["image"].shape[0]
 
 
 PROCESS_START_CODE = r"""
