@@ -52,7 +52,7 @@ _DATA_URL = re.compile(r"data:[\w.+/-]*(?:;[\w.+-]+=[^;,]*)*;base64,", re.IGNORE
 
 class BadImage(ValueError):
     """An upload we refuse: ``code`` (e.g. ``"too_large"``), ``str(exc)`` the message, ``status`` the HTTP
-    status (413 too large, 415 unsupported format, otherwise 400)."""
+    status (413 too large, 415 unsupported format, 503 when this server cannot align faces, otherwise 400)."""
 
     def __init__(self, code: str, message: str, status: int | None = None):
         super().__init__(message)
