@@ -10,8 +10,8 @@ It starts a local Ray and the app on 127.0.0.1 (stop any other local Ray first),
 ``max_batch_size`` 16 and once with 1 (batching off), and prints one table. At concurrency 1 it also prints
 where a request's time goes, hop by hop: the ingress's ``Server-Timing`` header (body read, image decode,
 wait for a batch, each model hop, PNG encode), the rest of the client's time (proxy, HTTP, the client) and,
-beside each hop, what the same step costs in this process (the hop's overhead is the difference). The
-in-process rows run
+beside each hop, what the same step costs in this process (the hop's overhead is the difference). Every row
+also gives the CPU-ms a request costs the whole box and the load's client. The in-process rows run
 ``facegen.latent.edit.edit`` (encode, move, decode twice, score twice) in this process: one image per call
 (what a request costs without any serving) and 32 images per call (what batching can win at best); a
 conditional model's condition is read by the classifier there, as the service reads it. ``--direct-ingress``
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import io
 import os
 import statistics
 import sys
@@ -33,18 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def photo_b64(seed: int) -> str:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", (96, 96), (60 + seed % 150, 120, 90)).save(out, format="JPEG")
-    return base64.b64encode(out.getvalue()).decode()
+from bench.serve_reference import cpu_seconds, in_process, percentile, photo_b64, step_costs  # noqa: E402
 
 
 ROUTES = {  # what one request of each kind costs the app: its route and the body for request i
@@ -88,46 +75,14 @@ async def sweep_http(url: str, attribute: str, concurrency: int, requests: int,
             failures += response.status_code != 200
 
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        elapsed, (client_cpu, box_cpu) = time.perf_counter() - started, cpu_seconds()
     return {"p50_ms": 1000 * percentile(latencies, 0.5), "p99_ms": 1000 * percentile(latencies, 0.99),
             "rps": requests / elapsed, "failures": failures,
+            "client_cpu_ms": 1000 * (client_cpu - cpu[0]) / requests,
+            "box_cpu_ms": 1000 * (box_cpu - cpu[1]) / requests,
             "hops": {k: statistics.median(t.get(k, 0.0) for t in timings) for k in timings[0]} if timings else {}}
-
-
-def step_costs(bundle: str, classifier: str | None, requests: int = 64) -> dict[str, float]:
-    """Median ms of each step of one edit in this process, one thread: what a hop would cost with no Serve."""
-    import torch
-
-    from facegen.bundle import load_bundle
-    from serve.images import decode_base64_image, png_base64
-
-    torch.set_num_threads(1)
-    loaded = load_bundle(bundle)
-    model, resolution = loaded.model, int(loaded.meta["resolution"])
-    scorer = load_bundle(classifier).model if classifier else None
-    text = photo_b64(0)
-    steps: dict[str, list[float]] = {}
-
-    def timed(name, fn):
-        t0 = time.perf_counter()
-        out = fn()
-        steps.setdefault(name, []).append(1000 * (time.perf_counter() - t0))
-        return out
-
-    part = model.condition_part()
-    cond = None if part is None else torch.zeros(1, part.size)  # a conditional model's encoder needs one
-    with torch.inference_mode():
-        for _ in range(requests):
-            image = timed("image", lambda: decode_base64_image(text, resolution, ("full",)))[None]
-            code = timed("encode", lambda: model.encode(image, cond))
-            decoded = timed("decode", lambda: model.decode(torch.cat([code, code]),
-                                                           None if cond is None else cond.repeat(2, 1)).clamp(-1, 1))
-            if scorer is not None:
-                timed("scores", lambda: scorer.predict_proba(decoded))
-            timed("png", lambda: [png_base64(d) for d in decoded])
-    return {k: statistics.median(v) for k, v in steps.items()}
 
 
 HOP_ROWS = ("body", "image", "check", "wait", "cond", "encode", "edit", "decode", "scores", "png")
@@ -166,44 +121,6 @@ def direct_ingress_url(first: int = 30000, count: int = 200) -> str:
         except httpx.HTTPError:
             continue
     raise SystemExit(f"error: no direct-ingress replica answered on 127.0.0.1:{first}-{first + count - 1}")
-
-
-def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, requests: int) -> dict:
-    import torch
-
-    from facegen.bundle import load_bundle
-    from facegen.latent.edit import edit
-    from serve.catalog import ModelCatalog
-    from serve.edits import read_conditions
-    from serve.images import decode_base64_image
-
-    torch.set_num_threads(1)
-    catalog = ModelCatalog(bundle, classifier)  # what the service loads: model, directions, condition slots
-    scorer = load_bundle(classifier).model.eval() if classifier else None
-    resolution = catalog.resolution
-    images = torch.stack([decode_base64_image(photo_b64(i), resolution, ("full",)) for i in range(requests)])
-
-    async def scores(batch_images: torch.Tensor) -> torch.Tensor:
-        return scorer.predict_proba(batch_images)
-
-    async def run() -> list[float]:
-        latencies = []
-        for start in range(0, requests, batch):
-            t0 = time.perf_counter()
-            chunk = images[start:start + batch]
-            # A conditional model's condition, read by the classifier as the service's condition hop reads it.
-            cond = await read_conditions(catalog, scores if scorer is not None else None, chunk)
-            edit(catalog.generator, chunk, {attribute: 1.5}, directions=catalog.directions.get("mean_diff"),
-                 cond=cond, scorer=scorer if scorer is None or scorer.config.resolution == resolution else None)
-            latencies.append(time.perf_counter() - t0)
-        return latencies
-
-    started = time.perf_counter()
-    with torch.inference_mode():
-        latencies = asyncio.run(run())
-    elapsed = time.perf_counter() - started
-    return {"p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 0.99),
-            "rps": requests / elapsed, "failures": 0}
 
 
 def main() -> int:
@@ -269,16 +186,18 @@ def main() -> int:
     local = step_costs(args.bundle, args.classifier)
 
     print(f"\nPOST /v1/edit, {args.requests} requests per row, bundle {args.bundle}")
-    print(f"{'setup':<30}{'conc.':>6}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>9}{'failed':>8}")
+    print(f"{'setup':<30}{'conc.':>6}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>9}{'failed':>8}{'box CPU ms':>12}"
+          f"{'client':>8}")
     for label, level, r in rows:
-        print(f"{label:<30}{level:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rps']:>9.1f}{r['failures']:>8}")
+        print(f"{label:<30}{level:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rps']:>9.1f}{r['failures']:>8}"
+              f"{r['box_cpu_ms']:>12.1f}{r['client_cpu_ms']:>8.1f}")
     by = {(label, level): r for label, level, r in rows}
     top = max(levels)
     if ladder:
         print(f"\n{layouts[0]}, batching on, what a request costs by route:")
         for label, level, r in ladder + [("POST /v1/edit", top, by[(f"{layouts[0]}, {on_label}", top)])]:
             print(f"{label:<30}{level:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rps']:>9.1f}"
-                  f"{r['failures']:>8}")
+                  f"{r['failures']:>8}{r['box_cpu_ms']:>12.1f}{r['client_cpu_ms']:>8.1f}")
     if profiles:
         print_hops(profiles, local, healthz)
     solo, batched = by[("in-process, 1 image/call", 1)], by[("in-process, 32 images/call", 32)]
@@ -286,7 +205,9 @@ def main() -> int:
     for layout in layouts:
         on, off = by.get((f"{layout}, {on_label}", top)), by.get((f"{layout}, batching off", top))
         line = f"  {layout}: batching on / off = {on['rps'] / off['rps']:.2f}x; " \
-               f"on / in-process 32 per call = {on['rps'] / batched['rps']:.2f}x"
+               f"on / in-process 32 per call = {on['rps'] / batched['rps']:.2f}x (per box CPU-ms: " \
+               f"{batched['box_cpu_ms'] / on['box_cpu_ms']:.2f}x; without the client's: " \
+               f"{batched['box_cpu_ms'] / (on['box_cpu_ms'] - on['client_cpu_ms']):.2f}x)"
         if 1 in levels:
             line += f"; c=1 p50 over in-process = {by[(f'{layout}, {on_label}', 1)]['p50_ms'] - solo['p50_ms']:.1f} ms"
         print(line)
