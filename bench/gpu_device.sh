@@ -6,8 +6,9 @@
 # pytest.txt, dmon.txt, ray_logs.tar.gz): at most the 8 files the device tool sends back.
 #
 #   device tool: run  command="bash bench/gpu_device.sh"  carry=[".whl"]  timeout_s=590
-#   the GANs judged (carry the judge too): command="bash bench/gpu_device.sh --skip-tests --only gan_began,gan_infogan
-#       --judge out/demo/runs/classifier_synth64/bundle"  carry=[".whl", "out/demo/runs/classifier_synth64/bundle"]
+#   the GANs judged (carry the judge too): command="bash bench/gpu_device.sh --skip-tests --budget-s 540 --only
+#       gan_began,gan_infogan --judge out/demo/runs/classifier_synth64/bundle"  timeout_s=590
+#       carry=[".whl", "out/demo/runs/classifier_synth64/bundle"]
 set -uo pipefail
 case "${1:-}" in -h|--help) sed -n '2,/^set /p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
