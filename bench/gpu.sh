@@ -16,8 +16,10 @@
 #                          a second lease's command: the tests passed already, some steps are still wanted
 #                          (other arguments go to bench/gpu_bench.py: --help lists its steps)
 #   bench/gpu.sh --skip-tests --budget-s 540 --only gan_began,gan_infogan --judge BUNDLE
-#                          the GANs at GPU budgets (~3 min each, estimated from the step alone), judged by an attribute classifier's bundle
-# PYTHON overrides the interpreter (default: the repository's .venv; a name on PATH, e.g. python3, works too). Exit status: non-zero if any step failed.
+#                          the GANs at GPU budgets (~3 min each, estimated from the step alone), judged by
+#                          an attribute classifier's bundle
+# PYTHON overrides the interpreter (default: the repository's .venv; a name on PATH, e.g. python3, works too).
+# Exit status: non-zero if any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
