@@ -4,6 +4,7 @@ larger canvases at known offsets; ``facegen prepare --align`` on a raw photo fol
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib.cbook
 import numpy as np
@@ -139,7 +140,7 @@ def test_an_opencv_without_the_cascades_says_so_and_an_upload_to_align_is_a_503(
         detect_face(np.asarray(grace_hopper()))
     with pytest.raises(DetectorUnavailable):
         calibrate_frame([np.asarray(grace_hopper())])
-    photo = open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb").read()
+    photo = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
     with pytest.raises(BadImage, match="cannot align faces.*set align=false") as refused:
         decode_image(photo, 64, frame=CELEBA_FRAME)
     assert refused.value.status == 503 and refused.value.code == "no_face_detector"
