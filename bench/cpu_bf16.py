@@ -8,7 +8,7 @@ in-process on ``--threads`` torch threads (a demo worker has one), with the loop
 (``loop.train_one_epoch``) and its autocast (``loop.step_autocast``). The precisions alternate over ``--rounds``
 rounds so that a shared machine's load spreads over both; each round times ``--steps`` steps after a warm-up.
 Prints images/s per precision and the bf16 / fp32 ratio, and one JSON line. On a CPU without native bf16
-(``loop.cpu_has_bf16``) ``amp_cpu`` is a no-op, and the ratio is about 1.
+(``facegen.precision.cpu_has_bf16``) ``amp_cpu`` is a no-op, and the ratio is about 1.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import torch  # noqa: E402
 
 from facegen.config import load_config  # noqa: E402
 from facegen.pretrained import build_for_training  # noqa: E402
-from facegen.training.loop import step_autocast, cpu_has_bf16, make_optimizers, train_one_epoch  # noqa: E402
+from facegen.precision import cpu_has_bf16  # noqa: E402
+from facegen.training.loop import step_autocast, make_optimizers, train_one_epoch  # noqa: E402
 
 DEFAULT_CONFIGS = ("configs/vae_demo64.yaml", "configs/cvae_edit_demo64.yaml", "configs/classifier_synth64.yaml")
 GUIDE = "out/demo/runs/guide_synth64/bundle"  # the demo editor's constraint reader, once make demo has run

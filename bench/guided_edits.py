@@ -54,6 +54,7 @@ VARIANTS = {
     "noise0.2": Guidance(noise=0.2),
     "noise0.3": Guidance(noise=0.3),
     "noise0.2-m995": Guidance(noise=0.2, margin=0.995, keep_weight=4.0, steps=60),
+    "fp32": Guidance(bf16=False),  # the default's steps without bf16 autocast
 }
 DIRECTIONS = ("mean_diff", "boundary")
 

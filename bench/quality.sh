@@ -8,8 +8,8 @@
 #
 # OUT defaults to out/quality; DATA (default out/demo, what `make demo` leaves) holds the shards; missing ones
 # are rendered and prepared first. --gpu trains each config with one GPU worker (bf16); --set adds a config
-# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget on 2 CPU cores: about 5.3 h
-# (README "The full table": ae_synth64 36 min, ae_perceptual 38, cvae_edit 41, began 22; evaluate 82 min).
+# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget on 2 CPU cores: about 4 h
+# (README "The full table": 5.3 h before bf16 reached the AEs, the editor and the guided edits' steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/quality

@@ -7,10 +7,10 @@ A VAE's Gaussian decoder with a fixed ``decoder_std`` weighs the reconstruction 
 ``1 / decoder_std**2``: with 0.25, far above the error the network could reach, the KL wins and the decoder
 learns the blurred average face of each neighbourhood. ``decoder_std: 0`` calibrates sigma to each batch's error
 (sigma-VAE, see ``facegen/models/vae.py``). This trains every variant of ``--config`` in-process (no Ray, one
-thread, the harness's own ``train_one_epoch``) on the same images in the same order (same seed, same
-per-epoch shuffle and flips), one variant after the other, each until ``--minutes-per-variant`` or
-``--images`` (whichever comes first), and every ``--eval-epochs`` epochs and at the end measures on the test
-split:
+thread, the harness's own ``train_one_epoch``, bf16 autocast where a variant sets ``train.amp_cpu``) on the same
+images in the same order (same seed, same per-epoch shuffle and flips), one variant after the other, each until
+``--minutes-per-variant`` or ``--images`` (whichever comes first), and every ``--eval-epochs`` epochs and at the
+end measures on the test split:
 
 PSNR      posterior-mean reconstructions vs originals, 10 log10(1 / MSE) with the MSE pooled over the test set
           ([0, 1] scale; ``facegen.quality.metrics.psnr``);
@@ -38,7 +38,6 @@ judge whether samples are still faces. Results also go to ``OUT/results.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -56,7 +55,8 @@ from facegen.latent.sampler import fit_sampler, sample_faces  # noqa: E402
 from facegen.models.losses import gaussian_kl  # noqa: E402
 from facegen.pretrained import build_for_training  # noqa: E402
 from facegen.quality.metrics import psnr, ssim  # noqa: E402
-from facegen.training.loop import epoch_seed, make_optimizers, set_epoch_lr, train_one_epoch  # noqa: E402
+from facegen.training.loop import (epoch_seed, make_optimizers, set_epoch_lr, step_autocast,  # noqa: E402
+                                   train_one_epoch)
 
 # Widths pinned with no residual decoder blocks, so a row means the same whatever --config sets.
 NARROW = ["model.base_channels=16", "model.max_channels=128", "model.decoder_res_blocks=0"]
@@ -175,7 +175,7 @@ def train_variant(name: str, overrides: list[str], args, train: torch.Tensor, te
 
         means, _, _ = train_one_epoch(model, model, optimizers,
                                       budgeted(epoch_batches(train, batch_size, args.seed, epoch, cfg.data.hflip)),
-                                      torch.device("cpu"), contextlib.nullcontext())
+                                      torch.device("cpu"), step_autocast(cfg, torch.device("cpu")))
         train_s += time.perf_counter() - started
         epoch += 1
         if seen != psnr_at:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from facegen.errors import FacegenError
 from facegen.latent.edit import MAX_STRENGTH, edit_codes, latent_slots
+from facegen.precision import bf16_autocast
 
 GUIDED = "guided"
 
@@ -62,12 +63,21 @@ class Guidance:
     the editing target; perceptual AE (120,000 images) 0.77 / 0.88, 0.034 / 0.041, 3 / 7."""
     copies: int = 2
     """Noise draws averaged per step when ``noise`` > 0."""
+    bf16: bool = True
+    """Decode and read under bf16 autocast where the device does bf16 natively (CUDA; a CPU with AVX512-BF16 or
+    AMX; elsewhere fp32): the steps only choose a path, the codes stay fp32 and are decoded and judged in fp32.
+    On 2 cores, the demo's models: the steps 1.6-2.3x faster, `facegen evaluate` on the demo VAE 1.26x; the same
+    judged edits to within one face in 32 (README "Guided edits")."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or not self.lr > 0 or not 0.5 < self.margin < 1:
             raise ValueError(f"guidance needs steps >= 1, lr > 0 and 0.5 < margin < 1, got {self}")
         if self.keep_weight < 0 or self.prox_weight < 0 or self.noise < 0 or self.copies < 1:
             raise ValueError(f"guidance weights and noise must be >= 0 and copies >= 1, got {self}")
+
+    def autocast(self, device: torch.device):
+        """The context the decoder and the guide run in: bf16 autocast when ``bf16`` and the device has it."""
+        return bf16_autocast(device, cuda=self.bf16, cpu=self.bf16)
 
     def reader(self, guide: "Guide", seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
         """images -> the guide's logits as guidance reads them: plain, or averaged over ``copies`` noisy copies
@@ -119,12 +129,16 @@ def guided_codes(decode: Callable[[torch.Tensor], torch.Tensor], guide: Guide, c
     sign = targets.to(codes) * 2 - 1  # (N,) +1 toward present, -1 toward absent
     threshold = math.log(guidance.margin / (1 - guidance.margin))
     read = guidance.reader(guide)
-    with torch.no_grad():
-        start = torch.sigmoid(read(decode(codes))[:, held])  # (N, K) readings to hold
+    with torch.no_grad(), guidance.autocast(codes.device):
+        start = torch.sigmoid(read(decode(codes))[:, held].float())  # (N, K) readings to hold
     u = torch.zeros_like(codes, requires_grad=True)  # (N, D) whitened offset from the start
+    # Every face is decoded at every step until all are done. Decoding only the faces still moving was measured
+    # (demo editor, 2 cores): smaller batches cost more per face, so it saved 0-25%, and a face then stops for
+    # good on one lucky noise draw (judge flip 0.943 -> 0.914 composed in pixels).
     for _ in range(guidance.steps):
         with torch.enable_grad():  # callers evaluate under no_grad; this loop needs the graph to the codes
-            logits = read(decode(codes + u * scale))  # (N, A)
+            with guidance.autocast(codes.device):
+                logits = read(decode(codes + u * scale)).float()  # (N, A)
             reached = sign * logits[:, column].detach() >= threshold  # (N,) these faces stop moving
             if reached.all():
                 break

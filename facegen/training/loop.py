@@ -6,7 +6,6 @@ it steps each of ``model.players`` in order (one optimizer each), so an AE and a
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import tempfile
@@ -19,6 +18,7 @@ from facegen.config import ExperimentConfig, from_dict
 from facegen.data.pipeline import TrainCollate, shuffle_seed
 from facegen.images import uint8_to_float
 from facegen.models import FaceModel
+from facegen.precision import bf16_autocast
 from facegen.pretrained import build_for_training
 from facegen.training.checkpoint import TrainingState, load_state, save_state
 from facegen.metrics import MetricMeans, parameter_spread, sum_across_workers
@@ -89,19 +89,9 @@ class DataWait:
             yield batch
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic natively (oneDNN's own test: AVX512-BF16 or AMX)."""
-    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(probe and probe())
-
-
 def step_autocast(cfg: ExperimentConfig, device: torch.device):
-    # bf16 needs no loss scaling; weights, gradients and optimizer state stay fp32.
-    if cfg.train.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if cfg.train.amp_cpu and device.type == "cpu" and cpu_has_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    # weights, gradients and optimizer state stay fp32.
+    return bf16_autocast(device, cuda=cfg.train.amp, cpu=cfg.train.amp_cpu)
 
 
 def _batches(shard, cfg: ExperimentConfig, epoch: int, *, train: bool, per_worker: int, device: torch.device):

@@ -25,7 +25,7 @@ def _guide(space):
 def test_guided_edit_reaches_the_target_by_the_shortest_move_and_holds_the_others(space):
     codes = space.codes[:64]
     targets = 1 - space.labels[:64, 0]  # every face asks for the smile it does not have
-    guidance = Guidance(steps=200, lr=0.05, margin=0.9, noise=0.0)  # plain steps: the exact shortest move
+    guidance = Guidance(steps=200, lr=0.05, margin=0.9, noise=0.0, bf16=False)  # plain fp32: the shortest move
     edited = guided_codes(space.model.decode, _guide(space), codes, "Smiling", targets,
                           scale=torch.ones(codes.shape[1]), guidance=guidance)
     before, after = space.scorer.predict_proba(space.model.decode(codes)), space.scorer.predict_proba(
@@ -115,3 +115,15 @@ def test_noise_averaged_guidance_still_reaches_the_target_and_is_repeatable(spac
     assert cosine[(edited - codes).norm(dim=1) > 0].median() > 0.95
     with pytest.raises(ValueError, match="noise"):
         Guidance(noise=-0.1)
+
+
+def test_bf16_steps_land_where_fp32_steps_do(space):
+    """bf16 autocast (where the CPU has it) only chooses the path: the faces end where fp32 steps take them."""
+    codes, targets, scale = space.codes[:64], 1 - space.labels[:64, 0], code_scale(space.codes)
+    ends = {bf16: guided_codes(space.model.decode, _guide(space), codes, "Smiling", targets, scale=scale,
+                               guidance=Guidance(bf16=bf16)) for bf16 in (False, True)}
+    moved = ((ends[False] - codes) / scale).norm(dim=1)
+    apart = ((ends[True] - ends[False]) / scale).norm(dim=1)
+    assert moved.median() > 0.5 and apart.median() <= 0.1 * moved.median()
+    after = space.scorer.predict_proba(space.model.decode(ends[True]))[:, 0]
+    assert ((after >= 0.5) == targets.bool()).float().mean() >= 0.95

@@ -12,8 +12,9 @@ import torch
 from facegen.errors import ConfigError
 from facegen.metrics import MetricMeans
 from facegen.models import build_model
-from facegen.training.loop import (DataWait, compiled_step, cpu_has_bf16, make_optimizers, step_autocast,
-                                   train_one_epoch, worker_threads)
+from facegen.precision import cpu_has_bf16
+from facegen.training.loop import (DataWait, compiled_step, make_optimizers, step_autocast, train_one_epoch,
+                                   worker_threads)
 from tests.tiny import tiny_config
 
 
