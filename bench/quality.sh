@@ -4,18 +4,21 @@
 # renderer's counterfactual test pairs, then `facegen evaluate` every bundle on the held-out test split.
 #
 #   bench/quality.sh [--out DIR] [--data DIR] [--configs "vae_synth64 ae_synth64 ..."] [--gpu] [--set K=V]...
-#                    [--force] [--help]
+#                    [--edit-n N] [--force] [--help]
 #
 # OUT defaults to out/quality; DATA (default out/demo, what `make demo` leaves) holds the shards; missing ones
 # are rendered and prepared first. --gpu trains each config with one GPU worker (bf16); --set adds a config
-# override to every run. Each training run holds /tmp/facegen-ray.lock. Budget on 2 CPU cores: about 4 h
-# (README "The full table": 5.3 h before bf16 reached the AEs, the editor and the guided edits' steps).
+# override to every run; --edit-n sets the counterfactual pairs per attribute the edits are scored on (default
+# 64; 32 halves the guided edits, most of the evaluation's time, at a coarser flip rate). Each training run holds
+# /tmp/facegen-ray.lock. Budget on 2 CPU cores: about 4 h (README "The full table": 5.3 h before bf16 reached the
+# AEs, the editor and the guided edits' steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/quality
 DATA=out/demo
 CONFIGS="classifier_synth64 guide16k_synth64 ae_synth64 ae_perceptual_synth64 vae_synth64 vae_named_synth64 betavae_synth64 cvae_synth64 cvae_edit_synth64 infogan_digits fairface_synth64 cvae_digits began_synth64 infogan_synth64"
 FORCE=0
+EDIT_N=64
 SETS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -24,8 +27,9 @@ while [ $# -gt 0 ]; do
     --configs) CONFIGS=$2; shift 2 ;;
     --gpu) SETS+=(train.use_gpu=true train.num_workers=1 train.cpus_per_worker=4); shift ;;
     --set) SETS+=("$2"); shift 2 ;;
+    --edit-n) EDIT_N=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -81,5 +85,6 @@ done
     --out "$OUT/counterfactuals" --n 64 --no-progress
 # The guide on the judge's faces steers the guided edits (never the judge: another recipe and initialisation)
 $PY -m facegen.cli evaluate --runs "$OUT/runs" --judge "$OUT/runs/judge_synth64/bundle" \
-    --guide "$OUT/runs/guide16k_synth64/bundle" --residual --counterfactuals "$OUT/counterfactuals" --out "$OUT/evaluation"
+    --guide "$OUT/runs/guide16k_synth64/bundle" --residual --counterfactuals "$OUT/counterfactuals" \
+    --edit-n "$EDIT_N" --out "$OUT/evaluation"
 $PY -m facegen.cli report "$OUT/runs" --out "$OUT/report"
