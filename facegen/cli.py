@@ -53,7 +53,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("facegen.reporting.report", "add_report_arguments", "run_report",
                       "evaluate every bundle in a run folder; write report.md + report.json with pictures",
                       "facegen report out/demo/runs"),
-    "evaluate": Command("facegen.quality.benchmark", "add_evaluate_arguments", "run_evaluate",
+    "evaluate": Command("facegen.quality.command", "add_evaluate_arguments", "run_evaluate",
                         "quality benchmark of bundles on the test split, judged by an independent classifier "
                         "(quality.md)",
                         "facegen evaluate --runs out/demo/runs --judge out/demo/runs/classifier_synth64/bundle"),

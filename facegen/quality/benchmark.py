@@ -5,12 +5,13 @@ Per bundle, by capability (never by family name; :mod:`facegen.quality.sections`
 the training budget (every bundle); reconstruction, generation and, with counterfactual sets, editing (any
 ``LatentModel``); categorical-code accuracy (a categorical code part, labelled data); classifier scores (a
 model with ``predict_proba``). Writes ``OUT/quality.{md,html,json}`` (:mod:`facegen.quality.tables`) and
-sample / reconstruction / edit grids under ``OUT/<NN>-<family>/``. Runs in-process: no Ray.
+sample / reconstruction / edit grids under ``OUT/<run name>/``, beside each bundle's stored result, which a later
+evaluation of the same bundle with the same judge, data and settings reuses (:mod:`facegen.quality.resume`).
+Runs in-process: no Ray.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,15 +19,13 @@ from typing import Any
 
 import torch
 
-from facegen import io as fsio
 from facegen.bundle import Bundle, load_bundle
 from facegen.data.shards import read_manifest
 from facegen.errors import FacegenError
 from facegen.latent import grids
 from facegen.models.base import LatentModel
-from facegen.quality import edits, sections
+from facegen.quality import edits, resume, sections
 from facegen.latent.conditions import ConditionTable
-from facegen.latent.edit import MAX_SLOT_PUSH
 from facegen.latent.guided import Guide, code_scale
 from facegen.latent.store import encode_batch
 from facegen.quality.judge import Judge, check_independent, load_guide, load_judge, same_location
@@ -127,7 +126,7 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
         result["pictures"]["samples_fitted"] = grids.save_png(grids.image_grid(samples[:64], nrow=8),
                                                               f"{folder}/samples_fitted.png")
     result["codes"] = sections.code_accuracy(model, data.test)
-    folder_cf = settings.counterfactuals or find_counterfactuals(data.shards, data.manifest.resolution)
+    folder_cf = _counterfactuals(data.shards, settings)
     if folder_cf is None:
         result["notes"].append("editing skipped: no counterfactual sets given (--counterfactuals) or found")
         return
@@ -168,14 +167,14 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
                          "directions": dict(levers.sources), "slots": sorted(levers.slots)}
 
 
-def evaluate_bundle(index: int, location: str, bundle: Bundle, judge: Judge, data: Data, settings: Settings,
-                    out: str, guide: Guide | None = None) -> dict:
+def evaluate_bundle(name: str, location: str, bundle: Bundle, judge: Judge, data: Data, settings: Settings,
+                    folder: str, guide: Guide | None = None) -> dict:
+    """One bundle's results, its pictures written under ``folder``."""
     started = time.time()
     family = bundle.config.family
-    folder = f"{out}/{index:02d}-{family}"
     labels = list(data.manifest.attribute_names)
     names = sections.judged_attributes(judge, labels, data.test["attrs"], settings.attributes)
-    result: dict[str, Any] = {"name": f"{index:02d}-{family}", "bundle": location, "family": family,
+    result: dict[str, Any] = {"name": name, "bundle": location, "family": family,
                               "shards": data.shards, "split": data.split, "n_test": int(data.test["image"].shape[0]),
                               "judged_attributes": names, "notes": [], "pictures": {},
                               "budget": sections.training_budget(bundle.meta, bundle.config,
@@ -196,9 +195,15 @@ def evaluate_bundle(index: int, location: str, bundle: Bundle, judge: Judge, dat
     return result
 
 
+def _counterfactuals(shards: str, settings: Settings) -> str | None:
+    return settings.counterfactuals or find_counterfactuals(shards, read_manifest(shards).resolution)
+
+
 def evaluate(locations: list[str], judge_location: str, out: str, shards: str | None = None,
-             settings: Settings | None = None) -> dict[str, str]:
-    """Evaluate the bundles at ``locations`` with the judge at ``judge_location``; write ``out/quality.*``."""
+             settings: Settings | None = None, fresh: bool = False) -> dict[str, str]:
+    """Evaluate the bundles at ``locations`` with the judge at ``judge_location``; write ``out/quality.*``.
+    A bundle whose stored result under ``out`` matches (:mod:`facegen.quality.resume`) is not evaluated again
+    unless ``fresh``."""
     settings, start = settings or Settings(), time.time()
     judge = load_judge(judge_location)
     unknown = [a for a in settings.attributes or () if a not in judge.attribute_names]
@@ -213,84 +218,22 @@ def evaluate(locations: list[str], judge_location: str, out: str, shards: str | 
     guide = load_guide(settings.guide, judge_location) if settings.guide else None
     datasets: dict[str, Data] = {}
     results = []
-    for index, (location, bundle) in enumerate(bundles):
-        source = shards or bundle.config.data.shards
+    names = resume.folder_names([location for location, _ in bundles])
+    for name, (location, bundle) in zip(names, bundles):
+        source, folder = shards or bundle.config.data.shards, f"{out}/{name}"
+        key = resume.result_key(location, judge_location, settings.guide, source,
+                                _counterfactuals(source, settings), settings)
+        stored = None if fresh else resume.load(folder, key)
+        if stored is not None:
+            _say(start, f"{name}: {location} is up to date, its stored result reused (--fresh evaluates it again)")
+            results.append(stored)
+            continue
         if source not in datasets:
             _say(start, f"reading {settings.n} test and train rows of {source}")
             datasets[source] = load_data(source, settings.n)
-        _say(start, f"{index:02d}-{bundle.config.family}: {location}")
-        results.append(evaluate_bundle(index, location, bundle, judge, datasets[source], settings, out, guide))
+        _say(start, f"{name} ({bundle.config.family}): {location}")
+        resume.forget(folder)
+        results.append(evaluate_bundle(name, location, bundle, judge, datasets[source], settings, folder, guide))
+        resume.store(folder, key, results[-1])
     _say(start, f"writing {out}/quality.md")
     return write_quality(results, judge, settings, out)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--bundles", metavar="B1,B2,...", help="comma-separated model bundle folders or URIs")
-    which.add_argument("--runs", metavar="RUN_FOLDER", help="evaluate every bundle under this folder")
-    parser.add_argument("--judge", required=True, metavar="BUNDLE",
-                        help="an attribute classifier bundle (family classifier) that no model trained against "
-                             "(e.g. one trained with configs/judge_synth64.yaml)")
-    parser.add_argument("--shards", default=None, help="held-out data (default: each bundle's data.shards)")
-    parser.add_argument("--counterfactuals", default=None, metavar="DIR",
-                        help="counterfactual sets (facegen synth --counterfactuals) for the editing section "
-                             "(default: SHARDS/counterfactuals, SHARDS/../counterfactuals or SHARDS/../cf<px>)")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_FOLDER/quality, or out/quality)")
-    parser.add_argument("--n", type=_positive, default=512,
-                        help="test images, samples and training images (default 512)")
-    parser.add_argument("--fit-n", type=_positive, default=4000,
-                        help="training images whose codes an autoencoder's ex-post density is fitted on, and "
-                             "whose labels give a conditional model the conditions its slot edits land on "
-                             "(default 4000)")
-    parser.add_argument("--edit-n", type=_positive, default=64, help="counterfactual pairs per attribute (default 64)")
-    parser.add_argument("--attributes", default=None, metavar="A,B",
-                        help="attributes to judge and edit (default: every one the judge knows that varies in the "
-                             "test labels)")
-    parser.add_argument("--guide", default=None, metavar="BUNDLE",
-                        help="an attribute classifier bundle (not the judge) that steers a 'guided' edit method "
-                             "in the editing section: gradient steps on each code until the guide reads the target")
-    parser.add_argument("--residual", action="store_true",
-                        help="also score every edit method composed in pixels ('<method>+residual': the original "
-                             "plus what the edit changed in the decode; guided ones steered on that picture)")
-    parser.add_argument("--read-conditions", action="store_true",
-                        help="a conditional model's encoder gets each original's attributes as --guide reads them "
-                             "(what the service does with an upload), not the true labels")
-    parser.add_argument("--slot-push", type=float, default=0.0, metavar="P",
-                        help="slot edits (a conditional model's condition entries) set the edited entry P past "
-                             "the target value: 1+P to turn an attribute on, -P to turn it off (default 0: "
-                             f"exactly 1 or 0; at most {MAX_SLOT_PUSH:g})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    if args.n < 2:
-        raise FacegenError("--n: the Fréchet distance needs at least 2 images")
-    if args.runs:
-        from facegen.reporting.report import find_bundles  # deferred: report.py imports pipeline (Ray Data)
-
-        locations = find_bundles(args.runs)
-        if not locations:
-            raise FacegenError(f"{args.runs}: no model bundles found (a bundle folder holds meta.json and weights.pt)")
-    else:
-        locations = [b.strip() for b in args.bundles.split(",") if b.strip()]
-        if not locations:
-            raise FacegenError("--bundles: give at least one bundle")
-    out = args.out or (fsio.join(args.runs.rstrip("/"), "quality") if args.runs else "out/quality")
-    attributes = tuple(a.strip() for a in args.attributes.split(",") if a.strip()) if args.attributes else None
-    if not 0 <= args.slot_push <= MAX_SLOT_PUSH:
-        raise FacegenError(f"--slot-push: must be in [0, {MAX_SLOT_PUSH:g}], got {args.slot_push:g}")
-    if args.read_conditions and not args.guide:
-        raise FacegenError("--read-conditions needs --guide BUNDLE (the classifier that reads the originals)")
-    settings = Settings(n=args.n, fit_n=args.fit_n, edit_n=args.edit_n, seed=args.seed, attributes=attributes,
-                        counterfactuals=args.counterfactuals, guide=args.guide, residual=args.residual,
-                        read_conditions=args.read_conditions, slot_push=args.slot_push)
-    paths = evaluate(locations, args.judge, out, args.shards, settings)
-    print(f"quality: {paths['md']}\n         {paths['html']}\n         {paths['json']}")
-    return 0

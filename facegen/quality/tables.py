@@ -67,10 +67,10 @@ def _nanmean(values: list) -> float:
 
 
 def _budget(results: list[dict]) -> Part:
-    rows = [[f"`{r['name']}`", f"`{r['bundle']}`", r["budget"]["epochs"], r["budget"]["images_seen"],
+    rows = [[f"`{r['name']}`", r["family"], f"`{r['bundle']}`", r["budget"]["epochs"], r["budget"]["images_seen"],
              r["budget"]["train_seconds"], r["budget"]["cpu_minutes"], r["budget"]["found"],
              r.get("seconds")] for r in results]
-    text = table(["bundle", "location", "epochs", "images seen", "train s", "CPU-min", "found", "eval s"], rows)
+    text = table(["bundle", "family", "location", "epochs", "images seen", "train s", "CPU-min", "found", "eval s"], rows)
     return Part("budget", "Bundles and training budget", text)
 
 
