@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from facegen.latent.em import fit_gaussian_mixture
 from facegen.latent.pca_space import as_tensor, stored_tensors, whitened_pca
 
 MIN_CODES_PER_MODE = 10
@@ -39,17 +40,15 @@ class GMMSampler:
             reg_covar: float = 1e-3, seed: int = 0) -> GMMSampler:
         """Fit on codes (N, D): PCA to ``variance_share``, then a full-covariance mixture of ``n_components``
         Gaussians by EM (k-means start), fewer where the codes are too few (at least ``MIN_CODES_PER_MODE``
-        codes a mode). ``reg_covar`` (whitened units) keeps thin clusters invertible."""
-        from sklearn.mixture import GaussianMixture
-
+        codes a mode; :func:`facegen.latent.em.fit_gaussian_mixture`). ``reg_covar`` (whitened units) keeps
+        thin clusters invertible."""
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
         mean, vt, stds, points, explained = whitened_pca(codes, variance_share)
         modes = max(1, min(n_components, points.shape[0] // MIN_CODES_PER_MODE))
-        mixture = GaussianMixture(modes, covariance_type="full", reg_covar=reg_covar, max_iter=300,
-                                  random_state=seed).fit(points)
-        return cls(as_tensor(mean), as_tensor(vt), as_tensor(stds), as_tensor(mixture.weights_), as_tensor(mixture.means_),
-                   as_tensor(np.linalg.cholesky(mixture.covariances_)), explained)
+        weights, means, scale_tril = fit_gaussian_mixture(points, modes, reg_covar=reg_covar, max_iter=300, seed=seed)
+        return cls(as_tensor(mean), as_tensor(vt), as_tensor(stds), as_tensor(weights), as_tensor(means),
+                   as_tensor(scale_tril), explained)
 
     def describe(self) -> str:
         return (f"Gaussian mixture ({self.n_modes} modes) on the training codes' {self.n_components} leading "

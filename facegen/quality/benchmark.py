@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,10 @@ def _say(start: float, message: str) -> None:
     print(f"[evaluate {time.time() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+def _quiet(message: str) -> None:
+    pass
+
+
 def _train_rows(bundle: Bundle, data: Data) -> tuple[int | None, str]:
     """Training rows of the bundle's own data.shards, else of the evaluation shards (said so), else None."""
     try:
@@ -104,15 +109,17 @@ def _grid(images: list[torch.Tensor], path: str) -> str:
 
 
 def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, names: list[str], settings: Settings,
-                    folder: str, guide: Guide | None = None) -> None:
-    """Reconstruction, generation, codes and editing of a LatentModel into ``result``."""
+                    folder: str, guide: Guide | None = None, say: Callable[[str], None] = _quiet) -> None:
+    """Reconstruction, generation, codes and editing of a LatentModel into ``result``; ``say`` hears each step."""
     model: LatentModel = bundle.model
     labels = list(data.manifest.attribute_names)
     torch.manual_seed(settings.seed)
+    say("reconstructions")
     result["reconstruction"], recon = sections.reconstruction(model, judge, data.test, labels, names)
     result["pictures"]["reconstructions"] = _grid([data.test["image"][:8], recon[:8]], f"{folder}/reconstructions.png")
     n_samples = min(settings.n, data.train["image"].shape[0])  # as many as the floor's training images
     fit_on = data.fit_rows(settings.fit_n)
+    say("samples")
     samples, how = sections.draw_samples(model, n_samples, settings.seed, data.test, fit_on)
     result["generation"] = {"sampler": how, **sections.generation(judge, samples, data.test, data.train, labels,
                                                                   names, data.cache)}
@@ -150,7 +157,8 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
     levers = edits.Levers(model, bundle.extras, fit, guided if guide is not None else None, settings.residual,
                           conditions if named and set(named) <= set(labels) else None, settings.slot_push)
     rows, grid = [], None
-    for attribute in available:
+    for i, attribute in enumerate(available):
+        say(f"editing {attribute} ({i + 1} of {len(available)})")
         pairs = read_pairs(folder_cf, attribute, settings.edit_n)
         if pairs.originals.shape[0] == 0 or pairs.resolution != data.manifest.resolution:
             result["notes"].append(f"editing {attribute}: skipped ({pairs.originals.shape[0]} pairs at "
@@ -168,8 +176,8 @@ def evaluate_latent(result: dict, bundle: Bundle, judge: Judge, data: Data, name
 
 
 def evaluate_bundle(name: str, location: str, bundle: Bundle, judge: Judge, data: Data, settings: Settings,
-                    folder: str, guide: Guide | None = None) -> dict:
-    """One bundle's results, its pictures written under ``folder``."""
+                    folder: str, guide: Guide | None = None, say: Callable[[str], None] = _quiet) -> dict:
+    """One bundle's results, its pictures written under ``folder``; ``say`` hears each step."""
     started = time.time()
     family = bundle.config.family
     labels = list(data.manifest.attribute_names)
@@ -189,7 +197,7 @@ def evaluate_bundle(name: str, location: str, bundle: Bundle, judge: Judge, data
         result["notes"].append("the judge scores none of this data's attributes (none it knows varies in the test "
                                "labels): judge-based metrics are left out")
     if isinstance(model, LatentModel):
-        evaluate_latent(result, bundle, judge, data, names, settings, folder, guide)
+        evaluate_latent(result, bundle, judge, data, names, settings, folder, guide, say)
     result["classifier"] = sections.classifier_scores(model, data.test, labels)
     result["seconds"] = time.time() - started
     return result
@@ -233,7 +241,8 @@ def evaluate(locations: list[str], judge_location: str, out: str, shards: str | 
             datasets[source] = load_data(source, settings.n)
         _say(start, f"{name} ({bundle.config.family}): {location}")
         resume.forget(folder)
-        results.append(evaluate_bundle(name, location, bundle, judge, datasets[source], settings, folder, guide))
+        results.append(evaluate_bundle(name, location, bundle, judge, datasets[source], settings, folder, guide,
+                                       say=lambda step, name=name: _say(start, f"{name}: {step}")))
         resume.store(folder, key, results[-1])
     _say(start, f"writing {out}/quality.md")
     return write_quality(results, judge, settings, out)
