@@ -44,6 +44,7 @@ def test_an_unchanged_bundle_is_reused_and_a_changed_one_evaluated_again(judge_d
     runs, out = _runs(tmp_path / "runs"), tmp_path / "quality"
     first, err = _evaluate(capsys, runs, judge_dir, tiny_shards, counterfactuals, out)
     assert set(first) == {"vae_run", "ae_run"} and "reused" not in err
+    assert "vae_run: samples" in err and "vae_run: editing Eyeglasses (1 of 1)" in err  # progress of each step
     assert all(os.path.isfile(out / name / "result.json") for name in first)
     assert first["vae_run"]["pictures"]["samples"] == "vae_run/samples.png"
 
