@@ -69,8 +69,9 @@ class TrainConfig:
     cpus_per_worker: CPUs reserved per worker; fractions let 2 workers and Ray Data share a 2-core laptop.
     use_gpu: GPUs for the workers, NCCL backend, bf16 autocast when ``amp`` is set.
     gpus_per_worker: GPU share per worker when ``use_gpu`` (a fraction packs several Tune trials on a GPU).
-    amp, amp_cpu: bf16 autocast on GPU; and (off by default) on a CPU with native bf16 (AVX512-BF16, AMX), where
-        it takes 1.4-1.8x the steps of fp32 (bench/cpu_bf16.py); ignored on other CPUs (emulated bf16 is slower).
+    amp, amp_cpu: bf16 autocast on a GPU that does bf16 natively (Ampere or later; fp32 on older ones); and (off
+        by default) on a CPU with native bf16 (AVX512-BF16, AMX), where it takes 1.4-1.8x the steps of fp32
+        (bench/cpu_bf16.py); ignored on other CPUs (emulated bf16 is slower).
     seed: seeds weights, noise and data order; the same seed reproduces a run, resumed or not.
     max_failures: worker-group restarts Ray Train may do from the latest checkpoint (-1 = unlimited).
     storage_path: folder or URI where Ray Train keeps checkpoints; the run lives in ``storage_path/name``.

@@ -18,7 +18,7 @@ def bf16_autocast(device: torch.device | str, *, cuda: bool = True, cpu: bool = 
     natively; a no-op context otherwise (emulated bf16 on an older CPU is slower than fp32). bf16 needs no loss
     scaling; weights stay fp32."""
     kind = torch.device(device).type
-    if kind == "cuda" and cuda:
+    if kind == "cuda" and cuda and torch.cuda.is_bf16_supported(including_emulation=False):  # Ampere or later
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if kind == "cpu" and cpu and cpu_has_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
