@@ -3,9 +3,9 @@ algorithm step for step (k-means start, the same M and E steps, ``reg_covar`` on
 mean log-likelihood moves less than ``tol``), with every component's covariance and likelihood computed in one
 batched product instead of a Python loop over components.
 
-Why not scikit-learn itself: its per-component loop of (d, N) @ (N, d) products dominated ``facegen evaluate``
-and the demo's sample pictures (about 1-2 s per EM iteration for 4,000 codes in 100+ dimensions on 2 cores, 46
-iterations). Tests pin the result to scikit-learn's (``tests/latent/test_em.py``).
+Why not scikit-learn itself: its loop over components, a few small products each, took 1.2-2.2 s a fit of 2,400
+codes on 2 quiet cores against 0.3-0.5 s here, and 95-112 s against 16-21 s on cores busy with a training run
+(``bench/mixture_fit.py``). Tests pin the result to scikit-learn's (``tests/latent/test_em.py``).
 """
 
 from __future__ import annotations
