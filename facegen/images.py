@@ -60,15 +60,16 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(to_uint8(image))
 
 
-def encode_png(image: torch.Tensor | np.ndarray | Image.Image) -> bytes:
+def encode_png(image: torch.Tensor | np.ndarray | Image.Image, compress_level: int = 6) -> bytes:
     """PNG file bytes of a ``(3, H, W)`` tensor in [-1, 1] (see :func:`to_uint8`), a uint8 array (``(H, W, 3)``
-    RGB or ``(H, W)`` gray) or a PIL image."""
+    RGB or ``(H, W)`` gray) or a PIL image. ``compress_level``: zlib's 0-9 (6 is Pillow's default; 1 encodes a
+    64 px face in ~60% of the time for ~13% more bytes)."""
     if isinstance(image, torch.Tensor):
         image = to_pil(image)
     elif isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format="PNG", compress_level=compress_level)
     return out.getvalue()
 
 

@@ -47,6 +47,9 @@ class AppArgs(BaseModel):
     ingress and the models, scaled with the ingress; for small models on few cores. False keeps separately
     scaled Encoder/Decoder/Classifier deployments, for models large enough to need their own replicas (or GPU
     share). Same HTTP API either way."""
+    fused_passes: int = Field(2, ge=1, le=64)
+    """With ``fused``: forward passes the ingress replica runs at once, each on one intra-op thread; 2 uses both
+    cores of a 2-core machine beside the event loop."""
 
     @field_validator("bundle", "classifier", "guide")
     @classmethod
@@ -80,7 +83,7 @@ def build_app(args: dict | AppArgs) -> Application:
     editor = {"user_config": batching, **({"ray_actor_options": options["ray_actor_options"]}
                                            if args.fused and args.gpus_per_replica else {})}
     return Editor.options(**editor).bind(encoder, decoder, classifier, args.bundle, args.classifier, args.max_bytes,
-                                         args.max_pixels, args.align, args.fused, args.guide)
+                                         args.max_pixels, args.align, args.fused, args.guide, args.fused_passes)
 
 
 def model_deployments(args: dict | AppArgs) -> tuple[str, ...]:

@@ -41,8 +41,9 @@ class ConditionSpec:
         return all(name in catalog.classifier_attributes for name in self.attributes)
 
     def from_scores(self, scores: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
-        """(A,) classifier probabilities -> (size,) 0/1 condition."""
-        return torch.stack([(scores[list(names).index(n)] > 0.5).float() for n in self.attributes])
+        """(..., A) classifier probabilities -> (..., size) 0/1 conditions."""
+        columns = [list(names).index(n) for n in self.attributes]
+        return (scores[..., columns] > 0.5).float()
 
 
 def _classifier_names(location: str | None, role: str) -> tuple[str | None, list[str]]:

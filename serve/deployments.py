@@ -73,6 +73,11 @@ class _BatchedModel:
         self.generator, self.scorer = self.model, self.bundle
         self.device = next(self.model.parameters()).device
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self._counting = threading.Lock()  # passes may run in several threads (FusedModels)
+
+    def count(self, rows: int) -> None:
+        with self._counting:
+            self.batch_sizes[rows] += 1
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: ``max_batch_rows`` (1: batching off), rows per forward pass. No batch wait: the
@@ -115,7 +120,7 @@ class _Encodes:
     """Per call: images (k, 3, R, R) in [-1, 1] (+ conditions (k, C) for a conditional model) -> codes (k, D)."""
 
     def encode_rows(self, images: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        self.batch_sizes[len(images)] += 1
+        self.count(len(images))
         with torch.inference_mode():
             cond = None if cond is None else cond.to(self.device)
             return self.generator.encode(images.to(self.device), cond).cpu()
@@ -131,7 +136,7 @@ class _Decodes:
     """Per call: codes (k, D) -> images (k, 3, R, R) in [-1, 1]."""
 
     def decode_rows(self, codes: torch.Tensor) -> torch.Tensor:
-        self.batch_sizes[len(codes)] += 1
+        self.count(len(codes))
         with torch.inference_mode():
             return self.generator.decode(codes.to(self.device)).clamp(-1, 1).cpu()
 
@@ -182,7 +187,7 @@ class _Scores:
     be scored by a classifier trained at another size."""
 
     def score_rows(self, images: torch.Tensor) -> torch.Tensor:
-        self.batch_sizes[len(images)] += 1
+        self.count(len(images))
         batch = images.to(self.device)
         size = int(self.scorer.meta.get("resolution", batch.shape[-1]))
         if batch.shape[-1] != size:
@@ -225,16 +230,18 @@ class Classifier(_Scores, _BatchedModel):
 class FusedModels(_Encodes, _Decodes, _Guides, _Scores, _BatchedModel):
     """Generator, classifier (and guide) loaded in the ingress's own replica (``fused: true``): no hop at all
     between the ingress and the models. ``remote(name)`` stands in for a DeploymentHandle method: the forward
-    pass runs in a worker thread (torch releases the GIL), so the ingress keeps reading requests meanwhile."""
+    pass runs in a worker thread (torch releases the GIL), so the ingress keeps reading requests meanwhile, and
+    up to ``passes`` of them run at once, each on one intra-op thread: two batches in the models at a time use
+    both cores of a small machine (one at a time left the second core mostly idle, ``bench/serve_load.py``)."""
 
-    def __init__(self, bundle: str, classifier: str | None = None, guide: str | None = None) -> None:
+    def __init__(self, bundle: str, classifier: str | None = None, guide: str | None = None, passes: int = 2) -> None:
         super().__init__(bundle)
         self.scorer = load_serving_bundle(classifier) if classifier else None
         self.load_guide(guide)
-        self._lock = threading.Lock()  # one forward pass at a time: one intra-op thread, like a replica
+        self._passes = threading.Semaphore(passes)
 
     def _locked(self, method: str, *args):
-        with self._lock:
+        with self._passes:
             return getattr(self, method)(*args)
 
     def remote(self, method: str) -> "_LocalMethod":

@@ -21,6 +21,7 @@ from facegen.latent.conditions import ConditionTable
 from facegen.latent.edit import check_edits, edit_codes, latent_slots, residual_images
 from facegen.latent.guided import GUIDED, check_guided_edits
 from facegen.models import LatentModel
+from serve.images import png_base64_rows
 from serve.requests import ApiError
 
 
@@ -50,6 +51,13 @@ class EditRows:
     scores_after: torch.Tensor | None
     errors: list[str | None]
     timings: dict[str, float] = field(default_factory=dict)
+    edited_png: list[str] = field(default_factory=list)
+    """The pictures as base64 PNGs, once :func:`encode_pictures` ran."""
+    reconstruction_png: list[str] = field(default_factory=list)
+
+    def encode_pictures(self) -> None:
+        """Fill ``edited_png`` and ``reconstruction_png``: the batch's PNGs in one go, for a worker thread."""
+        self.edited_png, self.reconstruction_png = png_base64_rows(self.edited), png_base64_rows(self.reconstructions)
 
 
 async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs: list[EditSpec],
@@ -71,30 +79,26 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
         now = time.perf_counter()
         timings[step], clock = now - clock, now
 
+    k = len(specs)
     codes = await encode(images, conds)
     lap("encode")
-    edited, errors = [], []
+    moved: dict[int, torch.Tensor] = {}  # row -> its edited code
+    errors: dict[int, str] = {}
     steered = [i for i, spec in enumerate(specs) if spec.method == GUIDED]
     if steered:
         moved = dict(zip(steered, await guided(codes[steered], [specs[i].edits for i in steered], images[steered],
                                                [specs[i].residual for i in steered])))
         lap("guided")
-    for i, spec in enumerate(specs):
-        if spec.method == GUIDED:
-            edited.append(moved[i])
-            errors.append(None)
-            continue
-        try:
-            directions = directions_of(spec.directions) if spec.directions else None
-            edited.append(edit_codes(generator, codes[i:i + 1], spec.edits, spec.keep, spec.method,
-                                     directions, conditions)[0])
-            errors.append(None)
-        except ValueError as exc:  # checked before batching; kept per row so one bad edit fails alone
-            edited.append(codes[i])
-            errors.append(str(exc))
+    arithmetic = [i for i in range(len(specs)) if i not in moved]
+    for (edit, keep, method, name), rows in _same_edits(specs, arithmetic).items():
+        try:  # one call for every row asking the same edit: a batch under load is mostly one edit
+            moved.update(zip(rows, edit_codes(generator, codes[rows], dict(edit), list(keep), method,
+                                              directions_of(name) if name else None, conditions)))
+        except ValueError as exc:  # checked before batching; kept per row so a bad edit fails its rows alone
+            moved.update((i, codes[i]) for i in rows)
+            errors.update((i, str(exc)) for i in rows)
     lap("edit")
-    k = len(specs)
-    decoded = await decode(torch.cat([codes, torch.stack(edited)]))
+    decoded = await decode(torch.cat([codes, torch.stack([moved[i] for i in range(k)])]))
     lap("decode")
     recon, after = decoded[:k], decoded[k:].clone()
     composed = torch.tensor([spec.residual for spec in specs])
@@ -105,7 +109,17 @@ async def run_edit_rows(images: torch.Tensor, conds: torch.Tensor | None, specs:
         probabilities = await scores(torch.cat([start, after]))
         lap("scores")
     return EditRows(recon, after, None if probabilities is None else probabilities[:k],
-                    None if probabilities is None else probabilities[k:], errors, timings)
+                    None if probabilities is None else probabilities[k:], [errors.get(i) for i in range(k)], timings)
+
+
+def _same_edits(specs: list[EditSpec], rows: list[int]) -> dict[tuple, list[int]]:
+    """Rows grouped by the latent arithmetic they ask for: {(edits, keep, method, directions): rows}."""
+    groups: dict[tuple, list[int]] = {}
+    for i in rows:
+        spec = specs[i]
+        key = (tuple(spec.edits.items()), tuple(spec.keep), spec.method, spec.directions)
+        groups.setdefault(key, []).append(i)
+    return groups
 
 
 def check_edit(catalog, edits: dict[str, float], keep: list[str], method: str) -> None:
@@ -134,7 +148,7 @@ async def read_conditions(catalog, scores: Callable | None, images: torch.Tensor
         return None
     if spec.attributes and scores is not None and spec.readable_by(catalog):
         rows = await scores(images)
-        return torch.stack([spec.from_scores(row, catalog.classifier_attributes) for row in rows])
+        return spec.from_scores(rows, catalog.classifier_attributes)
     return torch.zeros(len(images), spec.size)
 
 
