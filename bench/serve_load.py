@@ -15,7 +15,8 @@ also gives the CPU-ms a request costs the whole box and the load's client. The i
 ``facegen.latent.edit.edit`` (encode, move, decode twice, score twice) in this process: one image per call
 (what a request costs without any serving) and 32 images per call (what batching can win at best); a
 conditional model's condition is read by the classifier there, as the service reads it. ``--direct-ingress``
-runs Ray Serve's throughput-optimized mode (no proxy: the ingress replica serves HTTP itself).
+runs Ray Serve's throughput-optimized mode (no proxy: the ingress replica serves HTTP itself), as
+``facegen serve --direct-ingress`` does.
 With batching on it also prints what a request costs by route at the top concurrency: ``GET /healthz`` (the
 proxy and the ingress alone), ``POST /v1/classify`` (one model hop) and ``POST /v1/edit`` (three hops).
 """
@@ -32,6 +33,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.serve_reference import cpu_seconds, in_process, percentile, photo_b64, step_costs  # noqa: E402
+from serve.launch import APP_IMPORT_PATH, direct_ingress_url, enable_direct_ingress  # noqa: E402
+
+DIRECT_PORT = 30000  # Serve's own default start of the direct-ingress range
+APP = {"import_path": APP_IMPORT_PATH, "route_prefix": "/"}  # where direct_ingress_url looks for the app
 
 
 ROUTES = {  # what one request of each kind costs the app: its route and the body for request i
@@ -115,20 +120,6 @@ def print_hops(profiles: list[tuple[str, dict]], local: dict[str, float], health
     print("(fused: the models run inside the ingress replica, so its encode/decode/scores steps have no hop)")
 
 
-def direct_ingress_url(first: int = 30000, count: int = 200) -> str:
-    """The live ingress replica's URL in direct-ingress mode: Serve hands each new replica the next free port of
-    its range (a deleted app's port is quarantined a while), so probe the range for the one that answers."""
-    import httpx
-
-    for port in range(first, first + count):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                return f"http://127.0.0.1:{port}"
-        except httpx.HTTPError:
-            continue
-    raise SystemExit(f"error: no direct-ingress replica answered on 127.0.0.1:{first}-{first + count - 1}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, help="latent-model bundle with stored directions")
@@ -146,7 +137,7 @@ def main() -> int:
                              "Serve's direct-ingress range (found by probing /healthz), and replicas talk gRPC")
     args = parser.parse_args()
     if args.direct_ingress:  # read by Ray Serve at import, and by the Ray processes this one starts
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        enable_direct_ingress(DIRECT_PORT)
     levels = [int(c) for c in args.concurrency.split(",")]
     layouts = args.layouts.split(",")
 
@@ -168,9 +159,11 @@ def main() -> int:
                                      "max_batch_size": max_batch, "batch_wait_timeout_s": 0.01,
                                      "fused": layout == "fused"}), name="facegen", route_prefix="/")
                 if args.direct_ingress:
-                    url = direct_ingress_url()
-                asyncio.run(sweep_http(url, args.attribute, 4, 16))  # warm-up: replicas, JIT paths, connections
+                    url = direct_ingress_url({"http_options": {}, "applications": [APP]}, DIRECT_PORT)
                 for level in levels:
+                    # Warm-up at this concurrency: connections, and the batch sizes it makes (each new batch
+                    # shape costs oneDNN a kernel plan once), so the row below is steady state.
+                    asyncio.run(sweep_http(url, args.attribute, level, max(64, 8 * level)))
                     rows.append((label, level, asyncio.run(sweep_http(url, args.attribute, level, args.requests))))
                     print(f"  {label:<26} c={level:<3} {rows[-1][2]}", file=sys.stderr, flush=True)
                     if level == 1:

@@ -121,3 +121,58 @@ def test_the_config_deploys_through_serve(serve_url, tiny_bundles):
                 source.get("autoscaling_config", {}).get("max_replicas")
     finally:
         serve.delete("facegen-config")
+
+
+def _facegen(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facegen.cli", *argv], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def test_direct_ingress_is_refused_in_one_line_where_it_cannot_work(tiny_bundles):
+    import os
+
+    serve_args = ("serve", "--bundle", tiny_bundles["vae"], "--no-classifier", "--direct-ingress")
+    for argv, env, message in [
+        ((*serve_args, "--direct-port", "70000"), None, "error: --direct-port 70000: expected 1..65435"),
+        (serve_args, {"RAY_ADDRESS": "127.0.0.1:6379"},
+         "error: --direct-ingress works with the Ray this command starts; for a cluster, set "
+         "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 on every node"),
+    ]:
+        done = _facegen(*argv, env={**os.environ, **(env or {})})
+        assert done.returncode == 2 and done.stderr.strip().startswith(message), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_direct_ingress_reaches_ray_serve_and_its_url_is_found(tiny_bundles):
+    """Ray Serve reads the switch and the port range from the environment enable_direct_ingress sets (in a fresh
+    process: Serve reads them at import); the URL is the first port of the range whose /healthz answers."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from serve.launch import direct_ingress_url
+
+    done = subprocess.run([sys.executable, "-c", (
+        "from serve.launch import enable_direct_ingress; enable_direct_ingress(31000)\n"
+        "from ray.serve._private import constants as c\n"
+        "print(c.RAY_SERVE_ENABLE_DIRECT_INGRESS, c.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT, "
+        "c.RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT)")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["True", "31000", "31099"], done.stderr
+
+    class Healthy(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        config = serving_config(bundle=tiny_bundles["vae"], no_classifier=True)
+        assert direct_ingress_url(config, port - 3, timeout_s=10) == f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+    with pytest.raises(FacegenError, match=f"no direct-ingress replica answered on ports {port}-"):
+        direct_ingress_url(config, port, timeout_s=1)
