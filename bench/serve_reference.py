@@ -35,6 +35,19 @@ def cpu_seconds() -> tuple[float, float]:
     return time.process_time(), busy
 
 
+def wait_for_quiet(busy_cores: float = 0.25, max_wait_s: float = 90.0) -> float:
+    """Wait until the box's other work falls below ``busy_cores`` (a previous run's Ray processes take tens of
+    seconds to exit, and a reference measured beside them is slow), at most ``max_wait_s``; returns the busy
+    cores of the last second (0 where /proc is not there)."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        before = cpu_seconds()[1]
+        time.sleep(1.0)
+        busy = cpu_seconds()[1] - before
+        if busy < busy_cores or time.monotonic() > deadline:
+            return busy
+
+
 def step_costs(bundle: str, classifier: str | None, requests: int = 64) -> dict[str, float]:
     """Median ms of each step of one edit in this process, one thread: what a hop would cost with no Serve."""
     import torch
@@ -69,20 +82,25 @@ def step_costs(bundle: str, classifier: str | None, requests: int = 64) -> dict[
     return {k: statistics.median(v) for k, v in steps.items()}
 
 
-def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, requests: int) -> dict:
+def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, requests: int,
+               codec: bool = False) -> dict:
+    """The edit without Serve, ``batch`` images per call, one thread. ``codec``: bytes in, bytes out, as a request
+    is: each upload decoded from its base64 JPEG inside the measured loop and both pictures encoded as the
+    service encodes them (PNG, base64); without it the uploads are decoded up front and nothing is encoded."""
     import torch
 
     from facegen.bundle import load_bundle
     from facegen.latent.edit import edit
     from serve.catalog import ModelCatalog
     from serve.edits import read_conditions
-    from serve.images import decode_base64_image
+    from serve.images import decode_base64_image, png_base64_rows
 
     torch.set_num_threads(1)
     catalog = ModelCatalog(bundle, classifier)  # what the service loads: model, directions, condition slots
     scorer = load_bundle(classifier).model.eval() if classifier else None
     resolution = catalog.resolution
-    images = torch.stack([decode_base64_image(photo_b64(i), resolution, ("full",)) for i in range(requests)])
+    uploads = [photo_b64(i) for i in range(requests)]
+    decoded = None if codec else torch.stack([decode_base64_image(u, resolution, ("full",)) for u in uploads])
 
     async def scores(batch_images: torch.Tensor) -> torch.Tensor:
         return scorer.predict_proba(batch_images)
@@ -91,11 +109,15 @@ def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, 
         latencies = []
         for start in range(0, requests, batch):
             t0 = time.perf_counter()
-            chunk = images[start:start + batch]
+            chunk = decoded[start:start + batch] if decoded is not None else torch.stack(
+                [decode_base64_image(u, resolution, ("full",)) for u in uploads[start:start + batch]])
             # A conditional model's condition, read by the classifier as the service's condition hop reads it.
             cond = await read_conditions(catalog, scores if scorer is not None else None, chunk)
-            edit(catalog.generator, chunk, {attribute: 1.5}, directions=catalog.directions.get("mean_diff"),
-                 cond=cond, scorer=scorer if scorer is None or scorer.config.resolution == resolution else None)
+            same_size = scorer is None or scorer.config.resolution == resolution
+            result = edit(catalog.generator, chunk, {attribute: 1.5}, directions=catalog.directions.get("mean_diff"),
+                          cond=cond, scorer=scorer if same_size else None)
+            if codec:
+                png_base64_rows(result.images), png_base64_rows(result.reconstructions)
             latencies.append(time.perf_counter() - t0)
         return latencies
 

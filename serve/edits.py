@@ -52,7 +52,7 @@ class EditRows:
     errors: list[str | None]
     timings: dict[str, float] = field(default_factory=dict)
     edited_png: list[str] = field(default_factory=list)
-    """The pictures as base64 PNGs, once :func:`encode_pictures` ran."""
+    """The pictures as base64 PNGs, once :meth:`encode_pictures` ran."""
     reconstruction_png: list[str] = field(default_factory=list)
 
     def encode_pictures(self) -> None:

@@ -50,7 +50,7 @@ def facegen_app(config: dict, where: str = "the Serve config") -> dict:
 
 def serving_config(path: str = DEFAULT_CONFIG, *, bundle: str | None = None, classifier: str | None = None,
                    no_classifier: bool = False, host: str | None = None, port: int | None = None,
-                   guide: str | None = None, no_guide: bool = False) -> dict:
+                   guide: str | None = None, no_guide: bool = False, fused: bool = False) -> dict:
     """``path`` (a Serve config YAML) with the editing service's bundles and the HTTP address replaced, checked
     against Ray's ``ServeDeploySchema`` and the app's own ``AppArgs``; returns the plain dict Serve deploys.
     Local bundle paths are made absolute (replicas do not run in this folder); URIs stay as written."""
@@ -73,6 +73,8 @@ def serving_config(path: str = DEFAULT_CONFIG, *, bundle: str | None = None, cla
         args.pop("classifier", None)
     if no_guide:
         args.pop("guide", None)
+    if fused:
+        args["fused"] = True
     config["http_options"] = {**(config.get("http_options") or {}),
                               **{key: value for key, value in (("host", host), ("port", port)) if value}}
     try:
@@ -228,6 +230,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1; 0.0.0.0 exposes "
                                        "the service to the network)")
     parser.add_argument("--port", type=int, help="HTTP port (default: the config's, 8000)")
+    parser.add_argument("--fused", action="store_true",
+                        help="load encoder, decoder and classifier into the ingress replica (the app's fused: true): "
+                             "no hop between them, for small models on few cores (default: the config's, split)")
     parser.add_argument("--direct-ingress", action="store_true",
                         help="also serve straight from the ingress replica, without Serve's proxy (Ray Serve's "
                              "throughput-optimized mode, experimental in Ray 2.60; a local Ray only): its URL is "
@@ -250,7 +255,7 @@ def run_serve(args: argparse.Namespace) -> int:
         enable_direct_ingress(args.direct_port)  # before anything imports Ray Serve
     config = serving_config(args.config, bundle=args.bundle, classifier=args.classifier,
                             no_classifier=args.no_classifier, host=args.host, port=args.port,
-                            guide=args.guide, no_guide=args.no_guide)
+                            guide=args.guide, no_guide=args.no_guide, fused=getattr(args, "fused", False))
     check_bundles(config)
     if args.print_config:
         print(yaml.safe_dump(config, sort_keys=False), end="")

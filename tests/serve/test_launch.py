@@ -30,6 +30,10 @@ def test_serving_config_replaces_only_the_bundles_and_the_address(tiny_bundles):
     assert config["proxy_location"] == source["proxy_location"]
     assert service_url(config) == "http://127.0.0.1:8123"  # a wildcard address is opened through loopback
 
+    fused = serving_config(bundle=tiny_bundles["vae"], classifier=tiny_bundles["classifier"], fused=True)
+    assert fused["applications"][0]["args"]["fused"] is True
+    assert [d["name"] for d in fused["applications"][0]["deployments"]] == ["Editor"]  # no model deployments left
+
     alone = serving_config(bundle=tiny_bundles["vae"], no_classifier=True)
     assert "classifier" not in alone["applications"][0]["args"]
     assert alone["http_options"] == source["http_options"]
@@ -90,11 +94,12 @@ def test_print_config_is_a_serve_config(tiny_bundles):
     from ray.serve.schema import ServeDeploySchema
 
     done = subprocess.run([sys.executable, "-m", "facegen.cli", "serve", "--bundle", tiny_bundles["vae"],
-                           "--no-classifier", "--port", "8765", "--print-config"],
+                           "--no-classifier", "--port", "8765", "--fused", "--print-config"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     schema = ServeDeploySchema.model_validate(yaml.safe_load(done.stdout))
     assert schema.http_options.port == 8765 and schema.applications[0].args["bundle"] == tiny_bundles["vae"]
+    assert schema.applications[0].args["fused"] is True
 
 
 @pytest.mark.ray
