@@ -11,6 +11,7 @@ see where a request's time went (the ingress sends them as a ``Server-Timing`` h
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -154,7 +155,8 @@ async def read_conditions(catalog, scores: Callable | None, images: torch.Tensor
 
 async def edit_batch(items: list[tuple[torch.Tensor, EditSpec]], catalog, encode, decode, scores,
                      guided=None) -> list:
-    """k (image (3, R, R), spec) -> k (EditRows, row index), or an ApiError for a row that cannot be edited."""
+    """k (image (3, R, R), spec) -> k (EditRows, row index), or an ApiError for a row that cannot be edited. The
+    rows' pictures come back as PNGs too (``EditRows.encode_pictures``, in a worker thread)."""
     images, specs = torch.stack([image for image, _ in items]), [spec for _, spec in items]
     started = time.perf_counter()
     conds = await read_conditions(catalog, scores, images)
@@ -163,6 +165,9 @@ async def edit_batch(items: list[tuple[torch.Tensor, EditSpec]], catalog, encode
                                catalog.directions.get, guided, catalog.conditions)
     if conds is not None:
         rows.timings["cond"] = conditioned - started
+    encoded = time.perf_counter()
+    await asyncio.to_thread(rows.encode_pictures)  # Pillow lets go of the GIL: beside the event loop
+    rows.timings["png"] = time.perf_counter() - encoded
     return [(rows, i) if error is None else ApiError(400, "bad_edit", error) for i, error in enumerate(rows.errors)]
 
 

@@ -143,6 +143,7 @@ def enable_direct_ingress(first_port: int) -> None:
 def direct_ingress_url(config: dict, first_port: int, timeout_s: float = 60) -> str:
     """The running ingress replica's own URL: the first port from ``first_port`` whose ``/healthz`` answers
     (the first replica normally gets ``first_port`` itself; a port a deleted app used stays taken a while)."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -154,7 +155,7 @@ def direct_ingress_url(config: dict, first_port: int, timeout_s: float = 60) -> 
                 with urllib.request.urlopen(f"{url}/healthz", timeout=0.5) as answer:
                     if answer.status == 200:
                         return url
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError, http.client.HTTPException):  # nothing there, or not HTTP
                 continue
         time.sleep(0.5)
     raise FacegenError(f"no direct-ingress replica answered on ports {first_port}-"
