@@ -159,11 +159,13 @@ def main() -> int:
     # The in-process rows first, on a quiet box before Ray starts (another run's Ray may still be exiting).
     busy = wait_for_quiet()
     print(f"  box before the in-process rows: {busy:.2f} cores busy", file=sys.stderr, flush=True)
+    # One thread: the reference every figure of issue 15 used; two: what this box does without Serve at best.
     rows = [(label, batch, best_of(args.repeat, lambda: in_process(args.bundle, args.classifier, args.attribute,
-                                                                    batch, args.requests, codec=codec)))
-            for label, batch, codec in (("in-process, 1 image/call", 1, False),
-                                        ("in-process, 32 images/call", 32, False),
-                                        ("in-process + codec, 32/call", 32, True))]
+                                                                    batch, args.requests, codec, threads)))
+            for label, batch, codec, threads in (("in-process, 1 image/call", 1, False, 1),
+                                                 ("in-process, 32 images/call", 32, False, 1),
+                                                 ("in-process + codec, 32/call", 32, True, 1),
+                                                 ("in-process, 32/call, 2 threads", 32, False, 2))]
     local = step_costs(args.bundle, args.classifier)
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=True, log_to_driver=False)
@@ -215,13 +217,14 @@ def main() -> int:
     if profiles:
         print_hops(profiles, local, healthz)
     solo, batched = by[("in-process, 1 image/call", 1)], by[("in-process, 32 images/call", 32)]
-    coded = by[("in-process + codec, 32/call", 32)]
+    coded, both = by[("in-process + codec, 32/call", 32)], by[("in-process, 32/call, 2 threads", 32)]
     print(f"\nratios in this run (c={top} unless said):")
     for layout in layouts:
         on, off = by.get((f"{layout}, {on_label}", top)), by.get((f"{layout}, batching off", top))
         line = f"  {layout}: batching on / off = {on['rps'] / off['rps']:.2f}x; " \
                f"on / in-process 32 per call = {on['rps'] / batched['rps']:.2f}x (with the codec in-process too: " \
-               f"{on['rps'] / coded['rps']:.2f}x; per box CPU-ms: " \
+               f"{on['rps'] / coded['rps']:.2f}x; in-process on 2 threads: {on['rps'] / both['rps']:.2f}x; " \
+               f"per box CPU-ms: " \
                f"{batched['box_cpu_ms'] / on['box_cpu_ms']:.2f}x; without the client's: " \
                f"{batched['box_cpu_ms'] / (on['box_cpu_ms'] - on['client_cpu_ms']):.2f}x)"
         if 1 in levels:

@@ -36,9 +36,9 @@ def cpu_seconds() -> tuple[float, float]:
 
 
 def wait_for_quiet(busy_cores: float = 0.25, max_wait_s: float = 90.0) -> float:
-    """Wait until the box's other work falls below ``busy_cores`` (a previous run's Ray processes take tens of
-    seconds to exit, and a reference measured beside them is slow), at most ``max_wait_s``; returns the busy
-    cores of the last second (0 where /proc is not there)."""
+    """Wait until the box's other work falls below ``busy_cores`` (another run's Ray still exiting, another job:
+    a reference measured beside them is slow), at most ``max_wait_s``; returns the busy cores of the last second
+    (0 where /proc is not there)."""
     deadline = time.monotonic() + max_wait_s
     while True:
         before = cpu_seconds()[1]
@@ -83,10 +83,11 @@ def step_costs(bundle: str, classifier: str | None, requests: int = 64) -> dict[
 
 
 def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, requests: int,
-               codec: bool = False) -> dict:
-    """The edit without Serve, ``batch`` images per call, one thread. ``codec``: bytes in, bytes out, as a request
-    is: each upload decoded from its base64 JPEG inside the measured loop and both pictures encoded as the
-    service encodes them (PNG, base64); without it the uploads are decoded up front and nothing is encoded."""
+               codec: bool = False, threads: int = 1) -> dict:
+    """The edit without Serve, ``batch`` images per call, on ``threads`` intra-op threads. ``codec``: bytes in,
+    bytes out, as a request is: each upload decoded from its base64 JPEG inside the measured loop and both pictures
+    encoded as the service encodes them (PNG, base64); without it the uploads are decoded up front and nothing is
+    encoded."""
     import torch
 
     from facegen.bundle import load_bundle
@@ -95,7 +96,7 @@ def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, 
     from serve.edits import read_conditions
     from serve.images import decode_base64_image, png_base64_rows
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     catalog = ModelCatalog(bundle, classifier)  # what the service loads: model, directions, condition slots
     scorer = load_bundle(classifier).model.eval() if classifier else None
     resolution = catalog.resolution
