@@ -240,7 +240,7 @@ class FusedModels(_Encodes, _Decodes, _Guides, _Scores, _BatchedModel):
         self.load_guide(guide)
         self._passes = threading.Semaphore(passes)
 
-    def _locked(self, method: str, *args):
+    def _pass(self, method: str, *args):
         with self._passes:
             return getattr(self, method)(*args)
 
@@ -251,7 +251,7 @@ class FusedModels(_Encodes, _Decodes, _Guides, _Scores, _BatchedModel):
     async def run(self, method: str, *args) -> torch.Tensor:
         """A model call's bad input is a 400, as a replica's ValueError/TypeError is through a handle."""
         try:
-            return await asyncio.to_thread(self._locked, method, *args)
+            return await asyncio.to_thread(self._pass, method, *args)
         except (ValueError, TypeError) as exc:
             raise ApiError(400, "bad_request", str(exc).splitlines()[0]) from None
 
