@@ -237,7 +237,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--direct-ingress", action="store_true",
                         help="also serve straight from the ingress replica, without Serve's proxy (Ray Serve's "
                              "throughput-optimized mode, experimental in Ray 2.60; a local Ray only): its URL is "
-                             "printed; ~2x the edits per second of the proxy on 2 cores (README, Performance)")
+                             "printed; ~1.8x the edits per second of the proxy on 2 cores (README, Performance)")
     parser.add_argument("--direct-port", type=int, default=30000,
                         help="with --direct-ingress: the first port the replica may take (default 30000)")
     parser.add_argument("--print-config", action="store_true",
