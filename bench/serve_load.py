@@ -3,7 +3,7 @@ split and fused model deployments, beside the same model called in-process, all 
 
     python bench/serve_load.py --bundle out/demo/runs/cvae_edit_demo64/bundle \
         --classifier out/demo/runs/classifier_synth64/bundle --concurrency 1,32 --requests 128 \
-        --layouts split,fused [--direct-ingress]
+        --layouts split,fused [--ingress haproxy]
 
 It starts a local Ray and the app on 127.0.0.1 (stop any other local Ray first), deploys the app per layout
 (``fused: false``: Encoder/Decoder/Classifier deployments; ``fused: true``: the models in the ingress) once with
@@ -14,9 +14,9 @@ beside each hop, what the same step costs in this process (the hop's overhead is
 also gives the CPU-ms a request costs the whole box and the load's client. The in-process rows run
 ``facegen.latent.edit.edit`` (encode, move, decode twice, score twice) in this process: one image per call
 (what a request costs without any serving) and 32 images per call (what batching can win at best); a
-conditional model's condition is read by the classifier there, as the service reads it. ``--direct-ingress``
-runs Ray Serve's throughput-optimized mode (no proxy: the ingress replica serves HTTP itself), as
-``facegen serve --direct-ingress`` does.
+conditional model's condition is read by the classifier there, as the service reads it. ``--ingress``
+chooses how HTTP reaches the ingress replica, as ``facegen serve`` does (``serve/ingress.py``): Serve's proxy
+actor (the default), ``haproxy`` (HAProxy in its place, same URL) or ``direct`` (the replica's own port).
 With batching on it also prints what a request costs by route at the top concurrency: ``GET /healthz`` (the
 proxy and the ingress alone), ``POST /v1/classify`` (one model hop) and ``POST /v1/edit`` (three hops).
 """
@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.serve_reference import (cpu_seconds, in_process, percentile, photo_b64, step_costs,  # noqa: E402
                                    wait_for_quiet)
-from serve.launch import APP_IMPORT_PATH, direct_ingress_url, enable_direct_ingress  # noqa: E402
+from serve.ingress import INGRESS_MODES, enable_ingress  # noqa: E402
+from serve.launch import APP_IMPORT_PATH, direct_ingress_url  # noqa: E402
 
 DIRECT_PORT = 30000  # Serve's own default start of the direct-ingress range
 APP = {"import_path": APP_IMPORT_PATH, "route_prefix": "/"}  # where direct_ingress_url looks for the app
@@ -141,13 +142,13 @@ def main() -> int:
                         help="measure every row this many times and keep its fastest run (default 1): this box's "
                              "speed drifts by tens of percent from minute to minute, the best of 3 drifts less")
     parser.add_argument("--max-batch-size", type=int, default=16, help="batching on: edits per batch")
-    parser.add_argument("--direct-ingress", action="store_true",
-                        help="Ray Serve's throughput-optimized mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1, experimental in "
-                             "Ray 2.60): no proxy, the ingress replica serves HTTP itself on 127.0.0.1 at a port of "
-                             "Serve's direct-ingress range (found by probing /healthz), and replicas talk gRPC")
+    parser.add_argument("--ingress", choices=INGRESS_MODES, default="proxy",
+                        help="how HTTP reaches the ingress replica: Serve's proxy actor (default), haproxy (Ray "
+                             "Serve's HAProxy mode: HAProxy in its place, same URL) or direct (the replica's own "
+                             "port, found by probing /healthz); both of the latter are Ray Serve's "
+                             "throughput-optimized mode, experimental in Ray 2.60, replicas talking gRPC")
     args = parser.parse_args()
-    if args.direct_ingress:  # read by Ray Serve at import, and by the Ray processes this one starts
-        enable_direct_ingress(DIRECT_PORT)
+    enable_ingress(args.ingress, DIRECT_PORT)  # read by Ray Serve at import, and by the Ray processes it starts
     levels = [int(c) for c in args.concurrency.split(",")]
     layouts = args.layouts.split(",")
 
@@ -180,7 +181,7 @@ def main() -> int:
                 serve.run(build_app({"bundle": args.bundle, "classifier": args.classifier, "align": False,
                                      "max_batch_size": max_batch, "batch_wait_timeout_s": 0.01,
                                      "fused": layout == "fused"}), name="facegen", route_prefix="/")
-                if args.direct_ingress:
+                if args.ingress == "direct":
                     url = direct_ingress_url({"http_options": {}, "applications": [APP]}, DIRECT_PORT)
                 for level in levels:
                     # Warm-up at this concurrency: connections, and the batch sizes it makes (each new batch
@@ -201,7 +202,7 @@ def main() -> int:
         serve.shutdown()
         ray.shutdown()
 
-    print(f"\nPOST /v1/edit, {args.requests} requests per row, bundle {args.bundle}")
+    print(f"\nPOST /v1/edit, {args.requests} requests per row, ingress {args.ingress}, bundle {args.bundle}")
     print(f"{'setup':<30}{'conc.':>6}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>9}{'failed':>8}{'box CPU ms':>12}"
           f"{'client':>8}")
     for label, level, r in rows:

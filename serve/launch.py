@@ -13,7 +13,6 @@ Like ``serve run``, it runs from the repository root, where the ``serve`` packag
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import sys
@@ -26,11 +25,11 @@ from pydantic import ValidationError
 
 from facegen import io as fsio
 from facegen.errors import FacegenError
+from serve.ingress import DIRECT_INGRESS_PORTS, enable_ingress, haproxy_side_ports
 
 DEFAULT_CONFIG = str(Path(__file__).with_name("config.yaml"))
 APP_IMPORT_PATH = "serve.app:build_app"
 DEPLOY_TIMEOUT_S = 600  # replicas that never get resources would otherwise leave the command waiting for good
-DIRECT_INGRESS_PORTS = 100  # Serve hands each new ingress replica the next free port of its range
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -118,26 +117,6 @@ def check_port_free(config: dict) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise FacegenError(f"--port {port}: cannot listen on {host} ({exc.strerror})") from None
-
-
-def enable_direct_ingress(first_port: int) -> None:
-    """Ray Serve's throughput-optimized mode (experimental in Ray 2.60) for the Ray this process will start: no
-    proxy hop, the ingress replica serves HTTP itself on a port from ``first_port`` up, and replicas call each
-    other over gRPC. Serve reads the switch when it is imported, in this process and in every Ray process, so it
-    is set here before either: a running cluster would need it on every node before Ray started there."""
-    if os.environ.get("RAY_ADDRESS"):
-        raise FacegenError("--direct-ingress works with the Ray this command starts; for a cluster, set "
-                           "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 on every node before Ray starts there")
-    if "ray.serve" in sys.modules:
-        raise FacegenError("--direct-ingress must be set before Ray Serve is imported")
-    if not 0 < first_port < 65536 - DIRECT_INGRESS_PORTS:
-        raise FacegenError(f"--direct-port {first_port}: expected 1..{65535 - DIRECT_INGRESS_PORTS}")
-    os.environ.update({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                       "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(first_port),
-                       "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(first_port + DIRECT_INGRESS_PORTS - 1)})
-    # A replica keeps answering 30 s after it is told to stop, for load balancers to notice; this local service
-    # has none, and Ctrl-C would take that long.
-    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 
 
 def direct_ingress_url(config: dict, first_port: int, timeout_s: float = 60) -> str:
@@ -234,12 +213,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fused", action="store_true",
                         help="load encoder, decoder and classifier into the ingress replica (the app's fused: true): "
                              "no hop between them, for small models on few cores (default: the config's, split)")
-    parser.add_argument("--direct-ingress", action="store_true",
-                        help="also serve straight from the ingress replica, without Serve's proxy (Ray Serve's "
-                             "throughput-optimized mode, experimental in Ray 2.60; a local Ray only): its URL is "
-                             "printed; ~1.8x the edits per second of the proxy on 2 cores (README, Performance)")
+    ingress = parser.add_mutually_exclusive_group()
+    ingress.add_argument("--haproxy", action="store_true",
+                         help="HAProxy in place of Serve's Python proxy, at the same URL (Ray Serve's HAProxy mode, "
+                              "experimental in Ray 2.60; a local Ray only): ~1.6x the edits per second on 2 cores "
+                              "(README, Performance); its stats page and metrics listen on ports 8404 and 9101")
+    ingress.add_argument("--direct-ingress", action="store_true",
+                         help="also serve straight from the ingress replica, without a proxy (Ray Serve's "
+                              "throughput-optimized mode, experimental in Ray 2.60; a local Ray only): its URL is "
+                              "printed; ~1.8x the edits per second of Serve's proxy on 2 cores")
     parser.add_argument("--direct-port", type=int, default=30000,
-                        help="with --direct-ingress: the first port the replica may take (default 30000)")
+                        help="with --haproxy or --direct-ingress: the first port an ingress replica may take for "
+                             "its own HTTP server (default 30000)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resulting Serve config (for serve deploy) and exit without starting Ray")
 
@@ -252,8 +237,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.guide and args.no_guide:
         raise FacegenError("--guide and --no-guide exclude each other")
     direct = getattr(args, "direct_ingress", False)
-    if direct and not args.print_config:
-        enable_direct_ingress(args.direct_port)  # before anything imports Ray Serve
+    mode = "direct" if direct else "haproxy" if getattr(args, "haproxy", False) else "proxy"
+    if not args.print_config:
+        enable_ingress(mode, args.direct_port)  # before anything imports Ray Serve
     config = serving_config(args.config, bundle=args.bundle, classifier=args.classifier,
                             no_classifier=args.no_classifier, host=args.host, port=args.port,
                             guide=args.guide, no_guide=args.no_guide, fused=getattr(args, "fused", False))
@@ -274,6 +260,10 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"web page: {url}/   API: {url}/v1/edit   docs: {url}/docs   (Ctrl-C stops the server)", flush=True)
         if direct:
             print(f"direct ingress, no proxy: {direct_ingress_url(config, args.direct_port)}/", flush=True)
+        if mode == "haproxy":
+            stats, metrics = haproxy_side_ports().values()
+            print(f"HAProxy in front (stats: http://127.0.0.1:{stats}/stats, metrics: :{metrics}/metrics; "
+                  "both on every interface)", flush=True)
         wait_for_ctrl_c()
     finally:
         stop_serving()

@@ -133,35 +133,52 @@ def _facegen(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess
                           env=env)
 
 
-def test_direct_ingress_is_refused_in_one_line_where_it_cannot_work(tiny_bundles):
+def test_direct_ingress_and_haproxy_are_refused_in_one_line_where_they_cannot_work(tiny_bundles):
     import os
+    import socket
 
-    serve_args = ("serve", "--bundle", tiny_bundles["vae"], "--no-classifier", "--direct-ingress")
-    for argv, env, message in [
-        ((*serve_args, "--direct-port", "70000"), None, "error: --direct-port 70000: expected 1..65435"),
-        (serve_args, {"RAY_ADDRESS": "127.0.0.1:6379"},
-         "error: --direct-ingress works with the Ray this command starts; for a cluster, set "
-         "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 on every node"),
-    ]:
-        done = _facegen(*argv, env={**os.environ, **(env or {})})
-        assert done.returncode == 2 and done.stderr.strip().startswith(message), done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    serve_args = ("serve", "--bundle", tiny_bundles["vae"], "--no-classifier")
+    with socket.socket() as taken:  # HAProxy's stats page would fail to bind it once Ray is up
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        stats_port = taken.getsockname()[1]
+        for argv, env, message in [
+            ((*serve_args, "--direct-ingress", "--direct-port", "70000"), None,
+             "error: --direct-port 70000: expected 1..65435"),
+            ((*serve_args, "--direct-ingress"), {"RAY_ADDRESS": "127.0.0.1:6379"},
+             "error: --direct-ingress works with the Ray this command starts; for a cluster, set "
+             "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 on every node"),
+            ((*serve_args, "--haproxy"), {"RAY_ADDRESS": "127.0.0.1:6379"},
+             "error: --haproxy works with the Ray this command starts; for a cluster, set "
+             "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and RAY_SERVE_ENABLE_HA_PROXY=1 on every node"),
+            ((*serve_args, "--haproxy"), {"RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)},
+             f"error: --haproxy: HAProxy's port {stats_port} is taken (Address already in use); "
+             "set RAY_SERVE_HAPROXY_STATS_PORT to a free one"),
+            ((*serve_args, "--haproxy"), {"RAY_SERVE_HAPROXY_BINARY_PATH": "/nonexistent/haproxy"},
+             "error: --haproxy: no HAProxy binary (RAY_SERVE_HAPROXY_BINARY_PATH='/nonexistent/haproxy' does not "
+             "point to an executable file.)"),
+        ]:
+            done = _facegen(*argv, env={**os.environ, **(env or {})})
+            assert done.returncode == 2 and done.stderr.strip().startswith(message), done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_direct_ingress_reaches_ray_serve_and_its_url_is_found(tiny_bundles):
-    """Ray Serve reads the switch and the port range from the environment enable_direct_ingress sets (in a fresh
+    """Ray Serve reads the switches and the port range from the environment enable_ingress sets (in a fresh
     process: Serve reads them at import); the URL is the first port of the range whose /healthz answers."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from serve.launch import direct_ingress_url
 
-    done = subprocess.run([sys.executable, "-c", (
-        "from serve.launch import enable_direct_ingress; enable_direct_ingress(31000)\n"
-        "from ray.serve._private import constants as c\n"
-        "print(c.RAY_SERVE_ENABLE_DIRECT_INGRESS, c.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT, "
-        "c.RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT)")], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.split() == ["True", "31000", "31099"], done.stderr
+    for mode, switches in (("direct", "False True 31000 31099"), ("haproxy", "True True 31000 31099")):
+        done = subprocess.run([sys.executable, "-c", (
+            f"from serve.ingress import enable_ingress; enable_ingress({mode!r}, 31000)\n"
+            "from ray.serve._private import constants as c\n"
+            "print(c.RAY_SERVE_ENABLE_HA_PROXY, c.RAY_SERVE_ENABLE_DIRECT_INGRESS, "
+            "c.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT, c.RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT)")],
+            capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.split() == switches.split(), (mode, done.stdout, done.stderr)
 
     class Healthy(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
