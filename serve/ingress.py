@@ -23,8 +23,10 @@ from facegen.errors import FacegenError
 
 INGRESS_MODES = ("proxy", "haproxy", "direct")
 DIRECT_INGRESS_PORTS = 100  # Serve hands each new ingress replica the next free port of its range
-# HAProxy's stats page and Prometheus exporter: Ray 2.60's template binds them on every interface.
-HAPROXY_SIDE_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101}
+# Ports HAProxy mode takes beside the service's: HAProxy's stats page and Prometheus exporter (Ray 2.60's template
+# binds them on every interface) and the Serve proxy actor HAProxy falls back to when no replica is up.
+HAPROXY_SIDE_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
+                      "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": 8500}
 
 
 def enable_ingress(mode: str, first_port: int = 30000) -> None:
@@ -56,7 +58,7 @@ def enable_ingress(mode: str, first_port: int = 30000) -> None:
 
 
 def haproxy_side_ports() -> dict[str, int]:
-    """{what: port} of the HAProxy listeners beside the service (stats page, metrics), as Serve will read them."""
+    """{variable: port} of the listeners HAProxy mode adds beside the service's, as Serve will read them."""
     return {name: int(os.environ.get(name, default)) for name, default in HAPROXY_SIDE_PORTS.items()}
 
 
@@ -75,6 +77,6 @@ def _check_haproxy() -> None:
             try:
                 probe.bind(("0.0.0.0", port))
             except OSError as exc:
-                raise FacegenError(f"--haproxy: HAProxy's port {port} is taken ({exc.strerror}); "
-                                   f"set {name} to a free one") from None
+                raise FacegenError(f"--haproxy: port {port} is taken ({exc.strerror}); set {name} to a free "
+                                   "one") from None
 

@@ -261,9 +261,9 @@ def run_serve(args: argparse.Namespace) -> int:
         if direct:
             print(f"direct ingress, no proxy: {direct_ingress_url(config, args.direct_port)}/", flush=True)
         if mode == "haproxy":
-            stats, metrics = haproxy_side_ports().values()
-            print(f"HAProxy in front (stats: http://127.0.0.1:{stats}/stats, metrics: :{metrics}/metrics; "
-                  "both on every interface)", flush=True)
+            side = haproxy_side_ports()
+            print(f"HAProxy in front (stats: http://127.0.0.1:{side['RAY_SERVE_HAPROXY_STATS_PORT']}/stats, "
+                  f"metrics: :{side['RAY_SERVE_HAPROXY_METRICS_PORT']}/metrics; both on every interface)", flush=True)
         wait_for_ctrl_c()
     finally:
         stop_serving()

@@ -64,8 +64,11 @@ def _haproxy_processes(config_port: int) -> list[int]:
 @pytest.mark.parametrize("flag", ["--haproxy", "--direct-ingress"])
 def test_serve_through_haproxy_or_straight_from_the_replica(flag, tiny_bundles, tmp_path):
     port, first_replica_port = free_port(), free_port()
+    while first_replica_port <= port < first_replica_port + 100 or first_replica_port > 65000:  # the probed range
+        first_replica_port = free_port()
     env = {**os.environ, "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()), "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     log = tmp_path / "serve.log"
     server = subprocess.Popen(

@@ -15,6 +15,7 @@ import yaml
 from facegen.errors import FacegenError
 from serve.launch import (DEFAULT_CONFIG, check_bundles, check_port_free, run_serve, service_url, serving_config,
                           start_serving)
+from tests.conftest import free_port
 
 
 def test_serving_config_replaces_only_the_bundles_and_the_address(tiny_bundles):
@@ -152,7 +153,7 @@ def test_direct_ingress_and_haproxy_are_refused_in_one_line_where_they_cannot_wo
              "error: --haproxy works with the Ray this command starts; for a cluster, set "
              "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and RAY_SERVE_ENABLE_HA_PROXY=1 on every node"),
             ((*serve_args, "--haproxy"), {"RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)},
-             f"error: --haproxy: HAProxy's port {stats_port} is taken (Address already in use); "
+             f"error: --haproxy: port {stats_port} is taken (Address already in use); "
              "set RAY_SERVE_HAPROXY_STATS_PORT to a free one"),
             ((*serve_args, "--haproxy"), {"RAY_SERVE_HAPROXY_BINARY_PATH": "/nonexistent/haproxy"},
              "error: --haproxy: no HAProxy binary (RAY_SERVE_HAPROXY_BINARY_PATH='/nonexistent/haproxy' does not "
@@ -163,12 +164,13 @@ def test_direct_ingress_and_haproxy_are_refused_in_one_line_where_they_cannot_wo
             assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
-def test_direct_ingress_reaches_ray_serve_and_its_url_is_found(tiny_bundles):
+def test_direct_ingress_reaches_ray_serve_and_its_url_is_found(tiny_bundles, monkeypatch):
     """Ray Serve reads the switches and the port range from the environment enable_ingress sets (in a fresh
     process: Serve reads them at import); the URL is the first port of the range whose /healthz answers."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from serve import launch
     from serve.launch import direct_ingress_url
 
     for mode, switches in (("direct", "False True 31000 31099"), ("haproxy", "True True 31000 31099")):
@@ -188,13 +190,38 @@ def test_direct_ingress_reaches_ray_serve_and_its_url_is_found(tiny_bundles):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    # Three consecutive ports held by this test (bound, not listening: a probe there is refused), so that no
+    # other server of the session (its Serve app answers /healthz too) can sit in the probed range.
+    monkeypatch.setattr(launch, "DIRECT_INGRESS_PORTS", 3)
+    held = _three_consecutive_ports()
+    first = held[0].getsockname()[1]
+    held.pop().close()
+    server = ThreadingHTTPServer(("127.0.0.1", first + 2), Healthy)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = serving_config(bundle=tiny_bundles["vae"], no_classifier=True)
     try:
-        port = server.server_address[1]
-        config = serving_config(bundle=tiny_bundles["vae"], no_classifier=True)
-        assert direct_ingress_url(config, port - 2, timeout_s=10) == f"http://127.0.0.1:{port}"  # skips the two below
+        assert direct_ingress_url(config, first, timeout_s=10) == f"http://127.0.0.1:{first + 2}"  # skips two
     finally:
         server.shutdown()
-    with pytest.raises(FacegenError, match=f"no direct-ingress replica answered on ports {port}-"):
-        direct_ingress_url(config, port, timeout_s=1)
+        server.server_close()
+    with pytest.raises(FacegenError, match=f"no direct-ingress replica answered on ports {first}-{first + 2} "):
+        direct_ingress_url(config, first, timeout_s=1)
+    for sock in held:
+        sock.close()
+
+
+def _three_consecutive_ports() -> list:
+    """Sockets bound (not listening) to three consecutive free ports of 127.0.0.1."""
+    for _ in range(200):
+        held = []
+        base = free_port()
+        try:
+            for port in range(base, base + 3):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return held
+        except OSError:
+            for sock in held:
+                sock.close()
+    raise AssertionError("no three consecutive free ports on 127.0.0.1")
