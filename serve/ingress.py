@@ -9,8 +9,8 @@
 
 ``haproxy`` and ``direct`` are Ray Serve's throughput-optimized mode (experimental in Ray 2.60). Serve reads its
 switches when it is imported, in this process and in every Ray process this one starts, so they are set here
-before either; a running cluster needs them on every node before Ray starts there. On 2 cores they serve ~1.6x
-(haproxy) and ~1.8x (direct) the edits per second of the proxy actor (README, "Performance").
+before either; a running cluster needs them on every node before Ray starts there. On 2 cores, with the models
+fused into the ingress, either serves 1.5-1.9x the edits per second of the proxy actor (README, "Performance").
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def enable_ingress(mode: str, first_port: int = 30000) -> None:
         return
     flag = f"--{'direct-ingress' if mode == 'direct' else mode}"
     if os.environ.get("RAY_ADDRESS"):
-        raise FacegenError(f"{flag} works with the Ray this command starts; for a cluster, set "
-                           "RAY_SERVE_THROUGHPUT_OPTIMIZED=1" + (" and RAY_SERVE_ENABLE_HA_PROXY=1" if mode == "haproxy"
-                                                                 else "") + " on every node before Ray starts there")
+        switches = "RAY_SERVE_THROUGHPUT_OPTIMIZED=1" + (" and RAY_SERVE_ENABLE_HA_PROXY=1" if mode == "haproxy" else "")
+        raise FacegenError(f"{flag} works with the Ray this command starts; for a cluster, set {switches} on every "
+                           "node before Ray starts there")
     if "ray.serve" in sys.modules:
         raise FacegenError(f"{flag} must be set before Ray Serve is imported")
     if not 0 < first_port < 65536 - DIRECT_INGRESS_PORTS:

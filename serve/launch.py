@@ -216,12 +216,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     ingress = parser.add_mutually_exclusive_group()
     ingress.add_argument("--haproxy", action="store_true",
                          help="HAProxy in place of Serve's Python proxy, at the same URL (Ray Serve's HAProxy mode, "
-                              "experimental in Ray 2.60; a local Ray only): ~1.6x the edits per second on 2 cores "
+                              "experimental in Ray 2.60; a local Ray only): 1.6-1.9x the edits per second on 2 cores "
                               "(README, Performance); its stats page and metrics listen on ports 8404 and 9101")
     ingress.add_argument("--direct-ingress", action="store_true",
                          help="also serve straight from the ingress replica, without a proxy (Ray Serve's "
                               "throughput-optimized mode, experimental in Ray 2.60; a local Ray only): its URL is "
-                              "printed; ~1.8x the edits per second of Serve's proxy on 2 cores")
+                              "printed; 1.5-1.9x the edits per second of Serve's proxy on 2 cores")
     parser.add_argument("--direct-port", type=int, default=30000,
                         help="with --haproxy or --direct-ingress: the first port an ingress replica may take for "
                              "its own HTTP server (default 30000)")
@@ -248,6 +248,9 @@ def run_serve(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0
     check_port_free(config)
+    port = int(config["http_options"].get("port", 8000))
+    if mode == "haproxy" and port in haproxy_side_ports().values():
+        raise FacegenError(f"--port {port}: HAProxy mode takes that port for itself; choose another")
     from facegen.runtime import init_ray
 
     init_ray()

@@ -142,7 +142,7 @@ def test_direct_ingress_and_haproxy_are_refused_in_one_line_where_they_cannot_wo
     with socket.socket() as taken:  # HAProxy's stats page would fail to bind it once Ray is up
         taken.bind(("0.0.0.0", 0))
         taken.listen()
-        stats_port = taken.getsockname()[1]
+        stats_port, spare = taken.getsockname()[1], free_port()
         for argv, env, message in [
             ((*serve_args, "--direct-ingress", "--direct-port", "70000"), None,
              "error: --direct-port 70000: expected 1..65435"),
@@ -155,6 +155,8 @@ def test_direct_ingress_and_haproxy_are_refused_in_one_line_where_they_cannot_wo
             ((*serve_args, "--haproxy"), {"RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)},
              f"error: --haproxy: port {stats_port} is taken (Address already in use); "
              "set RAY_SERVE_HAPROXY_STATS_PORT to a free one"),
+            ((*serve_args, "--haproxy", "--port", str(spare)), {"RAY_SERVE_HAPROXY_STATS_PORT": str(spare)},
+             f"error: --port {spare}: HAProxy mode takes that port for itself; choose another"),
             ((*serve_args, "--haproxy"), {"RAY_SERVE_HAPROXY_BINARY_PATH": "/nonexistent/haproxy"},
              "error: --haproxy: no HAProxy binary (RAY_SERVE_HAPROXY_BINARY_PATH='/nonexistent/haproxy' does not "
              "point to an executable file.)"),
