@@ -118,7 +118,8 @@ def in_process(bundle: str, classifier: str | None, attribute: str, batch: int, 
             result = edit(catalog.generator, chunk, {attribute: 1.5}, directions=catalog.directions.get("mean_diff"),
                           cond=cond, scorer=scorer if same_size else None)
             if codec:
-                png_base64_rows(result.images), png_base64_rows(result.reconstructions)
+                png_base64_rows(result.images)
+                png_base64_rows(result.reconstructions)
             latencies.append(time.perf_counter() - t0)
         return latencies
 

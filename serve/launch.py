@@ -233,8 +233,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise FacegenError("--classifier and --no-classifier exclude each other")
     if args.guide and args.no_guide:
         raise FacegenError("--guide and --no-guide exclude each other")
-    direct = getattr(args, "direct_ingress", False)
-    mode = "direct" if direct else "haproxy" if getattr(args, "haproxy", False) else "proxy"
+    mode = ("direct" if getattr(args, "direct_ingress", False) else "haproxy" if getattr(args, "haproxy", False)
+            else "proxy")
     if not args.print_config:
         enable_ingress(mode, args.direct_port)  # before anything imports Ray Serve
     config = serving_config(args.config, bundle=args.bundle, classifier=args.classifier,
@@ -258,7 +258,7 @@ def run_serve(args: argparse.Namespace) -> int:
                                                if served.get("classifier") else "")
               + (f", guided edits by {served['guide']}" if served.get("guide") else ""), flush=True)
         print(f"web page: {url}/   API: {url}/v1/edit   docs: {url}/docs   (Ctrl-C stops the server)", flush=True)
-        if direct:
+        if mode == "direct":
             print(f"direct ingress, no proxy: {direct_ingress_url(config, args.direct_port)}/", flush=True)
         if mode == "haproxy":
             side = haproxy_side_ports()
